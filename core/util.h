@@ -1,0 +1,50 @@
+/* util.h - allocation that aborts on OOM, checked size arithmetic, and a
+ * growable byte buffer. Everything else in core/ allocates through these. */
+#ifndef KURIR_UTIL_H
+#define KURIR_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xmemdup(const void *p, size_t n);   /* NUL-terminated copy of n bytes */
+
+/* a + b, aborting on overflow (sizes come from our own counters) */
+size_t size_add(size_t a, size_t b);
+size_t size_mul(size_t a, size_t b);
+
+/* Growable byte buffer. Data lives in [data + off, data + len). */
+struct buf {
+    char *data;
+    size_t off;   /* bytes already consumed from the front */
+    size_t len;   /* end of valid data */
+    size_t cap;
+};
+
+void buf_init(struct buf *b);
+void buf_free(struct buf *b);
+void buf_reset(struct buf *b);
+size_t buf_used(const struct buf *b);                 /* len - off */
+const char *buf_peek(const struct buf *b);            /* data + off */
+void buf_consume(struct buf *b, size_t n);            /* drop n bytes from the front */
+char *buf_reserve(struct buf *b, size_t n);           /* room for n more bytes at the end */
+void buf_commit(struct buf *b, size_t n);             /* n bytes were written at buf_reserve() */
+void buf_append(struct buf *b, const void *p, size_t n);
+void buf_appends(struct buf *b, const char *s);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_compact(struct buf *b);                      /* move live bytes to the front */
+void buf_shrink(struct buf *b, size_t keep_cap);      /* free memory of an idle buffer */
+
+/* ASCII case-insensitive compare of n bytes */
+bool ascii_casecmp(const char *a, const char *b, size_t n);
+bool ascii_caseeq(const char *a, size_t alen, const char *lit);
+
+/* Monotonic and wall-clock time in seconds. */
+double time_mono(void);
+double time_wall(void);
+
+#endif
