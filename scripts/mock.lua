@@ -1,0 +1,2 @@
+local kurir = require "kurir"
+require("kurir.mock").setup(kurir, arg)
