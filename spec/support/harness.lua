@@ -1,0 +1,334 @@
+-- harness.lua - starts the real kurir binary for the end-to-end specs.
+--
+-- Each server runs in a fresh temporary directory (its cwd), with stdout and
+-- stderr in DIR/log. A small sh wrapper records kurir's own PID in DIR/pid
+-- and its exit status in DIR/exit, so that stop() signals only the process
+-- we started and can report how it exited. Every wait is bounded.
+-- Process control is plain io.popen / os.execute with sh; no posix module.
+
+local socket = require "socket"
+
+local harness = {}
+
+-- The sanitizer build is slower: every timeout is scaled by this factor.
+harness.scale = (os.getenv("KURIR_SANITIZED") or "") ~= "" and 3 or 1
+harness.sanitized = harness.scale ~= 1
+
+local function cwd()
+  local p = io.popen("pwd")
+  local d = p:read("l")
+  p:close()
+  return d
+end
+
+harness.root = cwd()
+
+local function absolute(path)
+  if path:sub(1, 1) == "/" then return path end
+  return harness.root .. "/" .. path
+end
+
+harness.bin = absolute(os.getenv("KURIR_BIN") or "build/kurir")
+
+-- Single-quote a string for sh.
+local function q(s)
+  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
+end
+harness.quote = q
+
+local function sleep(seconds)
+  socket.sleep(seconds)
+end
+harness.sleep = sleep
+
+function harness.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+function harness.write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(data))
+  assert(f:close())
+end
+
+function harness.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+-- Names in a directory (one level, no dot entries), sorted.
+function harness.list_dir(path)
+  local names = {}
+  local p = io.popen("ls -1A " .. q(path) .. " 2>/dev/null")
+  for line in p:lines() do names[#names + 1] = line end
+  p:close()
+  table.sort(names)
+  return names
+end
+
+-- A fresh private directory under $TMPDIR (or /tmp).
+function harness.tmpdir()
+  local name = os.tmpname()
+  os.remove(name)
+  local ok = os.execute("mkdir -m 700 " .. q(name))
+  assert(ok, "cannot create temporary directory " .. name)
+  return name
+end
+
+function harness.rmtree(path)
+  if path and path:match("^/tmp/") or (path and os.getenv("TMPDIR") and
+      path:sub(1, #os.getenv("TMPDIR")) == os.getenv("TMPDIR")) then
+    os.execute("rm -rf " .. q(path))
+  end
+end
+
+-- A TCP port that is free right now on host (bind to port 0, read, close).
+function harness.free_port(host)
+  host = host or "127.0.0.1"
+  local s = host:find(":", 1, true) and assert(socket.tcp6()) or assert(socket.tcp())
+  assert(s:bind(host, 0))
+  assert(s:listen(1))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+-- True when something listens on TCP port (from /proc/net/tcp{,6}); nil
+-- when /proc cannot be read.
+local function proc_listening(port)
+  local hex = string.format(":%04X", port)
+  local seen = false
+  for _, f in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
+    local data = harness.read_file(f)
+    if data then
+      seen = true
+      for line in data:gmatch("[^\n]+") do
+        local localaddr, st = line:match("^%s*%d+:%s+(%x+:%x+)%s+%x+:%x+%s+(%x+)")
+        if localaddr and st == "0A" and localaddr:sub(-5) == hex then return true end
+      end
+    end
+  end
+  if not seen then return nil end
+  return false
+end
+harness.listening = proc_listening
+
+-- Poll fn every step seconds until it returns a true value or timeout
+-- seconds (scaled) pass. Returns fn's value or nil.
+function harness.wait_for(fn, timeout, step)
+  local deadline = socket.gettime() + (timeout or 10) * harness.scale
+  step = step or 0.05
+  repeat
+    local v = fn()
+    if v then return v end
+    sleep(step)
+  until socket.gettime() > deadline
+  return fn()
+end
+
+local function substitute(s, dir)
+  return (tostring(s):gsub("{dir}", function() return dir end))
+end
+
+local Server = {}
+Server.__index = Server
+
+function Server:log()
+  return harness.read_file(self.dir .. "/log") or ""
+end
+
+-- Wait until the log matches pattern (a Lua pattern, or a function taking
+-- the log text). Returns the match or nil after timeout seconds (scaled).
+function Server:wait_log(pattern, timeout)
+  return harness.wait_for(function()
+    local text = self:log()
+    if type(pattern) == "function" then return pattern(text) end
+    return text:match(pattern)
+  end, timeout or 10)
+end
+
+function Server:exit_code(timeout)
+  local v = harness.wait_for(function()
+    local t = harness.read_file(self.dir .. "/exit")
+    return t and t:match("%d+")
+  end, timeout or 0)
+  return v and tonumber(v)
+end
+
+function Server:running()
+  if self:exit_code(0) then return false end
+  return os.execute("kill -0 " .. self.pid .. " 2>/dev/null") == true
+end
+
+function Server:signal(name)
+  if not self:running() then return false end
+  return os.execute("kill -s " .. name .. " " .. self.pid) == true
+end
+
+-- SIGTERM, wait up to 10 s (scaled), then SIGKILL. Returns the exit status.
+function Server:stop()
+  if self.stopped ~= nil then return self.stopped end
+  local code = self:exit_code(0)
+  if not code then
+    self:signal("TERM")
+    code = self:exit_code(10)
+    if not code then
+      self:signal("KILL")
+      code = self:exit_code(5)
+    end
+  end
+  self.stopped = code or -1
+  return self.stopped
+end
+
+-- Everything printed to the log by kurir, for failure messages.
+function Server:describe()
+  return "kurir log (" .. self.dir .. "):\n" .. self:log()
+end
+
+-- Start kurir in the background.
+--   o.script       Lua source, written to DIR/script.lua
+--   o.script_file  an existing script instead (path relative to the repo)
+--   o.args         script arguments; "{dir}" is replaced by DIR
+--   o.listen       listener strings (default: one free 127.0.0.1 port);
+--                  false for no -l option at all
+--   o.extra        further kurir options (before the script)
+--   o.env          environment variables for kurir
+--   o.cwd          working directory (default DIR)
+--   o.wait_port    port to wait for (default: the first listener's)
+function harness.start(o)
+  o = o or {}
+  local self = setmetatable({}, Server)
+  self.dir = harness.tmpdir()
+  local script
+  if o.script then
+    script = self.dir .. "/script.lua"
+    harness.write_file(script, o.script)
+  elseif o.script_file then
+    script = absolute(o.script_file)
+  end
+  self.script = script
+
+  local listen = o.listen
+  if listen == nil then listen = { "127.0.0.1:" .. harness.free_port() } end
+  local argv = { q(harness.bin) }
+  for _, l in ipairs(listen or {}) do
+    argv[#argv + 1] = "-l"
+    argv[#argv + 1] = q(l)
+  end
+  for _, x in ipairs(o.extra or {}) do argv[#argv + 1] = q(substitute(x, self.dir)) end
+  if script then argv[#argv + 1] = q(script) end
+  for _, a in ipairs(o.args or {}) do argv[#argv + 1] = q(substitute(a, self.dir)) end
+
+  local env = {}
+  for k, v in pairs(o.env or {}) do env[#env + 1] = k .. "=" .. q(v) end
+  local envs = #env > 0 and ("env " .. table.concat(env, " ") .. " ") or ""
+
+  self.listen = listen or {}
+  local first = self.listen[1]
+  self.port = o.wait_port or (first and tonumber(first:match(":(%d+)$")))
+  local d = q(self.dir)
+  local inner = "cd " .. q(o.cwd and substitute(o.cwd, self.dir) or self.dir) .. " && { " ..
+    envs .. table.concat(argv, " ") .. " </dev/null >" .. d .. "/log 2>&1 & p=$!; echo $p > " ..
+    d .. "/pid.tmp; mv " .. d .. "/pid.tmp " .. d .. "/pid; wait $p; echo $? > " .. d ..
+    "/exit.tmp; mv " .. d .. "/exit.tmp " .. d .. "/exit; }"
+  self.command = inner
+  local ok = os.execute("sh -c " .. q(inner) .. " </dev/null >/dev/null 2>&1 &")
+  assert(ok, "cannot start kurir wrapper")
+  local pid = harness.wait_for(function()
+    local t = harness.read_file(self.dir .. "/pid")
+    return t and t:match("%d+")
+  end, 10)
+  assert(pid, "kurir did not start: " .. inner)
+  self.pid = tonumber(pid)
+
+  if self.port then
+    local up = harness.wait_for(function()
+      if self:exit_code(0) then return "exited" end
+      local l = proc_listening(self.port)
+      if l == nil then
+        local c = socket.tcp()
+        c:settimeout(0.2)
+        local okc = c:connect("127.0.0.1", self.port)
+        c:close()
+        return okc and "up"
+      end
+      return l and "up"
+    end, 10)
+    if up ~= "up" then
+      local log = self:log()
+      self:stop()
+      error("kurir did not listen on port " .. tostring(self.port) .. " (" ..
+        tostring(up) .. "); command: " .. inner .. "\nlog:\n" .. log, 2)
+    end
+  end
+  return self
+end
+
+-- Assert that the server log shows no sanitizer report.
+function harness.assert_clean(server)
+  local log = server:log()
+  assert(not log:find("ERROR: AddressSanitizer", 1, true), "AddressSanitizer report:\n" .. log)
+  assert(not log:find("LeakSanitizer", 1, true), "LeakSanitizer report:\n" .. log)
+  if harness.sanitized then
+    assert(not log:find("runtime error:", 1, true), "UBSan report:\n" .. log)
+  end
+end
+
+-- Stop a server, assert a clean exit (0) and a clean log, remove its dir.
+function harness.finish(server)
+  if not server then return end
+  local code = server:stop()
+  harness.assert_clean(server)
+  assert(code == 0, "kurir exited with " .. tostring(code) .. " after SIGTERM\n" .. server:describe())
+  harness.rmtree(server.dir)
+end
+
+-- Run kurir in the foreground (bounded by `timeout 20`). Returns the exit
+-- code and the combined stdout+stderr.
+--   o.args   kurir's whole argument list ("{dir}" -> a temp dir)
+--   o.script Lua source written to DIR/script.lua; "{script}" in args names it
+function harness.run(o)
+  o = o or {}
+  local dir = harness.tmpdir()
+  local script = dir .. "/script.lua"
+  if o.script then harness.write_file(script, o.script) end
+  local argv = {}
+  for _, a in ipairs(o.args or {}) do
+    local s = tostring(a):gsub("{script}", function() return script end)
+    argv[#argv + 1] = q(substitute(s, dir))
+  end
+  local cmd = "cd " .. q(o.cwd or dir) .. " && timeout " .. (20 * harness.scale) .. " " ..
+    q(harness.bin) .. " " .. table.concat(argv, " ") .. " </dev/null >" .. q(dir .. "/out") ..
+    " 2>&1; echo $? > " .. q(dir .. "/rc")
+  os.execute(cmd)
+  local rc = tonumber((harness.read_file(dir .. "/rc") or ""):match("%d+"))
+  local out = harness.read_file(dir .. "/out") or ""
+  harness.rmtree(dir)
+  return rc, out, script
+end
+
+-- Run a shell command (bounded by `timeout`), return exit code and output.
+function harness.sh(cmd, seconds)
+  local dir = harness.tmpdir()
+  os.execute("timeout " .. ((seconds or 30) * harness.scale) .. " sh -c " .. q(cmd) ..
+    " </dev/null >" .. q(dir .. "/out") .. " 2>&1; echo $? > " .. q(dir .. "/rc"))
+  local rc = tonumber((harness.read_file(dir .. "/rc") or ""):match("%d+"))
+  local out = harness.read_file(dir .. "/out") or ""
+  harness.rmtree(dir)
+  return rc, out
+end
+
+-- Every file in a Maildir's new/ (full paths), sorted.
+function harness.maildir_new(dir)
+  local files = {}
+  for _, n in ipairs(harness.list_dir(dir .. "/new")) do files[#files + 1] = dir .. "/new/" .. n end
+  return files
+end
+
+return harness
