@@ -46,18 +46,22 @@ function mock.parse(arg)
     local a = arg[i]
     local name, inline = a:match("^(%-%-[^=]+)=(.*)$")
     name = name or a
+    local function flag()
+      if inline then die("%s takes no value", name) end
+      return true
+    end
     if name == "--help" or name == "-h" then
-      opts.help = true
+      opts.help = flag()
     elseif name == "--maildir" then
       opts.maildir = value(name, inline)
     elseif name == "--tls" then
-      opts.tls = true
+      opts.tls = flag()
     elseif name == "--cert" then
       opts.cert = value(name, inline)
     elseif name == "--key" then
       opts.key = value(name, inline)
     elseif name == "--auth-plaintext" then
-      opts.auth_plaintext = true
+      opts.auth_plaintext = flag()
     elseif name == "--listen" then
       local v = value(name, inline)
       local l, err = config.parse_listen(v)
