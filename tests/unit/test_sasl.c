@@ -12,28 +12,22 @@
 #include "sasl.h"
 #include "util.h"
 
-static int failures;
-static int checks;
+#include "testutil.h"
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        checks++;                                                                    \
-        if (!(cond)) {                                                               \
-            failures++;                                                              \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_STR(got, want)                                                              \
-    do {                                                                                  \
-        checks++;                                                                         \
-        const char *g_ = (got), *w_ = (want);                                             \
-        if (!g_ || strcmp(g_, w_) != 0) {                                                 \
-            failures++;                                                                   \
-            fprintf(stderr, "%s:%d: got \"%s\", want \"%s\"\n", __FILE__, __LINE__,       \
-                    g_ ? g_ : "(null)", w_);                                              \
-        }                                                                                 \
-    } while (0)
+/* got must be a non-NULL C string equal to want */
+static int check_str(const char *got, const char *want, const char *what, const char *file, int line)
+{
+    int ok = got && strcmp(got, want) == 0;
+    if (!testutil_check(ok, what, file, line)) {
+        if (got)
+            testutil_dump("got", got, strlen(got));
+        else
+            fputs("    got NULL\n", stderr);
+        testutil_dump("expected", want, strlen(want));
+    }
+    return ok;
+}
+#define CHECK_STR(got, want) check_str((got), (want), #got " == " #want, __FILE__, __LINE__)
 
 /* base64 of a byte string into a NUL-terminated heap string */
 static char *b64(const void *p, size_t n)
@@ -476,6 +470,5 @@ int main(void)
     test_plain();
     test_login();
     test_cram_md5();
-    printf("test_sasl: %d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return testutil_summary();
 }
