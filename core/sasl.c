@@ -17,7 +17,6 @@
  * - challenge_out is appended to, never reset: the caller owns it. */
 #include "sasl.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -287,12 +286,17 @@ static enum sasl_result sasl_cram_response(struct sasl *s, const unsigned char *
     if (m[ulen] != ' ' || !sasl_field_ok(m, ulen, false))
         return SASL_ERR_SYNTAX;
     const unsigned char *d = m + ulen + 1;
+    char hex[33];
     for (size_t i = 0; i < 32; i++) {
-        if (!isxdigit(d[i]))
+        unsigned char ch = d[i];
+        if (ch >= 'A' && ch <= 'F')
+            ch = (unsigned char)(ch - 'A' + 'a');
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
             return SASL_ERR_SYNTAX;
-        s->digest[i] = (char)tolower(d[i]);
+        hex[i] = (char)ch;
     }
-    s->digest[32] = '\0';
+    hex[32] = '\0';
+    memcpy(s->digest, hex, sizeof hex);
     s->user = xmemdup(m, ulen);
     s->step = SASL_STEP_END;
     return SASL_DONE;
