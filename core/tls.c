@@ -382,8 +382,8 @@ fail:
  * the peer just closing the socket) is 0 rather than an error. */
 static ssize_t tls_failed(struct conn *c, struct tls_conn *tc, int ret, bool for_read)
 {
-    int e = SSL_get_error(tc->ssl, ret);
     int sys = errno;
+    int e = SSL_get_error(tc->ssl, ret);
     ssize_t r = CONN_ERROR;
     switch (e) {
     case SSL_ERROR_WANT_READ:
