@@ -36,9 +36,11 @@ function mock.parse(arg)
   local n = #arg
   local i = 1
   local function value(name, inline)
-    if inline then return inline end
-    i = i + 1
-    local v = arg[i]
+    local v = inline
+    if v == nil then
+      i = i + 1
+      v = arg[i]
+    end
     if v == nil or v == "" then die("%s needs a value", name) end
     return v
   end

@@ -102,6 +102,7 @@ describe("kurir.mock arguments", function()
     { { "--x" }, "mock.lua: unknown option --x (try --help)" },
     { { "--maildir" }, "mock.lua: --maildir needs a value" },
     { { "--maildir", "" }, "mock.lua: --maildir needs a value" },
+    { { "--maildir=" }, "mock.lua: --maildir needs a value" },
     { { "--listen", "nowhere:25" }, "mock.lua: bad --listen value 'nowhere:25': bad address 'nowhere'" ..
       " (an IPv4 literal, [IPv6] or localhost)" },
     { { "--cert", "c.pem" }, "mock.lua: --cert and --key go together" },
