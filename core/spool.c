@@ -1,0 +1,245 @@
+/* spool.c - the body file of one transaction. Bytes are appended through a
+ * 64 KiB write-behind buffer into an unnamed file (O_TMPFILE, or mkstemp +
+ * unlink where the filesystem lacks it) in the spool directory, so a message
+ * never sits whole in memory and a crash leaves no file behind. Write errors
+ * are sticky and reported once by spool_finish(). Reading back is by
+ * offset (pread) or a kernel-side copy to another fd. Owns its fd and
+ * buffer; uses only POSIX/Linux file calls. */
+#include "spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#define SPOOL_BUFSZ (64 * 1024)
+#define SPOOL_EINTR_MAX 100   /* consecutive EINTRs tolerated by one call */
+#define SPOOL_COPY_CHUNK (1024 * 1024)
+
+void spool_init(struct spool *s)
+{
+    s->fd = -1;
+    s->size = 0;
+    buf_init(&s->wbuf);
+    s->err = 0;
+}
+
+static int open_unnamed(const char *dir)
+{
+#ifdef O_TMPFILE
+    int fd = open(dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+        return fd;
+#endif
+    struct buf path;
+    buf_init(&path);
+    buf_printf(&path, "%s/kurir-spool-XXXXXX", dir);
+    buf_append(&path, "", 1);
+    int fd2 = mkostemp(path.data, O_CLOEXEC);
+    if (fd2 >= 0 && unlink(path.data) < 0) {
+        int e = errno;
+        close(fd2);
+        fd2 = -1;
+        errno = e;
+    }
+    buf_free(&path);
+    return fd2;
+}
+
+/* Expects s initialised or closed (it never closes s->fd: a zeroed struct
+ * would otherwise close fd 0). */
+int spool_open(struct spool *s, const char *dir)
+{
+    int fd = open_unnamed(dir && *dir ? dir : ".");
+    if (fd < 0)
+        return -1;
+    s->fd = fd;
+    s->size = 0;
+    s->err = 0;
+    buf_reset(&s->wbuf);
+    return 0;
+}
+
+/* Write all n bytes at the file position. 0 or -1 with errno. */
+static int write_all(int fd, const char *p, size_t n)
+{
+    int eintr = 0;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR && ++eintr < SPOOL_EINTR_MAX)
+                continue;
+            return -1;
+        }
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        eintr = 0;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void flush(struct spool *s)
+{
+    size_t n = buf_used(&s->wbuf);
+    if (n == 0)
+        return;
+    if (!s->err && write_all(s->fd, buf_peek(&s->wbuf), n) < 0)
+        s->err = errno ? errno : EIO;
+    buf_reset(&s->wbuf);
+}
+
+void spool_append(struct spool *s, const void *p, size_t n)
+{
+    if (n == 0)
+        return;
+    s->size += n;
+    if (s->fd < 0 && !s->err)
+        s->err = EBADF;
+    if (s->err)
+        return;   /* sticky: keep counting, stop writing */
+    if (buf_used(&s->wbuf) + n > SPOOL_BUFSZ)
+        flush(s);
+    if (n >= SPOOL_BUFSZ) {
+        if (!s->err && write_all(s->fd, p, n) < 0)
+            s->err = errno ? errno : EIO;
+        return;
+    }
+    if (s->wbuf.cap < SPOOL_BUFSZ)
+        buf_reserve(&s->wbuf, SPOOL_BUFSZ);   /* one allocation for the whole body */
+    buf_append(&s->wbuf, p, n);
+    if (buf_used(&s->wbuf) >= SPOOL_BUFSZ)
+        flush(s);
+}
+
+int spool_finish(struct spool *s)
+{
+    if (s->fd < 0 && !s->err)
+        s->err = EBADF;
+    if (!s->err)
+        flush(s);
+    buf_free(&s->wbuf);   /* the body is complete: give back the 64 KiB */
+    if (s->err) {
+        errno = s->err;
+        return -1;
+    }
+    return 0;
+}
+
+ssize_t spool_pread(struct spool *s, void *dst, size_t n, uint64_t off)
+{
+    if (buf_used(&s->wbuf) && spool_finish(s) < 0)
+        return -1;
+    if (s->fd < 0) {
+        errno = EBADF;
+        return -1;
+    }
+    char *d = dst;
+    size_t got = 0;
+    int eintr = 0;
+    while (got < n) {
+        ssize_t r = pread(s->fd, d + got, n - got, (off_t)(off + got));
+        if (r < 0) {
+            if (errno == EINTR && ++eintr < SPOOL_EINTR_MAX)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            break;   /* end of file */
+        eintr = 0;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+/* Plain copy of [*off, size) through a stack buffer; the last resort. */
+static int copy_rw(struct spool *s, int fd, uint64_t *off)
+{
+    char chunk[16384];
+    while (*off < s->size) {
+        uint64_t left = s->size - *off;
+        size_t want = left < sizeof(chunk) ? (size_t)left : sizeof(chunk);
+        ssize_t r = spool_pread(s, chunk, want, *off);
+        if (r < 0)
+            return -1;
+        if (r == 0) {
+            errno = EIO;   /* file shorter than what was appended */
+            return -1;
+        }
+        if (write_all(fd, chunk, (size_t)r) < 0)
+            return -1;
+        *off += (uint64_t)r;
+    }
+    return 0;
+}
+
+/* Errors meaning "this kernel path cannot do it here", not "I/O failed". */
+static bool copy_unsupported(int e)
+{
+    return e == EXDEV || e == EINVAL || e == ENOSYS || e == EOPNOTSUPP || e == EBADF ||
+           e == EPERM;
+}
+
+int spool_copy_to(struct spool *s, int fd)
+{
+    if (spool_finish(s) < 0)
+        return -1;
+    if (s->fd < 0) {
+        errno = EBADF;
+        return -1;
+    }
+    uint64_t off = 0;
+    int eintr = 0;
+    /* Bounded: every round either moves bytes, or fails, or falls back. */
+    while (off < s->size) {
+        uint64_t left = s->size - off;
+        size_t want = left < SPOOL_COPY_CHUNK ? (size_t)left : SPOOL_COPY_CHUNK;
+        loff_t in = (loff_t)off;
+        ssize_t w = copy_file_range(s->fd, &in, fd, NULL, want, 0);
+        if (w < 0 && errno == EINTR && ++eintr < SPOOL_EINTR_MAX)
+            continue;
+        if (w < 0 && copy_unsupported(errno))
+            break;
+        if (w < 0)
+            return -1;
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        eintr = 0;
+        off += (uint64_t)w;
+    }
+    while (off < s->size) {
+        uint64_t left = s->size - off;
+        size_t want = left < SPOOL_COPY_CHUNK ? (size_t)left : SPOOL_COPY_CHUNK;
+        off_t in = (off_t)off;
+        ssize_t w = sendfile(fd, s->fd, &in, want);
+        if (w < 0 && errno == EINTR && ++eintr < SPOOL_EINTR_MAX)
+            continue;
+        if (w < 0 && copy_unsupported(errno))
+            break;
+        if (w < 0)
+            return -1;
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        eintr = 0;
+        off += (uint64_t)w;
+    }
+    return copy_rw(s, fd, &off);
+}
+
+void spool_close(struct spool *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    buf_free(&s->wbuf);
+    spool_init(s);
+}

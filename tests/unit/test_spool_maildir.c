@@ -1,0 +1,502 @@
+/* test_spool_maildir.c - the spool file (buffered appends of every size,
+ * read back by pread and by copy to files and pipes, sticky errors, no
+ * named file left behind) and Maildir delivery (one file in new/, empty
+ * tmp/, exact contents, parents created, and failure paths that return -1
+ * with a reason and leave no file). Works in a mkdtemp dir under /tmp,
+ * removed at the end. */
+#include "maildir.h"
+#include "spool.h"
+#include "testutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MB5 (5u * 1024u * 1024u)
+
+/* Deterministic body bytes: byte i of a body is pattern(i). */
+static unsigned char pattern(uint64_t i)
+{
+    return (unsigned char)((i * 2654435761u) >> 13 ^ i);
+}
+
+static char *make_body(size_t n)
+{
+    char *p = xmalloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (char)pattern(i);
+    return p;
+}
+
+/* Number of entries in dir other than . and .., or -1. */
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Whole file into a fresh buffer; false when it cannot be read. */
+static bool slurp_fd(int fd, struct buf *out)
+{
+    for (int i = 0; i < 100000; i++) {
+        char *p = buf_reserve(out, 65536);
+        ssize_t r = read(fd, p, 65536);
+        if (r < 0)
+            return false;
+        if (r == 0)
+            return true;
+        buf_commit(out, (size_t)r);
+    }
+    return false;
+}
+
+static bool slurp(const char *path, struct buf *out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool ok = slurp_fd(fd, out);
+    close(fd);
+    return ok;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void rm_tree(const char *path)
+{
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Fill a spool with n pattern bytes in chunks whose sizes cycle through
+ * `chunks`, then finish it. */
+static int fill_spool(struct spool *s, const char *body, size_t n, const size_t *chunks,
+                      size_t nchunks)
+{
+    size_t off = 0, k = 0;
+    while (off < n) {
+        size_t c = chunks[k++ % nchunks];
+        if (c > n - off)
+            c = n - off;
+        spool_append(s, body + off, c);
+        off += c;
+    }
+    return spool_finish(s);
+}
+
+/* pread the whole spool back in pieces of `piece` bytes and compare. */
+static bool readback_ok(struct spool *s, const char *body, size_t n, size_t piece)
+{
+    char *got = xmalloc(piece);
+    bool ok = true;
+    for (size_t off = 0; off < n && ok; off += piece) {
+        size_t want = piece < n - off ? piece : n - off;
+        ssize_t r = spool_pread(s, got, want, off);
+        ok = r == (ssize_t)want && memcmp(got, body + off, want) == 0;
+    }
+    /* Past the end: 0 bytes. */
+    ssize_t r = spool_pread(s, got, piece, n);
+    ok = ok && r == 0;
+    free(got);
+    return ok;
+}
+
+/* Copy the spool into a new file in dir and compare with body. */
+static bool copy_ok(struct spool *s, const char *dir, const char *body, size_t n, bool append)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/copy", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (append ? O_APPEND : 0), 0600);
+    if (fd < 0)
+        return false;
+    /* Something before the copy: the copy goes at the file position. */
+    bool ok = write(fd, "HDR\n", 4) == 4 && spool_copy_to(s, fd) == 0;
+    close(fd);
+    struct buf got;
+    buf_init(&got);
+    ok = ok && slurp(path, &got) && buf_used(&got) == n + 4 &&
+         memcmp(buf_peek(&got), "HDR\n", 4) == 0 && (n == 0 || memcmp(buf_peek(&got) + 4, body, n) == 0);
+    buf_free(&got);
+    unlink(path);
+    return ok;
+}
+
+static void test_spool_sizes(const char *root)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/spool", root);
+    CHECK(mkdir(dir, 0700) == 0);
+
+    static const size_t small_chunks[] = { 1, 7, 100, 1000, 4093 };
+    static const size_t big_chunks[] = { 65535, 65536, 65537, 3, 200000, 1 };
+    static const struct {
+        size_t size;
+        const size_t *chunks;
+        size_t nchunks;
+    } cases[] = {
+        { 0, small_chunks, 5 },
+        { 11, small_chunks, 5 },
+        { 65536, small_chunks, 5 },        /* exactly one buffer */
+        { 65537, small_chunks, 5 },        /* one byte past it */
+        { 150000, small_chunks, 5 },       /* > 64 KiB in small appends */
+        { 150000, big_chunks, 6 },         /* > 64 KiB in direct writes */
+        { MB5, big_chunks, 6 },
+        { MB5, small_chunks, 5 },
+    };
+    char *body = make_body(MB5);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct spool s;
+        spool_init(&s);
+        if (!CHECK(spool_open(&s, dir) == 0))
+            continue;
+        /* Nothing named in the spool directory, ever. */
+        CHECK(count_entries(dir) == 0);
+        CHECK(fill_spool(&s, body, cases[i].size, cases[i].chunks, cases[i].nchunks) == 0);
+        CHECK(s.size == cases[i].size);
+        CHECK(s.err == 0);
+        struct stat st;
+        CHECK(fstat(s.fd, &st) == 0 && (uint64_t)st.st_size == cases[i].size);
+        CHECK((st.st_mode & 0777) == 0600);
+        if (!CHECK(readback_ok(&s, body, cases[i].size, 4096)))
+            fprintf(stderr, "    case %zu (size %zu): pread mismatch\n", i, cases[i].size);
+        CHECK(readback_ok(&s, body, cases[i].size, 1000000));
+        if (!CHECK(copy_ok(&s, dir, body, cases[i].size, false)))
+            fprintf(stderr, "    case %zu (size %zu): copy mismatch\n", i, cases[i].size);
+        /* O_APPEND target: copy_file_range refuses it; the fallback must not. */
+        CHECK(copy_ok(&s, dir, body, cases[i].size, true));
+        CHECK(count_entries(dir) == 0);
+        spool_close(&s);
+        CHECK(s.fd == -1);
+        spool_close(&s);   /* idempotent */
+        CHECK(s.fd == -1);
+    }
+    free(body);
+    CHECK(count_entries(dir) == 0);
+}
+
+static void test_spool_pipe(const char *root)
+{
+    /* A pipe target: neither copy_file_range nor a seekable file. */
+    struct spool s;
+    spool_init(&s);
+    if (!CHECK(spool_open(&s, root) == 0))
+        return;
+    char *body = make_body(30000);
+    spool_append(&s, body, 30000);
+    CHECK(spool_finish(&s) == 0);
+    int fds[2];
+    if (CHECK(pipe(fds) == 0)) {
+        CHECK(fcntl(fds[1], F_SETPIPE_SZ, 65536) >= 0);
+        CHECK(spool_copy_to(&s, fds[1]) == 0);
+        close(fds[1]);
+        struct buf got;
+        buf_init(&got);
+        CHECK(slurp_fd(fds[0], &got));
+        CHECK_BYTES(buf_peek(&got), buf_used(&got), body, 30000);
+        buf_free(&got);
+        close(fds[0]);
+    }
+    free(body);
+    spool_close(&s);
+}
+
+static void test_spool_errors(const char *root)
+{
+    char path[4096];
+
+    /* Missing directory: -1 with errno, nothing open. */
+    struct spool s;
+    spool_init(&s);
+    snprintf(path, sizeof(path), "%s/does/not/exist", root);
+    errno = 0;
+    CHECK(spool_open(&s, path) == -1 && errno == ENOENT);
+    CHECK(s.fd == -1);
+
+    /* Appending to a spool that was never opened is a sticky error. */
+    spool_append(&s, "abc", 3);
+    CHECK(s.size == 3);
+    errno = 0;
+    CHECK(spool_finish(&s) == -1 && errno == EBADF);
+    spool_close(&s);
+
+    /* A write error is sticky: appends keep counting, finish reports it,
+     * reads of the body are refused. Writes fail because the fd underneath
+     * is swapped for a read-only one. */
+    spool_init(&s);
+    if (!CHECK(spool_open(&s, root) == 0))
+        return;
+    int ro = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    CHECK(ro >= 0 && dup2(ro, s.fd) == s.fd);
+    if (ro >= 0)
+        close(ro);
+    char *big = make_body(100000);
+    spool_append(&s, big, 100000);   /* direct write: fails now */
+    CHECK(s.err == EBADF);
+    spool_append(&s, "more", 4);
+    CHECK(s.size == 100004);
+    errno = 0;
+    CHECK(spool_finish(&s) == -1 && errno == EBADF);
+    CHECK(spool_copy_to(&s, STDERR_FILENO) == -1);
+    free(big);
+    spool_close(&s);
+    spool_close(&s);
+}
+
+/* Only Maildir-looking names: "<sec>.M<usec>P<pid>R<8 hex>.<host>". */
+static bool name_ok(const char *name)
+{
+    if (strncmp(name, "new/", 4) != 0)
+        return false;
+    const char *p = name + 4;
+    char *end;
+    strtoull(p, &end, 10);
+    if (end == p || *end != '.' || end[1] != 'M')
+        return false;
+    p = end + 2;
+    strtoull(p, &end, 10);
+    if (end == p || *end != 'P')
+        return false;
+    p = end + 1;
+    if ((long)strtol(p, &end, 10) != (long)getpid() || *end != 'R')
+        return false;
+    p = end + 1;
+    for (int i = 0; i < 8; i++)
+        if (!strchr("0123456789abcdef", p[i]))
+            return false;
+    return p[8] == '.' && p[9] != '\0' && !strchr(p + 9, '/') && !strchr(p + 9, ':');
+}
+
+static void check_maildir_file(const char *md, const char *name, const char *prefix,
+                               const char *body, size_t n)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", md, name);
+    struct buf got;
+    buf_init(&got);
+    CHECK(slurp(path, &got));
+    size_t plen = strlen(prefix);
+    CHECK(buf_used(&got) == plen + n);
+    if (buf_used(&got) == plen + n) {
+        CHECK_BYTES(buf_peek(&got), plen, prefix, plen);
+        CHECK(n == 0 || memcmp(buf_peek(&got) + plen, body, n) == 0);
+    }
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600 && st.st_nlink == 1);
+    buf_free(&got);
+}
+
+static int count_sub(const char *md, const char *sub)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", md, sub);
+    return count_entries(path);
+}
+
+static void test_maildir_prepare(const char *root)
+{
+    char md[4096], path[4096];
+    snprintf(md, sizeof(md), "%s/p/q/r/Maildir/", root);
+    CHECK(maildir_prepare(md) == 0);
+    static const char *const subs[] = { "p", "p/q", "p/q/r", "p/q/r/Maildir",
+                                        "p/q/r/Maildir/tmp", "p/q/r/Maildir/new",
+                                        "p/q/r/Maildir/cur" };
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/%s", root, subs[i]);
+        if (!CHECK(stat(path, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700))
+            fprintf(stderr, "    %s\n", path);
+    }
+    /* Again: existing directories are fine. */
+    CHECK(maildir_prepare(md) == 0);
+
+    /* Under a regular file: ENOTDIR. */
+    snprintf(path, sizeof(path), "%s/plain", root);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    CHECK(fd >= 0);
+    if (fd >= 0)
+        close(fd);
+    snprintf(md, sizeof(md), "%s/plain/Maildir", root);
+    errno = 0;
+    CHECK(maildir_prepare(md) == -1 && errno == ENOTDIR);
+    /* The Maildir path itself a regular file. */
+    errno = 0;
+    CHECK(maildir_prepare(path) == -1 && errno == ENOTDIR);
+    errno = 0;
+    CHECK(maildir_prepare("") == -1 && errno == ENOENT);
+}
+
+static void test_maildir_deliver(const char *root)
+{
+    static const char prefix[] = "Return-Path: <a@example.test>\r\nX-Test: 1\r\n";
+    char md[4096], name[512], err[256];
+    snprintf(md, sizeof(md), "%s/mail", root);
+    CHECK(maildir_prepare(md) == 0);
+
+    size_t n = 1000;
+    char *body = make_body(MB5);
+    struct spool s;
+    spool_init(&s);
+    if (!CHECK(spool_open(&s, root) == 0))
+        goto out;
+    spool_append(&s, body, n);
+    CHECK(spool_finish(&s) == 0);
+
+    CHECK(maildir_deliver(md, prefix, strlen(prefix), &s, name, sizeof(name), err, sizeof(err)) ==
+          0);
+    if (!CHECK(name_ok(name)))
+        fprintf(stderr, "    name \"%s\"\n", name);
+    CHECK(count_sub(md, "new") == 1);
+    CHECK(count_sub(md, "tmp") == 0);
+    CHECK(count_sub(md, "cur") == 0);
+    check_maildir_file(md, name, prefix, body, n);
+
+    /* The same spool again: a second, different file with the same bytes. */
+    char name2[512];
+    CHECK(maildir_deliver(md, prefix, strlen(prefix), &s, name2, sizeof(name2), err,
+                          sizeof(err)) == 0);
+    CHECK(strcmp(name, name2) != 0);
+    CHECK(count_sub(md, "new") == 2);
+    CHECK(count_sub(md, "tmp") == 0);
+    check_maildir_file(md, name2, prefix, body, n);
+    spool_close(&s);
+
+    /* 5 MB body, no prefix, into a Maildir that does not exist yet. */
+    snprintf(md, sizeof(md), "%s/fresh/deep/Maildir", root);
+    spool_init(&s);
+    if (!CHECK(spool_open(&s, root) == 0))
+        goto out;
+    for (size_t off = 0; off < MB5; off += 1000)
+        spool_append(&s, body + off, MB5 - off < 1000 ? MB5 - off : 1000);
+    CHECK(spool_finish(&s) == 0);
+    CHECK(maildir_deliver(md, "", 0, &s, name, sizeof(name), err, sizeof(err)) == 0);
+    CHECK(name_ok(name));
+    CHECK(count_sub(md, "new") == 1);
+    CHECK(count_sub(md, "tmp") == 0);
+    CHECK(count_sub(md, "cur") == 0);
+    check_maildir_file(md, name, "", body, MB5);
+    spool_close(&s);
+
+    /* Empty body. */
+    spool_init(&s);
+    if (CHECK(spool_open(&s, root) == 0)) {
+        CHECK(spool_finish(&s) == 0);
+        snprintf(md, sizeof(md), "%s/empty", root);
+        CHECK(maildir_deliver(md, prefix, strlen(prefix), &s, name, sizeof(name), err,
+                              sizeof(err)) == 0);
+        check_maildir_file(md, name, prefix, "", 0);
+        spool_close(&s);
+    }
+out:
+    free(body);
+}
+
+static void test_maildir_failures(const char *root)
+{
+    char md[4096], name[512], err[256];
+    struct spool s;
+    spool_init(&s);
+    if (!CHECK(spool_open(&s, root) == 0))
+        return;
+    spool_append(&s, "Subject: x\r\n\r\nbody\r\n", 20);
+    CHECK(spool_finish(&s) == 0);
+
+    /* The Maildir would live under a regular file. */
+    snprintf(md, sizeof(md), "%s/file", root);
+    int fd = open(md, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    CHECK(fd >= 0 && write(fd, "x", 1) == 1);
+    if (fd >= 0)
+        close(fd);
+    snprintf(md, sizeof(md), "%s/file/Maildir", root);
+    strcpy(name, "junk");
+    err[0] = '\0';
+    errno = 0;
+    CHECK(maildir_deliver(md, "A: b\r\n", 6, &s, name, sizeof(name), err, sizeof(err)) == -1);
+    CHECK(errno == ENOTDIR);
+    CHECK(err[0] != '\0' && strstr(err, "Not a directory") != NULL);
+    CHECK(name[0] == '\0');
+    struct stat st;
+    snprintf(md, sizeof(md), "%s/file", root);
+    CHECK(stat(md, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 1);
+
+    /* Failure after the tmp file exists (name buffer too small): -1 and
+     * the tmp file is gone, nothing in new/. */
+    snprintf(md, sizeof(md), "%s/small", root);
+    CHECK(maildir_prepare(md) == 0);
+    char tiny[8];
+    err[0] = '\0';
+    errno = 0;
+    CHECK(maildir_deliver(md, "A: b\r\n", 6, &s, tiny, sizeof(tiny), err, sizeof(err)) == -1);
+    CHECK(errno == ENAMETOOLONG && err[0] != '\0');
+    CHECK(count_sub(md, "tmp") == 0);
+    CHECK(count_sub(md, "new") == 0);
+
+    /* Failure while copying the body (a spool with a sticky error). */
+    struct spool bad;
+    spool_init(&bad);
+    spool_append(&bad, "x", 1);   /* never opened: EBADF */
+    err[0] = '\0';
+    CHECK(maildir_deliver(md, "A: b\r\n", 6, &bad, name, sizeof(name), err, sizeof(err)) == -1);
+    CHECK(err[0] != '\0' && strstr(err, "copy body") != NULL);
+    CHECK(count_sub(md, "tmp") == 0);
+    CHECK(count_sub(md, "new") == 0);
+    spool_close(&bad);
+
+    /* Without write permission on tmp/ (meaningless for root). */
+    if (geteuid() != 0) {
+        snprintf(md, sizeof(md), "%s/ro", root);
+        CHECK(maildir_prepare(md) == 0);
+        char tmpdir[4200];
+        snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", md);
+        CHECK(chmod(tmpdir, 0500) == 0);
+        errno = 0;
+        CHECK(maildir_deliver(md, "", 0, &s, name, sizeof(name), err, sizeof(err)) == -1);
+        CHECK(errno == EACCES && err[0] != '\0');
+        CHECK(count_sub(md, "new") == 0);
+        chmod(tmpdir, 0700);
+    }
+
+    /* NULL err/name buffers are allowed. */
+    snprintf(md, sizeof(md), "%s/file/Maildir", root);
+    CHECK(maildir_deliver(md, "", 0, &s, NULL, 0, NULL, 0) == -1);
+    snprintf(md, sizeof(md), "%s/nulls", root);
+    CHECK(maildir_deliver(md, "", 0, &s, NULL, 0, NULL, 0) == 0);
+    CHECK(count_sub(md, "new") == 1);
+    spool_close(&s);
+}
+
+int main(void)
+{
+    char root[] = "/tmp/kurir-test-spool-XXXXXX";
+    if (!mkdtemp(root)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_spool_sizes(root);
+    test_spool_pipe(root);
+    test_spool_errors(root);
+    test_maildir_prepare(root);
+    test_maildir_deliver(root);
+    test_maildir_failures(root);
+    rm_tree(root);
+    CHECK(access(root, F_OK) != 0);
+    return testutil_summary();
+}
