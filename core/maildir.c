@@ -182,6 +182,11 @@ int maildir_deliver(const char *dir, const char *prefix, size_t prefix_len, stru
     bool tmp_made = false, new_made = false, prepared = false;
 
     set_err(err, err_cap, "ok");
+    if (!dir || !*dir || (prefix_len && !prefix)) {
+        errno = EINVAL;
+        set_err(err, err_cap, "no maildir given");
+        goto fail;
+    }
     host_part(host, sizeof(host));
 
     /* Bounded: MAILDIR_NAME_TRIES names, plus one retry after creating

@@ -474,6 +474,10 @@ static void test_maildir_failures(const char *root)
         chmod(tmpdir, 0700);
     }
 
+    errno = 0;
+    CHECK(maildir_deliver("", "", 0, &s, name, sizeof(name), err, sizeof(err)) == -1);
+    CHECK(errno == EINVAL && err[0] != '\0');
+
     /* NULL err/name buffers are allowed. */
     snprintf(md, sizeof(md), "%s/file/Maildir", root);
     CHECK(maildir_deliver(md, "", 0, &s, NULL, 0, NULL, 0) == -1);
