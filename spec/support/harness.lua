@@ -324,6 +324,30 @@ function harness.sh(cmd, seconds)
   return rc, out
 end
 
+-- A site script that stores msg:raw() in DIR/<queue id>.eml (arg[1] = DIR,
+-- arg[2] = message_size, arg[3] = bare_lf) and answers "queued as <id>";
+-- recipients whose local part is "reject" are refused (false).
+harness.STORE_SCRIPT = [==[
+local kurir = require "kurir"
+local dir = arg[1]
+kurir.configure {
+  hostname = "mx.e2e.test",
+  limits = { message_size = tonumber(arg[2] or "33554432"), bare_lf = arg[3] or "reject" },
+}
+function kurir.on.rcpt(s, rcpt)
+  if rcpt.user == "reject" then return false end
+end
+function kurir.on.data(s, msg)
+  local f = assert(io.open(dir .. "/" .. msg.id .. ".eml", "wb"))
+  f:write(msg:raw())
+  f:close()
+  local r = assert(io.open(dir .. "/" .. msg.id .. ".rcpts", "wb"))
+  for _, x in ipairs(msg.rcpts) do r:write(x.address, "\n") end
+  r:close()
+  return 250, "2.0.0 Ok: queued as " .. msg.id
+end
+]==]
+
 -- Every file in a Maildir's new/ (full paths), sorted.
 function harness.maildir_new(dir)
   local files = {}

@@ -1,0 +1,217 @@
+-- End to end: limits (SPEC 3). Each limit is answered with its reply from
+-- core/reply.h and the session stays in step (or is closed with 421).
+
+local socket = require "socket"
+local harness = require "harness"
+local client = require "smtp_client"
+
+local HOST = "mx.e2e.test"
+
+local function script(limits, timeouts)
+  return [[
+local kurir = require "kurir"
+local dir = arg[1]
+kurir.configure {
+  hostname = "mx.e2e.test",
+  limits = ]] .. limits .. [[,
+  timeouts = ]] .. (timeouts or "{}") .. [[,
+}
+function kurir.on.data(s, msg)
+  local f = assert(io.open(dir .. "/" .. msg.id .. ".rcpts", "wb"))
+  for _, r in ipairs(msg.rcpts) do f:write(r.address, "\n") end
+  f:close()
+  return 250, "2.0.0 Ok: queued as " .. msg.id
+end
+]]
+end
+
+local function session(port, opts)
+  local c = client.open(port, nil, opts)
+  c:expect(220, "220 " .. HOST .. " ESMTP kurir")
+  local code, text = c:ehlo("client.e2e.test")
+  assert.equals(250, code, text)
+  return c
+end
+
+describe("limits", function()
+  local srv
+
+  lazy_setup(function()
+    srv = harness.start {
+      script = script("{ recipients = 3, errors = 3, line_length = 512, text_line_length = 100 }"),
+      args = { "{dir}" },
+    }
+  end)
+
+  lazy_teardown(function()
+    harness.finish(srv)
+  end)
+
+  it("answers an over-long command line with 500 5.5.6 and the next command works", function()
+    local c = session(srv.port)
+    c:check("NOOP " .. string.rep("x", 600), 500, "500 5.5.6 Line too long")
+    c:check("NOOP", 250, "250 2.0.0 OK")
+    c:close()
+  end)
+
+  it("counts line_length with the CRLF: 512 bytes pass, 513 do not", function()
+    local c = session(srv.port)
+    c:check("NOOP " .. string.rep("x", 512 - 7), 250, "250 2.0.0 OK")
+    c:check("NOOP " .. string.rep("x", 512 - 6), 500, "500 5.5.6 Line too long")
+    c:check("NOOP", 250, "250 2.0.0 OK")
+    c:close()
+  end)
+
+  it("skips a 100 KB line to its CRLF, answers once and stays in step", function()
+    local c = session(srv.port)
+    assert(c:send("MAIL FROM:<" .. string.rep("a", 100000) .. "@example.test>\r\nNOOP\r\n"))
+    c:expect(500, "500 5.5.6 Line too long")
+    c:expect(250, "250 2.0.0 OK")
+    assert.is_false(c:readable(0.2 * harness.scale))
+    c:check("MAIL FROM:<a@example.test>", 250, "250 2.1.0 Sender OK")
+    c:close()
+  end)
+
+  it("refuses recipients past limits.recipients with 452 4.5.3", function()
+    local c = session(srv.port)
+    c:check("MAIL FROM:<a@example.test>", 250)
+    for i = 1, 3 do c:check("RCPT TO:<r" .. i .. "@example.test>", 250, "250 2.1.5 Recipient OK") end
+    c:check("RCPT TO:<r4@example.test>", 452, "452 4.5.3 Too many recipients")
+    c:check("RCPT TO:<r5@example.test>", 452, "452 4.5.3 Too many recipients")
+    c:check("DATA", 354)
+    assert(c:send("Subject: x\r\n\r\nx\r\n.\r\n"))
+    local text = c:expect(250)
+    local id = text:match("queued as (%S+)$")
+    assert.equals("r1@example.test\nr2@example.test\nr3@example.test\n",
+      harness.read_file(srv.dir .. "/" .. id .. ".rcpts"))
+    c:close()
+  end)
+
+  it("closes with 421 4.7.0 once the session made more than limits.errors errors", function()
+    local c = session(srv.port)
+    for i = 1, 3 do c:check("BAD" .. i, 500, "500 5.5.1 Command unrecognized") end
+    assert(c:send("BAD4\r\n"))
+    local last
+    for _ = 1, 3 do
+      local code, text = c:reply(5)
+      if not code then break end
+      last = text
+      if code == 421 then break end
+      assert.equals("500 5.5.1 Command unrecognized", text)
+    end
+    assert.equals("421 4.7.0 " .. HOST .. " Too many errors, closing connection", last)
+    assert.is_true(c:closed(5))
+  end)
+
+  it("refuses a data line longer than limits.text_line_length with 554 5.6.0", function()
+    local c = session(srv.port)
+    c:check("MAIL FROM:<a@example.test>", 250)
+    c:check("RCPT TO:<b@example.test>", 250)
+    c:check("DATA", 354)
+    assert(c:send("Subject: x\r\n\r\n" .. string.rep("y", 100) .. "\r\n" .. string.rep("z", 150) .. "\r\n.\r\n"))
+    c:expect(554, "554 5.6.0 Message contains a line longer than the limit")
+    c:check("NOOP", 250, "250 2.0.0 OK")
+    c:check("MAIL FROM:<a@example.test>", 250)
+    c:check("RCPT TO:<b@example.test>", 250)
+    c:check("DATA", 354)
+    assert(c:send("Subject: x\r\n\r\n" .. string.rep("y", 100) .. "\r\n.\r\n"))
+    c:expect(250)
+    c:close()
+  end)
+end)
+
+describe("connection limits", function()
+  it("greets the connection past connections_per_ip with 421 and closes it", function()
+    local srv = harness.start { script = script("{ connections_per_ip = 2 }"), args = { "{dir}" } }
+    local a = session(srv.port)
+    local b = session(srv.port)
+    local c = client.open(srv.port)
+    local code, text = c:reply()
+    assert.equals(421, code, text)
+    assert.truthy(text:match("^421 .*Too many connections, try again later$"), text)
+    assert.truthy(text:find(HOST, 1, true), text)
+    assert.is_true(c:closed(5))
+    -- Another client address is not limited by the first one's count.
+    local other = client.connect(srv.port, "127.0.0.1", { bind = "127.0.0.2" })
+    if other then
+      other:expect(220, "220 " .. HOST .. " ESMTP kurir")
+      other:close()
+    end
+    -- A slot frees up when a session ends.
+    a:check("QUIT", 221)
+    assert.is_true(a:closed(5))
+    local ok = harness.wait_for(function()
+      local d = client.open(srv.port)
+      local dc = d:reply()
+      d:close()
+      return dc == 220
+    end, 5, 0.1)
+    assert.is_true(ok)
+    b:close()
+    harness.finish(srv)
+  end)
+
+  it("greets the connection past connections (total) with 421", function()
+    local srv = harness.start { script = script("{ connections = 2 }"), args = { "{dir}" } }
+    local a = session(srv.port)
+    local b = client.connect(srv.port, "127.0.0.1", { bind = "127.0.0.2" }) or client.open(srv.port)
+    b:expect(220)
+    local c = client.connect(srv.port, "127.0.0.1", { bind = "127.0.0.3" }) or client.open(srv.port)
+    local code, text = c:reply()
+    assert.equals(421, code, text)
+    assert.truthy(text:match("^421 .*Too many connections, try again later$"), text)
+    assert.is_true(c:closed(5))
+    a:close()
+    b:close()
+    harness.finish(srv)
+  end)
+end)
+
+describe("timeouts", function()
+  local srv
+
+  lazy_setup(function()
+    srv = harness.start { script = script("{}", "{ command = 1, data = 1 }"), args = { "{dir}" } }
+  end)
+
+  lazy_teardown(function()
+    harness.finish(srv)
+  end)
+
+  it("closes an idle session with 421 4.4.2 after timeouts.command", function()
+    local c = session(srv.port)
+    local t0 = socket.gettime()
+    c:expect(421, "421 4.4.2 " .. HOST .. " Timeout, closing connection", 5)
+    local dt = socket.gettime() - t0
+    assert.is_true(dt >= 0.8, "timed out after " .. dt .. " s")
+    assert.is_true(dt < 4 * harness.scale, "timed out after " .. dt .. " s")
+    assert.is_true(c:closed(5))
+  end)
+
+  it("does not extend the command timeout for a client trickling bytes", function()
+    local c = session(srv.port)
+    local t0 = socket.gettime()
+    local cmd = "NOOP" .. string.rep(" x", 40)
+    local i = 1
+    while not c:readable(0.2) and i <= #cmd and socket.gettime() - t0 < 10 * harness.scale do
+      c:send(cmd:sub(i, i))
+      i = i + 1
+    end
+    c:expect(421, "421 4.4.2 " .. HOST .. " Timeout, closing connection", 5)
+    local dt = socket.gettime() - t0
+    assert.is_true(dt < 4 * harness.scale, "timed out after " .. dt .. " s")
+    assert.is_true(c:closed(5))
+  end)
+
+  it("closes a session idle inside DATA after timeouts.data", function()
+    local c = session(srv.port)
+    c:check("MAIL FROM:<a@example.test>", 250)
+    c:check("RCPT TO:<b@example.test>", 250)
+    c:check("DATA", 354)
+    c:send("Subject: slow\r\n")
+    local code, text = c:reply(5)
+    assert.equals(421, code, text)
+    assert.truthy(text:match("^421 4%.4%.2 "), text)
+    assert.is_true(c:closed(5))
+  end)
+end)

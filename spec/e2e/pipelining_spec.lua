@@ -1,0 +1,125 @@
+-- End to end: PIPELINING (RFC 2920). Whole transactions in one write get
+-- every reply, in order; a large burst is answered completely even when the
+-- client reads slowly (backpressure, no lost or reordered replies).
+
+local socket = require "socket"
+local harness = require "harness"
+local client = require "smtp_client"
+
+local function session(srv)
+  local c = client.open(srv.port)
+  c:expect(220)
+  local code, text, _, ext = c:ehlo("client.e2e.test")
+  assert.equals(250, code, text)
+  assert.truthy(ext.PIPELINING)
+  return c
+end
+
+describe("pipelining", function()
+  local srv
+
+  lazy_setup(function()
+    srv = harness.start { script = harness.STORE_SCRIPT, args = { "{dir}" } }
+  end)
+
+  lazy_teardown(function()
+    harness.finish(srv)
+  end)
+
+  local function stored(text)
+    local id = text:match("^250 2%.0%.0 Ok: queued as (%S+)$")
+    assert.truthy(id, text)
+    return harness.read_file(srv.dir .. "/" .. id .. ".eml"), id
+  end
+
+  it("answers two complete transactions sent in one write, in order", function()
+    local c = session(srv)
+    local m1 = "Subject: one\r\n\r\nfirst\r\n"
+    local m2 = "Subject: two\r\n\r\nsecond\r\n"
+    assert(c:send(
+      "MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n" ..
+      m1 .. ".\r\n" ..
+      "MAIL FROM:<d@example.test>\r\nRCPT TO:<e@example.test>\r\nDATA\r\n" ..
+      m2 .. ".\r\n" ..
+      "QUIT\r\n"))
+    c:expect(250, "250 2.1.0 Sender OK")
+    c:expect(250, "250 2.1.5 Recipient OK")
+    c:expect(250, "250 2.1.5 Recipient OK")
+    c:expect(354, "354 End data with <CR><LF>.<CR><LF>")
+    local got1, id1 = stored(c:expect(250))
+    c:expect(250, "250 2.1.0 Sender OK")
+    c:expect(250, "250 2.1.5 Recipient OK")
+    c:expect(354, "354 End data with <CR><LF>.<CR><LF>")
+    local got2, id2 = stored(c:expect(250))
+    c:expect(221, "221 2.0.0 Bye")
+    assert.is_true(c:closed(5))
+    assert.equals(m1, got1)
+    assert.equals(m2, got2)
+    assert.are_not.equal(id1, id2)
+    assert.equals("b@example.test\nc@example.test\n", harness.read_file(srv.dir .. "/" .. id1 .. ".rcpts"))
+    assert.equals("e@example.test\n", harness.read_file(srv.dir .. "/" .. id2 .. ".rcpts"))
+  end)
+
+  it("keeps order with a rejected recipient in the group", function()
+    local c = session(srv)
+    assert(c:send("MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<reject@example.test>\r\n" ..
+      "RCPT TO:<c@example.test>\r\nDATA\r\nSubject: r\r\n\r\nx\r\n.\r\nNOOP\r\n"))
+    c:expect(250, "250 2.1.0 Sender OK")
+    c:expect(250, "250 2.1.5 Recipient OK")
+    c:expect(550, "550 5.1.1 Recipient rejected")
+    c:expect(250, "250 2.1.5 Recipient OK")
+    c:expect(354)
+    local _, id = stored(c:expect(250))
+    c:expect(250, "250 2.0.0 OK")
+    assert.equals("b@example.test\nc@example.test\n", harness.read_file(srv.dir .. "/" .. id .. ".rcpts"))
+    c:close()
+  end)
+
+  it("answers the replies of one group together", function()
+    local c = session(srv)
+    assert(c:send("NOOP\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRSET\r\nNOOP\r\n"))
+    -- All five replies are there after one wait, none missing or extra.
+    assert.is_true(c:readable(5 * harness.scale))
+    socket.sleep(0.1 * harness.scale)
+    c:fill(socket.gettime() + 0.1)
+    local n = select(2, c.buf:gsub("\r\n", ""))
+    assert.equals(5, n)
+    c:expect(250, "250 2.0.0 OK")
+    c:expect(250, "250 2.1.0 Sender OK")
+    c:expect(250, "250 2.1.5 Recipient OK")
+    c:expect(250, "250 2.0.0 OK")
+    c:expect(250, "250 2.0.0 OK")
+    c:close()
+  end)
+
+  it("answers a burst of 20000 commands completely while the client reads slowly", function()
+    local c = session(srv)
+    local n = 20000
+    local burst = string.rep("NOOP\r\n", n)
+    local sock = c.sock
+    local i = 1
+    local deadline = socket.gettime() + 60 * harness.scale
+    -- Write without reading until the kernel buffers fill, then read a bit.
+    while i <= #burst and socket.gettime() < deadline do
+      sock:settimeout(0)
+      local last, err, partial = sock:send(burst, i)
+      if last then
+        i = last + 1
+      else
+        assert(err == "timeout", err)
+        i = partial + 1
+        c:fill(socket.gettime() + 0.01)
+      end
+    end
+    assert.equals(#burst + 1, i)
+    local count = 0
+    while count < n do
+      local code, text = c:reply(10)
+      assert.equals(250, code, text)
+      assert.equals("250 2.0.0 OK", text)
+      count = count + 1
+    end
+    c:check("QUIT", 221)
+    c:close()
+  end)
+end)
