@@ -1,0 +1,146 @@
+-- End to end: the command line of SPEC 1: --version, --help, exit codes,
+-- --check (file:line in every message, no socket opened), the arg table.
+
+local socket = require "socket"
+local harness = require "harness"
+
+local OK_SCRIPT = [[
+local kurir = require "kurir"
+kurir.configure { hostname = "mx.e2e.test", listen = { "127.0.0.1:%d" } }
+function kurir.on.rcpt(s, rcpt)
+  if rcpt.domain ~= "example.test" then return 550, "5.7.1 Relaying denied" end
+end
+function kurir.on.data(s, msg) return 250 end
+]]
+
+describe("command line", function()
+  it("--version exits 0 and prints a version", function()
+    local rc, out = harness.run { args = { "--version" } }
+    assert.equals(0, rc, out)
+    assert.truthy(out:match("%d+%.%d+%.%d+"), out)
+    assert.truthy(out:lower():find("kurir", 1, true), out)
+  end)
+
+  it("--help exits 0 and shows the usage", function()
+    local rc, out = harness.run { args = { "--help" } }
+    assert.equals(0, rc, out)
+    assert.truthy(out:lower():find("usage", 1, true), out)
+    assert.truthy(out:find("--check", 1, true), out)
+    assert.truthy(out:find("-l", 1, true), out)
+  end)
+
+  it("exits 2 on a bad command line", function()
+    for _, args in ipairs {
+      { "--bogus" },
+      { "-l" },
+      { "-l", "not-an-address", "--check", "{script}" },
+      { "--version-please" },
+    } do
+      local rc, out = harness.run { args = args, script = "return" }
+      assert.equals(2, rc, table.concat(args, " ") .. ": " .. out)
+      assert.is_true(#out > 0, "no message for " .. table.concat(args, " "))
+    end
+  end)
+
+  it("exits 1 naming the file when the script does not exist", function()
+    local rc, out = harness.run { args = { "/nonexistent/e2e-missing.lua" } }
+    assert.equals(1, rc, out)
+    assert.truthy(out:find("e2e-missing.lua", 1, true), out)
+  end)
+
+  describe("--check", function()
+    it("accepts a good script with 0 and opens no socket", function()
+      -- Hold the script's port ourselves: a bind by kurir would fail, and a
+      -- probe connection would show up as a pending connection.
+      local holder = assert(socket.tcp())
+      assert(holder:bind("127.0.0.1", 0))
+      assert(holder:listen(8))
+      local _, port = holder:getsockname()
+      port = tonumber(port)
+      local rc, out = harness.run { args = { "--check", "{script}" }, script = OK_SCRIPT:format(port) }
+      assert.equals(0, rc, out)
+      rc, out = harness.run { args = { "-l", "127.0.0.1:" .. port, "--check", "{script}" },
+        script = OK_SCRIPT:format(port) }
+      assert.equals(0, rc, out)
+      holder:settimeout(0)
+      assert.is_nil(holder:accept())
+      holder:close()
+    end)
+
+    it("accepts scripts/mock.lua", function()
+      local rc, out = harness.run { args = { "--check", harness.root .. "/scripts/mock.lua", "--maildir", "{dir}/m" } }
+      assert.equals(0, rc, out)
+    end)
+
+    it("reports a syntax error with file:line and exits 1", function()
+      local rc, out = harness.run { args = { "--check", "{script}" },
+        script = "local kurir = require \"kurir\"\n\nlocal x = = 1\n" }
+      assert.equals(1, rc, out)
+      assert.truthy(out:find("script.lua:3", 1, true), out)
+    end)
+
+    it("reports an unknown hook name with file:line and exits 1", function()
+      local rc, out = harness.run { args = { "--check", "{script}" },
+        script = "local kurir = require \"kurir\"\nkurir.on.rcpt_to = function() end\n" ..
+          "function kurir.on.data() end\n" }
+      assert.equals(1, rc, out)
+      assert.truthy(out:find("script.lua:2", 1, true), out)
+      assert.truthy(out:find("rcpt_to", 1, true), out)
+    end)
+
+    it("reports a bad configuration value with file:line and exits 1", function()
+      local rc, out = harness.run { args = { "--check", "{script}" },
+        script = "local kurir = require \"kurir\"\nfunction kurir.on.data() end\n" ..
+          "kurir.configure { limits = { recipients = \"many\" } }\n" }
+      assert.equals(1, rc, out)
+      assert.truthy(out:find("script.lua:3", 1, true), out)
+      assert.truthy(out:find("recipients", 1, true), out)
+    end)
+
+    it("reports an unknown configuration key with file:line and exits 1", function()
+      local rc, out = harness.run { args = { "--check", "{script}" },
+        script = "local kurir = require \"kurir\"\nfunction kurir.on.data() end\n\n" ..
+          "kurir.configure { timeouts = { comand = 5 } }\n" }
+      assert.equals(1, rc, out)
+      assert.truthy(out:find("script.lua:4", 1, true), out)
+      assert.truthy(out:find("comand", 1, true), out)
+    end)
+
+    it("reports a runtime error in the script body with file:line and exits 1", function()
+      local rc, out = harness.run { args = { "--check", "{script}" },
+        script = "local kurir = require \"kurir\"\nlocal t = nil\nprint(t.field)\n" }
+      assert.equals(1, rc, out)
+      assert.truthy(out:find("script.lua:3", 1, true), out)
+    end)
+
+    it("says that a script without data hook or routes refuses mail", function()
+      local _, out = harness.run { args = { "--check", "{script}" },
+        script = "local kurir = require \"kurir\"\nfunction kurir.on.rcpt() end\n" }
+      assert.truthy(out:lower():find("data", 1, true), out)
+    end)
+
+    it("exits 1 for a bad script even without --check", function()
+      local rc, out = harness.run { args = { "{script}" }, script = "this is not lua\n" }
+      assert.equals(1, rc, out)
+      assert.truthy(out:find("script.lua:1", 1, true), out)
+    end)
+  end)
+
+  it("hands the script its arguments in the arg table", function()
+    local srv = harness.start {
+      script = [[
+local kurir = require "kurir"
+kurir.configure { hostname = "mx.e2e.test" }
+function kurir.on.data() end
+local f = assert(io.open("args.out", "wb"))
+f:write(tostring(arg[0]), "\n", #arg, "\n")
+for i = 1, #arg do f:write(arg[i], "\n") end
+f:close()
+]],
+      args = { "one", "two words", "--three", "-l" },
+    }
+    local text = harness.wait_for(function() return harness.read_file(srv.dir .. "/args.out") end, 5)
+    assert.equals(srv.script .. "\n4\none\ntwo words\n--three\n-l\n", text)
+    harness.finish(srv)
+  end)
+end)
