@@ -19,7 +19,7 @@ enum reply_stage {
 enum reply_id {
     R_GREETING,          /* 220 <host> ESMTP kurir */
     R_CLOSING,           /* 221 2.0.0 Bye */
-    R_OK,                /* 250 2.0.0 OK */
+    R_ACCEPT,                /* 250 2.0.0 OK */
     R_MAIL_OK,           /* 250 2.1.0 Sender OK */
     R_RCPT_OK,           /* 250 2.1.5 Recipient OK */
     R_DATA_GO,           /* 354 End data with <CR><LF>.<CR><LF> */

@@ -1,0 +1,767 @@
+/* engine.c - the Lua side of a worker: one lua_State per loaded script.
+ *
+ * Owns: loading the script (package.path to the shipped modules, the `arg`
+ * table, `require "kurir"`), reading the validated configuration back from
+ * kurir.config, the registry references of the hooks, one coroutine per
+ * session, and the single resume helper through which every hook runs and
+ * every waiting function (kurir.sleep now; sockets and DNS later) comes
+ * back. Hook results become a struct hook_result in exactly one function
+ * (convert_result). A CPU budget per resume is enforced with an
+ * instruction-count hook that keeps firing until the error escapes any
+ * pcall of the script. */
+#include "engine.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine_session.h"
+#include "logfmt.h"
+#include "sasl.h"
+#include "server.h"
+#include "session.h"
+
+static const char *const hook_names[HOOK_COUNT] = {
+    "connect", "helo", "starttls", "auth", "mail", "rcpt", "data",
+    "vrfy", "expn", "command", "reset", "disconnect",
+};
+
+#define CPU_CHECK_EVERY 10000
+
+const char *engine_hook_name(enum hook h)
+{
+    return (h >= 0 && h < HOOK_COUNT) ? hook_names[h] : "?";
+}
+
+/* ---- paths ------------------------------------------------------------ */
+
+static bool file_exists(const char *p)
+{
+    return access(p, R_OK) == 0;
+}
+
+/* The shipped Lua modules: next to an installed binary
+ * (<prefix>/bin/kurir -> <prefix>/share/kurir/lua), else the source tree
+ * the binary was built from. KURIR_LUA_DIR overrides both. */
+static void data_dir(char *out, size_t cap)
+{
+    const char *env = getenv("KURIR_HOME");
+    if (env && *env) {
+        snprintf(out, cap, "%s", env);
+        return;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            char probe[PATH_MAX + 64];
+            snprintf(probe, sizeof(probe), "%s/../share/kurir/lua/kurir/config.lua", exe);
+            if (file_exists(probe) && strlen(exe) + 16 < cap) {
+                memcpy(out, exe, strlen(exe));
+                memcpy(out + strlen(exe), "/../share/kurir", 16);
+                return;
+            }
+        }
+    }
+    char probe[PATH_MAX];
+    snprintf(probe, sizeof(probe), "%s/lua/kurir/config.lua", KURIR_SOURCE_DIR);
+    if (file_exists(probe)) {
+        snprintf(out, cap, "%s", KURIR_SOURCE_DIR);
+        return;
+    }
+    snprintf(out, cap, "%s", KURIR_DATA_DIR);
+}
+
+void engine_default_script(char *out, size_t cap)
+{
+    char d[PATH_MAX];
+    data_dir(d, sizeof(d));
+    snprintf(out, cap, "%s/scripts/mock.lua", d);
+}
+
+/* ---- configuration read-back ------------------------------------------ */
+
+static double get_num(lua_State *L, int t, const char *k, double dflt)
+{
+    lua_getfield(L, t, k);
+    double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+static char *get_str(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    char *v = lua_type(L, -1) == LUA_TSTRING ? xstrdup(lua_tostring(L, -1)) : NULL;
+    lua_pop(L, 1);
+    return v;
+}
+
+static bool get_bool(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    bool v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void read_config(lua_State *L, int t, struct config *c)
+{
+    t = lua_absindex(L, t);
+    c->hostname = get_str(L, t, "hostname");
+    if (!c->hostname)
+        c->hostname = xstrdup("localhost");
+    c->spool = get_str(L, t, "spool");
+    if (!c->spool)
+        c->spool = xstrdup("/tmp");
+    lua_getfield(L, t, "listen");
+    int n = (int)luaL_len(L, -1);
+    c->listen = xcalloc((size_t)(n ? n : 1), sizeof(*c->listen));
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        struct listen_cfg *lc = &c->listen[c->nlisten++];
+        lc->host = get_str(L, -1, "host");
+        lc->port = (int)get_num(L, -1, "port", 0);
+        lc->tls = get_bool(L, -1, "tls");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, t, "limits");
+    int l = lua_gettop(L);
+    c->line_length = (size_t)get_num(L, l, "line_length", 2048);
+    c->text_line_length = (size_t)get_num(L, l, "text_line_length", 0);
+    c->message_size = (uint64_t)get_num(L, l, "message_size", 33554432);
+    c->recipients = (int)get_num(L, l, "recipients", 100);
+    c->connections = (int)get_num(L, l, "connections", 1000);
+    c->connections_per_ip = (int)get_num(L, l, "connections_per_ip", 50);
+    c->errors = (int)get_num(L, l, "errors", 10);
+    char *blf = get_str(L, l, "bare_lf");
+    c->bare_lf_reject = !blf || strcmp(blf, "accept") != 0;
+    free(blf);
+    lua_pop(L, 1);
+
+    lua_getfield(L, t, "timeouts");
+    int to = lua_gettop(L);
+    c->t_command = get_num(L, to, "command", 300);
+    c->t_data = get_num(L, to, "data", 180);
+    c->t_handshake = get_num(L, to, "handshake", 30);
+    c->t_hook = get_num(L, to, "hook", 60);
+    c->t_shutdown = get_num(L, to, "shutdown", 30);
+    lua_pop(L, 1);
+    c->cpu_budget = get_num(L, t, "cpu_budget", 1.0);
+
+    lua_getfield(L, t, "on_error");
+    for (int h = 0; h < HOOK_COUNT; h++) {
+        char *p = lua_istable(L, -1) ? get_str(L, -1, hook_names[h]) : NULL;
+        c->on_error[h] = !p ? ERR_TEMPFAIL
+                       : !strcmp(p, "reject") ? ERR_REJECT
+                       : !strcmp(p, "continue") ? ERR_CONTINUE : ERR_TEMPFAIL;
+        free(p);
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, t, "tls");
+    if (lua_istable(L, -1)) {
+        int x = lua_gettop(L);
+        c->tls_enabled = true;
+        c->tls_cert = get_str(L, x, "cert");
+        c->tls_key = get_str(L, x, "key");
+        c->tls_chain = get_str(L, x, "chain");
+        c->tls_ca = get_str(L, x, "ca");
+        c->tls_self_signed = get_bool(L, x, "self_signed");
+        c->tls_client_cert = (int)get_num(L, x, "client_cert", 0);
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, t, "auth");
+    c->auth_mechs = 0;
+    if (lua_istable(L, -1)) {
+        int a = lua_gettop(L);
+        c->auth_plaintext = get_bool(L, a, "plaintext");
+        c->auth_required = get_bool(L, a, "required");
+        lua_getfield(L, a, "mechanisms");
+        if (lua_istable(L, -1)) {
+            int m = (int)luaL_len(L, -1);
+            for (int i = 1; i <= m; i++) {
+                lua_rawgeti(L, -1, i);
+                size_t len;
+                const char *name = lua_tolstring(L, -1, &len);
+                if (name) {
+                    enum sasl_mech mech = sasl_mech_from_name(name, len);
+                    if (mech != SASL_NONE)
+                        c->auth_mechs |= 1u << mech;
+                }
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    } else {
+        c->auth_mechs = (1u << SASL_PLAIN) | (1u << SASL_LOGIN) | (1u << SASL_CRAM_MD5);
+    }
+    lua_pop(L, 1);
+}
+
+static void free_config(struct config *c)
+{
+    free(c->hostname);
+    free(c->spool);
+    for (int i = 0; i < c->nlisten; i++)
+        free(c->listen[i].host);
+    free(c->listen);
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->tls_chain);
+    free(c->tls_ca);
+    memset(c, 0, sizeof(*c));
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+static int traceback_handler(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg)
+        msg = luaL_tolstring(L, 1, NULL);
+    /* errors raised with a location already say file:line; keep them short */
+    lua_pushstring(L, msg);
+    return 1;
+}
+
+static int pcall_msg(lua_State *L, int nargs, int nres, char **err)
+{
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback_handler);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, nres, base);
+    lua_remove(L, base);
+    if (rc != LUA_OK) {
+        const char *m = lua_tostring(L, -1);
+        *err = xstrdup(m ? m : "unknown error");
+        lua_pop(L, 1);
+        return -1;
+    }
+    return 0;
+}
+
+static void set_package_path(lua_State *L, const char *dir, const char *script)
+{
+    lua_getglobal(L, "package");
+    const char *slash = strrchr(script, '/');
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;", dir, dir);
+    if (slash)
+        lua_pushlstring(L, script, (size_t)(slash - script));
+    else
+        lua_pushliteral(L, ".");
+    lua_pushliteral(L, "/?.lua;");
+    lua_getfield(L, -4, "path");
+    lua_concat(L, 4);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+}
+
+static int require_module(lua_State *L, const char *name, char **err)
+{
+    lua_getglobal(L, "require");
+    lua_pushstring(L, name);
+    return pcall_msg(L, 1, 1, err);
+}
+
+struct engine *engine_load(const char *script, int argc, char **argv, char **listen_override,
+                           int nlisten_override, bool check_only, char **err)
+{
+    (void)check_only;
+    *err = NULL;
+    struct engine *e = xcalloc(1, sizeof(*e));
+    e->refs = 1;
+    e->script = xstrdup(script);
+    for (int h = 0; h < HOOK_COUNT; h++)
+        e->hook_ref[h] = LUA_NOREF;
+    e->default_data_ref = LUA_NOREF;
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        *err = xstrdup("cannot create a Lua state");
+        free(e->script);
+        free(e);
+        return NULL;
+    }
+    e->L = L;
+    *(struct session **)lua_getextraspace(L) = NULL;
+    luaL_openlibs(L);
+    lua_pushlightuserdata(L, e);
+    lua_setfield(L, LUA_REGISTRYINDEX, "kurir.engine");
+
+    char dir[PATH_MAX];
+    data_dir(dir, sizeof(dir));
+    set_package_path(L, dir, script);
+    lua_session_register(L);
+    lua_message_register(L);
+    lua_cred_register(L);
+    lua_kurir_open(L, e);
+    if (lua_gettop(L) != 0)
+        lua_settop(L, 0);
+
+    /* arg, as the lua command sets it */
+    lua_createtable(L, argc, 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i);
+    }
+    lua_setglobal(L, "arg");
+
+    if (luaL_loadfile(L, script) != LUA_OK) {
+        *err = xstrdup(lua_tostring(L, -1));
+        goto fail;
+    }
+    for (int i = 1; i < argc; i++)
+        lua_pushstring(L, argv[i]);
+    if (pcall_msg(L, argc > 0 ? argc - 1 : 0, 0, err) < 0)
+        goto fail;
+
+    /* hooks */
+    lua_getfield(L, LUA_REGISTRYINDEX, "kurir.hooks");
+    for (int h = 0; h < HOOK_COUNT; h++) {
+        lua_getfield(L, -1, hook_names[h]);
+        if (lua_isfunction(L, -1))
+            e->hook_ref[h] = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (require_module(L, "kurir.default", err) < 0)
+        goto fail;
+    lua_getfield(L, -1, "data");
+    e->default_data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+
+    /* configuration: kurir.config.finalize(state, overrides, hostname) */
+    if (require_module(L, "kurir.config", err) < 0)
+        goto fail;
+    lua_getfield(L, -1, "finalize");
+    lua_getfield(L, LUA_REGISTRYINDEX, "kurir.config_state");
+    lua_newtable(L);
+    if (nlisten_override > 0) {
+        lua_createtable(L, nlisten_override, 0);
+        for (int i = 0; i < nlisten_override; i++) {
+            lua_pushstring(L, listen_override[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_setfield(L, -2, "listen");
+    }
+    char host[256] = "localhost";
+    if (gethostname(host, sizeof(host) - 1) != 0 || !host[0])
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    lua_pushstring(L, host);
+    if (pcall_msg(L, 3, 1, err) < 0) {
+        /* make configuration errors name the script */
+        char *m = *err;
+        size_t need = strlen(script) + strlen(m) + 32;
+        *err = xmalloc(need);
+        if (strncmp(m, script, strlen(script)) == 0)
+            snprintf(*err, need, "%s", m);
+        else
+            snprintf(*err, need, "%s: configuration: %s", script, m);
+        free(m);
+        goto fail;
+    }
+    read_config(L, -1, &e->cfg);
+    lua_pop(L, 2);
+
+    if (e->cfg.tls_enabled) {
+        struct tls_config tc = {
+            .cert_file = e->cfg.tls_cert, .key_file = e->cfg.tls_key,
+            .chain_file = e->cfg.tls_chain, .ca_file = e->cfg.tls_ca,
+            .self_signed = e->cfg.tls_self_signed, .hostname = e->cfg.hostname,
+            .client_cert = e->cfg.tls_client_cert,
+        };
+        char terr[512];
+        e->tls = tls_ctx_new(&tc, terr, sizeof(terr));
+        if (!e->tls) {
+            size_t need = strlen(script) + strlen(terr) + 32;
+            *err = xmalloc(need);
+            snprintf(*err, need, "%s: %s", script, terr);
+            goto fail;
+        }
+    }
+    lua_settop(L, 0);
+    lua_gc(L, LUA_GCGEN, 0, 0);
+    return e;
+fail:
+    lua_close(L);
+    e->L = NULL;
+    free_config(&e->cfg);
+    free(e->script);
+    free(e);
+    return NULL;
+}
+
+bool engine_has_hook(const struct engine *e, enum hook h)
+{
+    if (h == HOOK_DATA)
+        return true;   /* the script's, or kurir.default.data */
+    return h >= 0 && h < HOOK_COUNT && e->hook_ref[h] != LUA_NOREF;
+}
+
+bool engine_has_user_hook(const struct engine *e, enum hook h)
+{
+    return h >= 0 && h < HOOK_COUNT && e->hook_ref[h] != LUA_NOREF;
+}
+
+void engine_ref(struct engine *e)
+{
+    e->refs++;
+}
+
+void engine_unref(struct engine *e)
+{
+    if (--e->refs > 0)
+        return;
+    if (e->L)
+        lua_close(e->L);
+    if (e->tls)
+        tls_ctx_free(e->tls);
+    free_config(&e->cfg);
+    free(e->script);
+    free(e);
+}
+
+/* ---- sessions and coroutines ------------------------------------------- */
+
+struct session *engine_current_session(lua_State *L)
+{
+    return *(struct session **)lua_getextraspace(L);
+}
+
+void engine_session_open(struct session *s)
+{
+    lua_State *L = s->eng->L;
+    lua_State *co = lua_newthread(L);
+    s->co = co;
+    s->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    *(struct session **)lua_getextraspace(co) = s;
+    lua_session_push_new(L, s);
+    s->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void engine_release_ref(struct session *s, int *ref)
+{
+    if (*ref != LUA_NOREF && *ref != LUA_REFNIL)
+        luaL_unref(s->eng->L, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
+}
+
+void engine_session_close(struct session *s)
+{
+    lua_State *L = s->eng->L;
+    if (!L)
+        return;
+    lua_session_invalidate(L, s->ud_ref);
+    engine_release_ref(s, &s->ud_ref);
+    engine_release_ref(s, &s->arg_ref);
+    if (s->co)
+        *(struct session **)lua_getextraspace(s->co) = NULL;
+    engine_release_ref(s, &s->co_ref);
+    s->co = NULL;
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void count_hook(lua_State *co, lua_Debug *ar)
+{
+    (void)ar;
+    struct session *s = engine_current_session(co);
+    if (!s)
+        return;
+    if (s->cpu_exceeded || cpu_now() - s->hook_cpu_start > s->eng->cfg.cpu_budget) {
+        s->cpu_exceeded = true;
+        /* fire on every instruction from now on, so a pcall in the script
+         * cannot swallow the abort */
+        lua_sethook(co, count_hook, LUA_MASKCOUNT, 1);
+        luaL_error(co, "CPU budget of %f s exceeded", s->eng->cfg.cpu_budget);
+    }
+}
+
+static void log_hook_error(struct session *s, const char *msg, const char *tb)
+{
+    session_log(s, "error", "hook_error", "sss", "hook", engine_hook_name(s->cur_hook), "error",
+                msg ? msg : "?", "traceback", tb ? tb : "");
+}
+
+/* The one place where what a hook returned becomes a hook_result. The
+ * values are on co's stack at [base+1 .. top]. */
+static struct hook_result convert_result(struct session *s, lua_State *co, int nres)
+{
+    struct hook_result r = {HR_DEFAULT, 0, NULL, 0};
+    int top = lua_gettop(co);
+    int first = top - nres + 1;
+    if (nres == 0 || lua_isnil(co, first))
+        return r;
+    if (lua_isboolean(co, first)) {
+        r.kind = lua_toboolean(co, first) ? HR_DEFAULT : HR_REJECT;
+        return r;
+    }
+    int isint = 0;
+    lua_Integer code = lua_tointegerx(co, first, &isint);
+    if (!isint || code < 200 || code > 599) {
+        const char *what = luaL_typename(co, first);
+        log_hook_error(s, isint ? "hook returned a reply code outside 200..599"
+                                : "hook returned neither nil, a boolean nor a reply code", what);
+        r.kind = HR_ERROR;
+        return r;
+    }
+    r.kind = HR_REPLY;
+    r.code = (int)code;
+    buf_reset(&s->hook_text);
+    if (nres >= 2 && !lua_isnil(co, first + 1)) {
+        if (!lua_isstring(co, first + 1)) {
+            log_hook_error(s, "hook returned a reply text that is not a string",
+                           luaL_typename(co, first + 1));
+            r.kind = HR_ERROR;
+            return r;
+        }
+        size_t len;
+        const char *t = lua_tolstring(co, first + 1, &len);
+        buf_append(&s->hook_text, t, len);
+    }
+    r.text = buf_peek(&s->hook_text);
+    r.tlen = buf_used(&s->hook_text);
+    return r;
+}
+
+static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* The single resume helper: every hook start and every wake-up of a
+ * waiting function comes through here. */
+static void resume(struct session *s, int nargs)
+{
+    lua_State *co = s->co;
+    int nres = 0;
+    s->cpu_exceeded = false;
+    s->hook_cpu_start = cpu_now();
+    lua_sethook(co, count_hook, LUA_MASKCOUNT, CPU_CHECK_EVERY);
+    int status = lua_resume(co, NULL, nargs, &nres);
+    lua_sethook(co, NULL, 0, 0);
+    struct hook_result r = {HR_DEFAULT, 0, NULL, 0};
+    if (status == LUA_YIELD) {
+        if (s->waiting)
+            return;   /* a kurir waiting function: its completion resumes us */
+        lua_settop(co, 0);
+        log_hook_error(s, "coroutine.yield() inside a hook; use kurir waiting functions", NULL);
+        lua_resetthread(co);
+        r.kind = HR_ERROR;
+    } else if (status == LUA_OK) {
+        r = convert_result(s, co, nres);
+        lua_settop(co, 0);
+    } else {
+        const char *msg = lua_tostring(co, -1);
+        if (!msg)
+            msg = luaL_typename(co, -1);
+        luaL_traceback(s->eng->L, co, msg, 0);
+        const char *tb = lua_tostring(s->eng->L, -1);
+        log_hook_error(s, msg, tb);
+        lua_pop(s->eng->L, 1);
+        lua_resetthread(co);
+        *(struct session **)lua_getextraspace(co) = s;
+        r.kind = HR_ERROR;
+    }
+    ev_timer_stop(s->conn.loop, &s->wait_timer);
+    session_hook_finished(s, &r);
+}
+
+void engine_start_hook(struct session *s, enum hook h, int (*push)(struct session *, lua_State *))
+{
+    lua_State *co = s->co;
+    lua_settop(co, 0);
+    int ref = s->eng->hook_ref[h];
+    if (h == HOOK_DATA && ref == LUA_NOREF)
+        ref = s->eng->default_data_ref;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, ref);
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->ud_ref);
+    int nargs = 1 + (push ? push(s, co) : 0);
+    s->hook_deadline = time_mono() + s->eng->cfg.t_hook;
+    s->waiting = false;
+    resume(s, nargs);
+}
+
+void engine_abort_hook(struct session *s)
+{
+    ev_timer_stop(s->conn.loop, &s->wait_timer);
+    s->waiting = false;
+    s->wait_gen++;
+    if (s->co) {
+        lua_resetthread(s->co);
+        *(struct session **)lua_getextraspace(s->co) = s;
+    }
+}
+
+/* Continuation of a waiting function: raises when the hook ran out of
+ * wall-clock time while waiting. */
+static int wait_continue(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    struct session *s = engine_current_session(L);
+    if (s && s->wait_expired)
+        return luaL_error(L, "hook time limit of %f s exceeded while waiting", s->eng->cfg.t_hook);
+    return lua_gettop(L) - (int)ctx;
+}
+
+static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct session *s = w->data;
+    if (!s->waiting || s->wait_gen != s->wait_armed_gen)
+        return;
+    s->waiting = false;
+    resume(s, 0);
+}
+
+int engine_wait(lua_State *L, double seconds)
+{
+    struct session *s = engine_current_session(L);
+    if (!s || s->co != L || !s->in_hook)
+        return luaL_error(L, "this function can only wait inside a hook (not at load time or in a coroutine of the script)");
+    double now = time_mono();
+    double left = s->hook_deadline - now;
+    s->wait_expired = false;
+    if (seconds >= left) {
+        seconds = left > 0 ? left : 0;
+        s->wait_expired = true;
+    }
+    s->waiting = true;
+    s->wait_armed_gen = ++s->wait_gen;
+    ev_timer_stop(s->conn.loop, &s->wait_timer);
+    ev_set_cb(&s->wait_timer, wait_cb);
+    ev_timer_set(&s->wait_timer, seconds, 0);
+    ev_timer_start(s->conn.loop, &s->wait_timer);
+    return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), wait_continue);
+}
+
+/* ---- transaction objects ---------------------------------------------- */
+
+int engine_push_arg(struct session *s, lua_State *co)
+{
+    lua_rawgeti(co, LUA_REGISTRYINDEX, s->arg_ref);
+    return 1;
+}
+
+int engine_push_line_arg(struct session *s, lua_State *co)
+{
+    struct smtp_span a = session_arg(s);
+    lua_pushlstring(co, a.ptr ? a.ptr : "", a.len);
+    return 1;
+}
+
+int engine_push_command_args(struct session *s, lua_State *co)
+{
+    struct smtp_span verb, arg;
+    smtp_cmd_split(buf_peek(&s->line), buf_used(&s->line), &verb, &arg);
+    luaL_Buffer b;
+    luaL_buffinit(co, &b);
+    for (size_t i = 0; i < verb.len; i++) {
+        char ch = verb.ptr[i];
+        luaL_addchar(&b, (ch >= 'a' && ch <= 'z') ? (char)(ch - 32) : ch);
+    }
+    luaL_pushresult(&b);
+    lua_pushlstring(co, arg.ptr ? arg.ptr : "", arg.len);
+    return 2;
+}
+
+int engine_address_ref(struct session *s, const struct smtp_path *p)
+{
+    lua_State *L = s->eng->L;
+    lua_createtable(L, 0, 5);
+    lua_pushlstring(L, p->address.ptr ? p->address.ptr : "", p->address.len);
+    lua_setfield(L, -2, "address");
+    lua_pushlstring(L, p->local.ptr ? p->local.ptr : "", p->local.len);
+    lua_setfield(L, -2, "user");
+    lua_pushlstring(L, p->domain.ptr ? p->domain.ptr : "", p->domain.len);
+    lua_setfield(L, -2, "domain");
+    lua_createtable(L, 0, p->nparams);
+    for (int i = 0; i < p->nparams; i++) {
+        const struct smtp_param *pr = &p->params[i];
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (size_t k = 0; k < pr->key.len; k++) {
+            char ch = pr->key.ptr[k];
+            luaL_addchar(&b, (ch >= 'a' && ch <= 'z') ? (char)(ch - 32) : ch);
+        }
+        luaL_pushresult(&b);
+        if (pr->value.ptr)
+            lua_pushlstring(L, pr->value.ptr, pr->value.len);
+        else
+            lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "params");
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void engine_tx_set_from(struct session *s, int ref)
+{
+    engine_release_ref(s, &s->tx.from_ref);
+    s->tx.from_ref = ref;
+    lua_State *L = s->eng->L;
+    lua_newtable(L);
+    engine_release_ref(s, &s->tx.rcpts_ref);
+    s->tx.rcpts_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void engine_tx_add_rcpt(struct session *s, int ref)
+{
+    lua_State *L = s->eng->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+void engine_tx_release(struct session *s)
+{
+    if (!s->eng || !s->eng->L)
+        return;
+    if (s->tx.msg_ref != LUA_NOREF) {
+        lua_message_invalidate(s->eng->L, s->tx.msg_ref);
+        engine_release_ref(s, &s->tx.msg_ref);
+    }
+    engine_release_ref(s, &s->tx.from_ref);
+    engine_release_ref(s, &s->tx.rcpts_ref);
+}
+
+int engine_push_message(struct session *s, lua_State *co)
+{
+    lua_State *L = s->eng->L;
+    lua_message_push_new(L, s);
+    lua_pushvalue(L, -1);
+    s->tx.msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_xmove(L, co, 1);
+    return 1;
+}
+
+int engine_push_cred(struct session *s, lua_State *co)
+{
+    lua_State *L = s->eng->L;
+    lua_cred_push_new(L, s);
+    lua_pushvalue(L, -1);
+    engine_release_ref(s, &s->arg_ref);
+    s->arg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_xmove(L, co, 1);
+    return 1;
+}

@@ -1,0 +1,82 @@
+/* engine.h - one Lua state running one site script: configuration read
+ * back from the script, hook references, the session coroutines and the
+ * resume helper. A reload (SIGHUP) makes a new engine; the old one lives
+ * on, reference-counted, until its last session ends. */
+#ifndef KURIR_ENGINE_H
+#define KURIR_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <lua.h>
+#include "reply.h"
+#include "tls.h"
+
+enum hook {
+    HOOK_CONNECT, HOOK_HELO, HOOK_STARTTLS, HOOK_AUTH, HOOK_MAIL, HOOK_RCPT, HOOK_DATA,
+    HOOK_VRFY, HOOK_EXPN, HOOK_COMMAND, HOOK_RESET, HOOK_DISCONNECT,
+    HOOK_COUNT,
+    HOOK_NONE = -1,
+};
+
+enum err_policy { ERR_TEMPFAIL, ERR_REJECT, ERR_CONTINUE };
+
+struct listen_cfg {
+    char *host;
+    int port;
+    bool tls;     /* implicit TLS (smtps://) */
+};
+
+struct config {
+    char *hostname;
+    char *spool;
+    struct listen_cfg *listen;
+    int nlisten;
+    size_t line_length;
+    size_t text_line_length;      /* 0 = unlimited */
+    uint64_t message_size;
+    int recipients;
+    int connections;
+    int connections_per_ip;
+    int errors;
+    bool bare_lf_reject;
+    double t_command, t_data, t_handshake, t_hook, t_shutdown;
+    double cpu_budget;
+    enum err_policy on_error[HOOK_COUNT];
+    bool tls_enabled;
+    char *tls_cert, *tls_key, *tls_chain, *tls_ca;
+    bool tls_self_signed;
+    int tls_client_cert;
+    bool auth_plaintext;
+    bool auth_required;
+    unsigned auth_mechs;          /* bit (1 << enum sasl_mech) */
+};
+
+struct engine {
+    lua_State *L;
+    int refs;
+    int hook_ref[HOOK_COUNT];     /* LUA_NOREF when the script has none */
+    int default_data_ref;         /* kurir.default.data */
+    struct config cfg;
+    struct tls_ctx *tls;
+    char *script;                 /* path as given */
+    struct server *srv;
+    uint64_t generation;
+};
+
+const char *engine_hook_name(enum hook h);
+
+/* Load script with args (argv[0] = script) into a new engine. On failure
+ * returns NULL and a message "file:line: reason" in err (malloc'ed).
+ * listen_override: -l options (may be NULL/0). */
+struct engine *engine_load(const char *script, int argc, char **argv, char **listen_override,
+                           int nlisten_override, bool check_only, char **err);
+void engine_ref(struct engine *e);
+void engine_unref(struct engine *e);
+bool engine_has_hook(const struct engine *e, enum hook h);
+/* the script itself defines h (HOOK_DATA may fall back to kurir.default) */
+bool engine_has_user_hook(const struct engine *e, enum hook h);
+/* path of scripts/mock.lua (build tree or installed) */
+void engine_default_script(char *out, size_t cap);
+
+
+#endif

@@ -1,0 +1,56 @@
+/* engine_session.h - what engine.c and the lua_*.c bindings offer to the
+ * session layer: the per-session coroutine and userdata, starting and
+ * aborting hooks, and the Lua objects of a transaction. */
+#ifndef KURIR_ENGINE_SESSION_H
+#define KURIR_ENGINE_SESSION_H
+
+#include <lua.h>
+#include "session.h"
+#include "smtp_addr.h"
+
+void engine_session_open(struct session *s);
+void engine_session_close(struct session *s);
+
+/* Resume the session coroutine on hook h; always ends in
+ * session_hook_finished() (now, or later after a wait). */
+void engine_start_hook(struct session *s, enum hook h, int (*push)(struct session *, lua_State *));
+/* Abandon a running/waiting hook (client gone). */
+void engine_abort_hook(struct session *s);
+
+/* Build an address table from a parsed path; returns a registry ref. */
+int engine_address_ref(struct session *s, const struct smtp_path *p);
+/* Push s->arg_ref (the object a check built) as the hook argument. */
+int engine_push_arg(struct session *s, lua_State *co);
+/* Push verb and argument of the current command (command hook). */
+int engine_push_command_args(struct session *s, lua_State *co);
+/* Push the HELO name / VRFY / EXPN argument as a string. */
+int engine_push_line_arg(struct session *s, lua_State *co);
+/* Push a new kurir.message for the current transaction. */
+int engine_push_message(struct session *s, lua_State *co);
+/* Push a kurir.cred for the SASL exchange in s->sasl. */
+int engine_push_cred(struct session *s, lua_State *co);
+
+/* Transaction objects */
+void engine_tx_set_from(struct session *s, int ref);
+void engine_tx_add_rcpt(struct session *s, int ref);
+void engine_tx_release(struct session *s);   /* drop refs, close the message object */
+void engine_unref(struct engine *e);
+void engine_release_ref(struct session *s, int *ref);
+
+/* bindings (lua_session.c, lua_message.c, lua_cred.c, lua_kurir.c) */
+void lua_session_register(lua_State *L);
+void lua_session_push_new(lua_State *L, struct session *s);   /* new userdata */
+void lua_session_invalidate(lua_State *L, int ud_ref);
+void lua_message_register(lua_State *L);
+void lua_message_push_new(lua_State *L, struct session *s);
+void lua_message_invalidate(lua_State *L, int ref);
+void lua_cred_register(lua_State *L);
+void lua_cred_push_new(lua_State *L, struct session *s);
+void lua_cred_invalidate(lua_State *L, int ref);
+void lua_kurir_open(lua_State *L, struct engine *e);          /* builds package.loaded.kurir */
+/* the session whose coroutine L is (NULL in the main thread) */
+struct session *engine_current_session(lua_State *L);
+/* kurir.sleep & co: make the running hook wait; returns lua_yield(...) */
+int engine_wait(lua_State *L, double seconds);
+
+#endif

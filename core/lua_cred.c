@@ -1,0 +1,95 @@
+/* lua_cred.c - the "kurir.cred" userdata given to the auth hook: the
+ * mechanism, the identities the client sent, and cred:verify(secret) which
+ * checks a plaintext secret for every mechanism (CRAM-MD5 included). It is
+ * closed once the AUTH exchange is over. */
+#include <lauxlib.h>
+#include <string.h>
+
+#include "engine_session.h"
+#include "sasl.h"
+
+#define CRED_MT "kurir.cred"
+
+struct lcred {
+    struct session *s;
+};
+
+static struct session *cred_check(lua_State *L, int i)
+{
+    struct lcred *c = luaL_checkudata(L, i, CRED_MT);
+    if (!c->s || c->s->sasl.mech == SASL_NONE)
+        luaL_error(L, "credentials are closed (only valid inside the auth hook)");
+    return c->s;
+}
+
+/* (cred, string) -> boolean */
+static int l_verify(lua_State *L)
+{
+    struct session *s = cred_check(L, 1);
+    size_t len;
+    const char *secret = luaL_checklstring(L, 2, &len);
+    lua_pushboolean(L, sasl_verify(&s->sasl, secret, len));
+    return 1;
+}
+
+static int l_index(lua_State *L)
+{
+    struct session *s = cred_check(L, 1);
+    const char *k = luaL_checkstring(L, 2);
+    const struct sasl *a = &s->sasl;
+    if (!strcmp(k, "mechanism"))
+        lua_pushstring(L, sasl_mech_name(a->mech));
+    else if (!strcmp(k, "user"))
+        lua_pushstring(L, a->user ? a->user : "");
+    else if (!strcmp(k, "password") && a->password)
+        lua_pushstring(L, a->password);
+    else if (!strcmp(k, "authzid") && a->authzid)
+        lua_pushstring(L, a->authzid);
+    else if (!strcmp(k, "verify"))
+        lua_pushcfunction(L, l_verify);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int l_tostring(lua_State *L)
+{
+    struct lcred *c = luaL_checkudata(L, 1, CRED_MT);
+    if (c->s && c->s->sasl.mech != SASL_NONE)
+        lua_pushfstring(L, "kurir.cred(%s %s)", sasl_mech_name(c->s->sasl.mech),
+                        c->s->sasl.user ? c->s->sasl.user : "");
+    else
+        lua_pushliteral(L, "kurir.cred(closed)");
+    return 1;
+}
+
+static const luaL_Reg cred_meta[] = {
+    {"__index", l_index},
+    {"__tostring", l_tostring},
+    {NULL, NULL},
+};
+
+void lua_cred_register(lua_State *L)
+{
+    luaL_newmetatable(L, CRED_MT);
+    luaL_setfuncs(L, cred_meta, 0);
+    lua_pop(L, 1);
+}
+
+void lua_cred_push_new(lua_State *L, struct session *s)
+{
+    struct lcred *c = lua_newuserdatauv(L, sizeof(*c), 0);
+    c->s = s;
+    luaL_setmetatable(L, CRED_MT);
+}
+
+void lua_cred_invalidate(lua_State *L, int ref)
+{
+    if (ref == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    struct lcred *c = luaL_testudata(L, -1, CRED_MT);
+    if (c)
+        c->s = NULL;
+    lua_pop(L, 1);
+}

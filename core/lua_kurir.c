@@ -1,0 +1,203 @@
+/* lua_kurir.c - the `kurir` module table that `require "kurir"` returns:
+ * kurir.on (hook table that refuses unknown names), kurir.sleep,
+ * kurir.log, kurir.version, kurir.hostname, kurir.configure (through the
+ * shipped kurir.config module) and kurir.maildir (kurir.maildir module). */
+#include <lauxlib.h>
+#include <lualib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "engine_session.h"
+#include "logfmt.h"
+#include "server.h"
+
+static struct engine *engine_of(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "kurir.engine");
+    struct engine *e = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return e;
+}
+
+/* (table, string, function) -> () ; kurir.on.<name> = fn */
+static int on_newindex(lua_State *L)
+{
+    size_t len;
+    const char *name = lua_tolstring(L, 2, &len);
+    bool known = false;
+    for (int h = 0; name && h < HOOK_COUNT; h++)
+        if (!strcmp(name, engine_hook_name(h)))
+            known = true;
+    if (!known || lua_type(L, 2) != LUA_TSTRING)
+        return luaL_error(L, "unknown hook '%s' (hooks: connect, helo, starttls, auth, mail, rcpt, "
+                             "data, vrfy, expn, command, reset, disconnect)",
+                          name ? name : luaL_typename(L, 2));
+    if (!lua_isfunction(L, 3) && !lua_isnil(L, 3))
+        return luaL_error(L, "hook '%s' must be a function, got %s", name, luaL_typename(L, 3));
+    lua_getfield(L, LUA_REGISTRYINDEX, "kurir.hooks");
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, -3);
+    return 0;
+}
+
+/* (table, key) -> function|nil */
+static int on_index(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "kurir.hooks");
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
+}
+
+/* (number) -> () ; suspends only the calling session */
+static int k_sleep(lua_State *L)
+{
+    lua_Number secs = luaL_checknumber(L, 1);
+    luaL_argcheck(L, secs >= 0 && secs == secs, 1, "expected a non-negative number of seconds");
+    return engine_wait(L, (double)secs);
+}
+
+/* Shared by kurir.log and session:log: (event, table) or (...) free text. */
+void lua_log_fields(lua_State *L, int first, struct buf *b)
+{
+    int top = lua_gettop(L);
+    if (top >= first + 1 && lua_type(L, first) == LUA_TSTRING && lua_istable(L, first + 1)) {
+        /* keys in sorted order so lines are stable */
+        lua_getglobal(L, "table");
+        lua_newtable(L);
+        int keys = lua_gettop(L);
+        int n = 0;
+        lua_pushnil(L);
+        while (lua_next(L, first + 1)) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) == LUA_TSTRING) {
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, keys, ++n);
+            }
+        }
+        lua_getfield(L, keys - 1, "sort");
+        lua_pushvalue(L, keys);
+        lua_call(L, 1, 0);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, keys, i);
+            const char *k = lua_tostring(L, -1);
+            lua_gettable(L, first + 1);
+            size_t vl;
+            const char *v = luaL_tolstring(L, -1, &vl);
+            lua_rawgeti(L, keys, i);
+            logfmt_mem(b, lua_tostring(L, -1), v, vl);
+            (void)k;
+            lua_pop(L, 3);
+        }
+        lua_settop(L, top);
+        return;
+    }
+    luaL_Buffer lb;
+    luaL_buffinit(L, &lb);
+    for (int i = first; i <= top; i++) {
+        if (i > first)
+            luaL_addchar(&lb, ' ');
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&lb);
+    }
+    luaL_pushresult(&lb);
+    size_t ml;
+    const char *m = lua_tolstring(L, -1, &ml);
+    logfmt_mem(b, "msg", m, ml);
+    lua_settop(L, top);
+}
+
+/* (event, fields) | (...) -> () */
+static int k_log(lua_State *L)
+{
+    struct engine *e = engine_of(L);
+    struct buf tmp;
+    buf_init(&tmp);
+    struct buf *b = e->srv ? &e->srv->log : &tmp;
+    const char *event = "script";
+    if (lua_gettop(L) >= 2 && lua_type(L, 1) == LUA_TSTRING && lua_istable(L, 2))
+        event = lua_tostring(L, 1);
+    logfmt_begin(b, "info", NULL, event);
+    lua_log_fields(L, 1, b);
+    logfmt_emit(b, 2);
+    buf_free(&tmp);
+    return 0;
+}
+
+/* () -> string */
+static int k_hostname(lua_State *L)
+{
+    struct engine *e = engine_of(L);
+    if (e->cfg.hostname) {
+        lua_pushstring(L, e->cfg.hostname);
+        return 1;
+    }
+    char host[256];
+    if (gethostname(host, sizeof(host) - 1) != 0)
+        strcpy(host, "localhost");
+    host[sizeof(host) - 1] = '\0';
+    lua_pushstring(L, host);
+    return 1;
+}
+
+static const luaL_Reg kurir_funcs[] = {
+    {"sleep", k_sleep},
+    {"log", k_log},
+    {"hostname", k_hostname},
+    {NULL, NULL},
+};
+
+static const char configure_chunk[] =
+    "local kurir, config, maildir = ...\n"
+    "local state = config.new()\n"
+    "kurir.configure = function(t) config.merge(state, t, 2) end\n"
+    "kurir.maildir = maildir.new\n"
+    "return state\n";
+
+void lua_kurir_open(lua_State *L, struct engine *e)
+{
+    (void)e;
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "kurir.hooks");
+
+    luaL_newlib(L, kurir_funcs);
+    lua_pushstring(L, KURIR_VERSION);
+    lua_setfield(L, -2, "version");
+    lua_newtable(L);                 /* kurir.on: an empty proxy */
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, on_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, on_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "kurir.on");
+    lua_setfield(L, -2, "__name");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "on");
+
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "kurir");
+    lua_pop(L, 2);
+
+    /* kurir.configure / kurir.maildir come from the shipped modules; if
+     * they fail to load the script's own load will report it. */
+    if (luaL_loadstring(L, configure_chunk) == LUA_OK) {
+        lua_pushvalue(L, -2);
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "kurir.config");
+        int ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "kurir.maildir");
+        ok = (lua_pcall(L, 1, 1, 0) == LUA_OK) && ok;
+        if (ok && lua_pcall(L, 3, 1, 0) == LUA_OK) {
+            lua_setfield(L, LUA_REGISTRYINDEX, "kurir.config_state");
+        } else {
+            lua_settop(L, 0);
+            return;
+        }
+    }
+    lua_settop(L, 0);
+}

@@ -1,0 +1,227 @@
+/* lua_message.c - the "kurir.message" userdata given to the data hook as
+ * `msg`. The body stays in the transaction's spool file; header lookups and
+ * raw() read it back. The object is closed when the transaction ends. */
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine_session.h"
+#include "maildir.h"
+#include "msg_scan.h"
+
+#define MESSAGE_MT "kurir.message"
+#define HEADER_READ_MAX (4u * 1024 * 1024)
+
+struct lmessage {
+    struct session *s;
+};
+
+static struct session *message_check(lua_State *L, int i)
+{
+    struct lmessage *m = luaL_checkudata(L, i, MESSAGE_MT);
+    if (!m->s)
+        luaL_error(L, "message is closed (it is only valid inside the data hook)");
+    return m->s;
+}
+
+/* Read the header section into s->scratch. */
+static int read_headers(lua_State *L, struct session *s)
+{
+    uint64_t n = s->tx.scan.header_len;
+    if (n > HEADER_READ_MAX)
+        n = HEADER_READ_MAX;
+    buf_reset(&s->scratch);
+    char *p = buf_reserve(&s->scratch, (size_t)n);
+    ssize_t r = n ? spool_pread(&s->tx.spool, p, (size_t)n, 0) : 0;
+    if (r < 0)
+        return luaL_error(L, "cannot read the message: %s", strerror(errno));
+    buf_commit(&s->scratch, (size_t)r);
+    return 0;
+}
+
+struct collect {
+    lua_State *L;
+    int n;
+    bool first_only;
+};
+
+static void collect_cb(void *ctx, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    (void)name;
+    (void)nlen;
+    struct collect *c = ctx;
+    if (c->first_only && c->n > 0)
+        return;
+    lua_pushlstring(c->L, value, vlen);
+    c->n++;
+    if (!c->first_only)
+        lua_rawseti(c->L, -2, c->n);
+}
+
+/* (message, string) -> string|nil ; first value of a header field */
+static int l_header(lua_State *L)
+{
+    struct session *s = message_check(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    read_headers(L, s);
+    struct collect c = {L, 0, true};
+    msg_headers_each(buf_peek(&s->scratch), buf_used(&s->scratch), name, collect_cb, &c);
+    if (c.n == 0)
+        lua_pushnil(L);
+    return 1;
+}
+
+/* (message, string) -> {string...} ; every value, in order */
+static int l_headers(lua_State *L)
+{
+    struct session *s = message_check(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    read_headers(L, s);
+    lua_newtable(L);
+    struct collect c = {L, 0, false};
+    msg_headers_each(buf_peek(&s->scratch), buf_used(&s->scratch), name, collect_cb, &c);
+    return 1;
+}
+
+/* (message) -> string ; the bytes as received, after dot-unstuffing */
+static int l_raw(lua_State *L)
+{
+    struct session *s = message_check(L, 1);
+    uint64_t size = s->tx.spool.size;
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, (size_t)size);
+    ssize_t r = size ? spool_pread(&s->tx.spool, p, (size_t)size, 0) : 0;
+    if (r < 0 || (uint64_t)r != size)
+        return luaL_error(L, "cannot read the message: %s", strerror(errno));
+    luaL_pushresultsize(&b, (size_t)r);
+    return 1;
+}
+
+static bool valid_field_name(const char *n, size_t len)
+{
+    if (len == 0 || len > 200)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (n[i] < 33 || n[i] > 126 || n[i] == ':')
+            return false;
+    return true;
+}
+
+/* (message, name, value) -> () ; prepended when the message is delivered */
+static int l_add_header(lua_State *L)
+{
+    struct session *s = message_check(L, 1);
+    size_t nl, vl;
+    const char *name = luaL_checklstring(L, 2, &nl);
+    const char *value = luaL_checklstring(L, 3, &vl);
+    luaL_argcheck(L, valid_field_name(name, nl), 2, "not a valid header field name");
+    for (size_t i = 0; i < vl; i++)
+        if (value[i] == '\r' || value[i] == '\n' || value[i] == '\0')
+            luaL_argerror(L, 3, "header value must not contain CR, LF or NUL");
+    struct buf nb;
+    buf_init(&nb);
+    buf_append(&nb, name, nl);
+    buf_append(&nb, ": ", 2);
+    buf_append(&nb, value, vl);
+    buf_append(&nb, "\r\n", 2);
+    buf_append(&nb, buf_peek(&s->tx.added), buf_used(&s->tx.added));
+    buf_free(&s->tx.added);
+    s->tx.added = nb;
+    return 0;
+}
+
+/* (message, dir, prefix) -> string | nil, err ; Maildir delivery, fsync'ed */
+static int l_store_maildir(lua_State *L)
+{
+    struct session *s = message_check(L, 1);
+    const char *dir = luaL_checkstring(L, 2);
+    size_t pl = 0;
+    const char *prefix = luaL_optlstring(L, 3, "", &pl);
+    if (maildir_prepare(dir) < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", dir, strerror(errno));
+        return 2;
+    }
+    struct buf all;
+    buf_init(&all);
+    buf_append(&all, prefix, pl);
+    buf_append(&all, buf_peek(&s->tx.added), buf_used(&s->tx.added));
+    char name[512], err[256];
+    int rc = maildir_deliver(dir, buf_peek(&all), buf_used(&all), &s->tx.spool, name, sizeof(name), err,
+                             sizeof(err));
+    buf_free(&all);
+    if (rc < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", dir, err);
+        return 2;
+    }
+    lua_pushstring(L, name);
+    return 1;
+}
+
+static int l_index(lua_State *L)
+{
+    struct session *s = message_check(L, 1);
+    const char *k = luaL_checkstring(L, 2);
+    if (!strcmp(k, "id"))
+        lua_pushstring(L, s->tx.id);
+    else if (!strcmp(k, "size"))
+        lua_pushinteger(L, (lua_Integer)s->tx.spool.size);
+    else if (!strcmp(k, "from"))
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.from_ref);
+    else if (!strcmp(k, "rcpts"))
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
+    else if (!strcmp(k, "header"))
+        lua_pushcfunction(L, l_header);
+    else if (!strcmp(k, "headers"))
+        lua_pushcfunction(L, l_headers);
+    else if (!strcmp(k, "raw"))
+        lua_pushcfunction(L, l_raw);
+    else if (!strcmp(k, "add_header"))
+        lua_pushcfunction(L, l_add_header);
+    else if (!strcmp(k, "store_maildir"))
+        lua_pushcfunction(L, l_store_maildir);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int l_tostring(lua_State *L)
+{
+    struct lmessage *m = luaL_checkudata(L, 1, MESSAGE_MT);
+    if (m->s)
+        lua_pushfstring(L, "kurir.message(%s)", m->s->tx.id);
+    else
+        lua_pushliteral(L, "kurir.message(closed)");
+    return 1;
+}
+
+static const luaL_Reg message_meta[] = {
+    {"__index", l_index},
+    {"__tostring", l_tostring},
+    {NULL, NULL},
+};
+
+void lua_message_register(lua_State *L)
+{
+    luaL_newmetatable(L, MESSAGE_MT);
+    luaL_setfuncs(L, message_meta, 0);
+    lua_pop(L, 1);
+}
+
+void lua_message_push_new(lua_State *L, struct session *s)
+{
+    struct lmessage *m = lua_newuserdatauv(L, sizeof(*m), 0);
+    m->s = s;
+    luaL_setmetatable(L, MESSAGE_MT);
+}
+
+void lua_message_invalidate(lua_State *L, int ref)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    struct lmessage *m = luaL_testudata(L, -1, MESSAGE_MT);
+    if (m)
+        m->s = NULL;
+    lua_pop(L, 1);
+}

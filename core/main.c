@@ -1,0 +1,163 @@
+/* main.c - the command line (SPEC 1): options before SCRIPT are kurir's,
+ * everything after it is the script's `arg`. Exit codes: 0 clean shutdown,
+ * 1 bad script or configuration, 2 bad command line. */
+#include <ev.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "server.h"
+
+static const char usage[] =
+    "usage: kurir [-l [smtps://]ADDR:PORT]... [--check] [SCRIPT [SCRIPT-ARGS...]]\n"
+    "       kurir --version | --help\n"
+    "\n"
+    "  -l, --listen [smtps://]ADDR:PORT  listen here instead of the script's listeners\n"
+    "                                   (repeatable; [::1]:PORT for IPv6; smtps:// = implicit TLS)\n"
+    "      --check                      load and validate SCRIPT, print problems, exit 0 or 1\n"
+    "      --version                    print the version\n"
+    "  -h, --help                       this text\n"
+    "\n"
+    "With no SCRIPT, kurir runs the built-in mock server (scripts/mock.lua):\n"
+    "SMTP on 127.0.0.1:1025, every message stored in the Maildir ./mail.\n";
+
+/* [smtps://|smtp://]HOST:PORT with HOST an IPv4 literal, [IPv6] or localhost */
+static int valid_listen(const char *s)
+{
+    if (!strncmp(s, "smtps://", 8))
+        s += 8;
+    else if (!strncmp(s, "smtp://", 7))
+        s += 7;
+    const char *colon;
+    if (*s == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':')
+            return 0;
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || colon == s)
+            return 0;
+    }
+    const char *p = colon + 1;
+    if (!*p || strlen(p) > 5)
+        return 0;
+    long port = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        port = port * 10 + (*p - '0');
+    }
+    return port >= 1 && port <= 65535;
+}
+
+int main(int argc, char **argv)
+{
+    char **listen = xcalloc((size_t)argc + 1, sizeof(char *));
+    int nlisten = 0;
+    bool check = false;
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) {
+            i++;
+            break;
+        }
+        if (a[0] != '-' || a[1] == '\0')
+            break;
+        if (!strcmp(a, "-l") || !strcmp(a, "--listen")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "kurir: %s needs an address\n%s", a, usage);
+                free(listen);
+                return 2;
+            }
+            a = argv[++i];
+            if (!valid_listen(a)) {
+                fprintf(stderr, "kurir: bad listen address '%s' (expected [smtps://]ADDR:PORT)\n", a);
+                free(listen);
+                return 2;
+            }
+            listen[nlisten++] = argv[i];
+        } else if (!strcmp(a, "--check")) {
+            check = true;
+        } else if (!strcmp(a, "--version")) {
+            printf("kurir %s\n", KURIR_VERSION);
+            free(listen);
+            return 0;
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage, stdout);
+            free(listen);
+            return 0;
+        } else {
+            fprintf(stderr, "kurir: unknown option '%s'\n%s", a, usage);
+            free(listen);
+            return 2;
+        }
+    }
+    if (i == 1 && i < argc && !strcmp(argv[i], "queue")) {
+        fprintf(stderr, "kurir: the queue is not part of this version yet\n");
+        free(listen);
+        return 2;
+    }
+
+    char mock[PATH_MAX];
+    const char *script;
+    int sargc;
+    char **sargv;
+    char *mock_argv[2];
+    if (i < argc) {
+        script = argv[i];
+        sargc = argc - i;
+        sargv = argv + i;
+    } else {
+        engine_default_script(mock, sizeof(mock));
+        script = mock;
+        mock_argv[0] = mock;
+        mock_argv[1] = NULL;
+        sargc = 1;
+        sargv = mock_argv;
+    }
+    if (access(script, R_OK) != 0) {
+        fprintf(stderr, "kurir: cannot open script %s\n", script);
+        free(listen);
+        return 1;
+    }
+
+    char *err = NULL;
+    struct engine *e = engine_load(script, sargc, sargv, listen, nlisten, check, &err);
+    if (!e) {
+        fprintf(stderr, "kurir: %s\n", err ? err : "cannot load script");
+        free(err);
+        free(listen);
+        return 1;
+    }
+    if (check) {
+        if (!engine_has_user_hook(e, HOOK_DATA))
+            printf("%s: note: no data hook; at the end of DATA each recipient must have a route "
+                   "(rcpt.route), otherwise the message is refused with 451 4.3.5\n", script);
+        printf("%s: OK\n", script);
+        engine_unref(e);
+        free(listen);
+        return 0;
+    }
+    struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+    struct server srv;
+    if (server_init(&srv, loop, e) < 0) {
+        server_free(&srv);
+        free(listen);
+        return 1;
+    }
+    srv.script = script;
+    srv.argc = sargc;
+    srv.argv = sargv;
+    srv.listen_override = listen;
+    srv.nlisten_override = nlisten;
+    int rc = server_run(&srv);
+    server_free(&srv);
+    ev_loop_destroy(loop);
+    free(listen);
+    return rc;
+}

@@ -1,0 +1,331 @@
+/* server.c - listeners, accept and connection limits, signals (TERM/INT:
+ * graceful stop; HUP: reload the script for new sessions), and the
+ * per-iteration flush of every connection with queued replies (one write
+ * per pipelined group). Owns the listener sockets and the session list;
+ * sessions free themselves and unlink through server_session_gone(). */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "logfmt.h"
+#include "reply.h"
+#include "session.h"
+
+static void srv_log(struct server *srv, const char *level, const char *event)
+{
+    logfmt_begin(&srv->log, level, NULL, event);
+}
+
+static int listen_one(struct server *srv, struct listener *l, const struct listen_cfg *lc)
+{
+    struct sockaddr_storage ss;
+    socklen_t slen;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, lc->host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)lc->port);
+        slen = sizeof(*in4);
+        snprintf(l->name, sizeof(l->name), "%s%s:%d", lc->tls ? "smtps://" : "", lc->host, lc->port);
+    } else if (inet_pton(AF_INET6, lc->host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)lc->port);
+        slen = sizeof(*in6);
+        snprintf(l->name, sizeof(l->name), "%s[%s]:%d", lc->tls ? "smtps://" : "", lc->host, lc->port);
+    } else {
+        fprintf(stderr, "kurir: listen %s: not an IP address\n", lc->host);
+        return -1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, 511) < 0)
+        goto fail;
+    l->fd = fd;
+    l->tls = lc->tls;
+    l->srv = srv;
+    return 0;
+fail:
+    fprintf(stderr, "kurir: cannot listen on %s: %s\n", l->name, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+int server_count_ip(struct server *srv, const char *ip)
+{
+    int n = 0;
+    for (struct session *s = srv->sessions; s; s = s->next)
+        if (strcmp(s->conn.peer_ip, ip) == 0)
+            n++;
+    return n;
+}
+
+static void refuse(struct server *srv, int fd, const char *ip)
+{
+    struct buf b;
+    buf_init(&b);
+    reply_canned(&b, R_TOO_MANY_CONNS, false, srv->eng->cfg.hostname);
+    ssize_t w = write(fd, buf_peek(&b), buf_used(&b));
+    (void)w;
+    buf_free(&b);
+    close(fd);
+    srv_log(srv, "warn", "refused");
+    logfmt_str(&srv->log, "remote_ip", ip);
+    logfmt_str(&srv->log, "reason", "connection limit");
+    logfmt_emit(&srv->log, 2);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct listener *l = w->data;
+    struct server *srv = l->srv;
+    for (int i = 0; i < 64 && !srv->stopping; i++) {
+        struct sockaddr_storage ss;
+        socklen_t slen = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &slen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                srv_log(srv, "error", "accept");
+                logfmt_str(&srv->log, "error", strerror(errno));
+                logfmt_emit(&srv->log, 2);
+            }
+            return;
+        }
+        char ip[64] = "";
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+        const struct config *cfg = &srv->eng->cfg;
+        if (srv->nsessions >= cfg->connections || server_count_ip(srv, ip) >= cfg->connections_per_ip) {
+            refuse(srv, fd, ip);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        session_new(srv, fd, l->tls);
+    }
+}
+
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *srv = w->data;
+    while (srv->pending) {
+        struct conn *c = srv->pending;
+        srv->pending = c->next_pending;
+        c->next_pending = NULL;
+        c->pending_flush = false;
+        conn_flush(c);
+    }
+}
+
+void server_want_flush(struct server *srv, struct conn *c)
+{
+    if (c->pending_flush || c->closed)
+        return;
+    c->pending_flush = true;
+    c->next_pending = srv->pending;
+    srv->pending = c;
+}
+
+void server_forget_conn(struct server *srv, struct conn *c)
+{
+    if (!c->pending_flush)
+        return;
+    for (struct conn **pp = &srv->pending; *pp; pp = &(*pp)->next_pending) {
+        if (*pp == c) {
+            *pp = c->next_pending;
+            break;
+        }
+    }
+    c->pending_flush = false;
+}
+
+static void maybe_done(struct server *srv)
+{
+    if (srv->stopping && srv->nsessions == 0)
+        ev_break(srv->loop, EVBREAK_ALL);
+}
+
+void server_session_gone(struct server *srv, struct session *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    srv->nsessions--;
+    maybe_done(srv);
+}
+
+void server_new_id(struct server *srv, char out[24])
+{
+    unsigned long long t = (unsigned long long)time_wall();
+    snprintf(out, 24, "%08llX%03X%05llX", t & 0xFFFFFFFFull, srv->pid & 0xFFF,
+             (unsigned long long)(srv->counter++ & 0xFFFFF));
+}
+
+static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *srv = w->data;
+    srv_log(srv, "warn", "shutdown_grace_expired");
+    logfmt_int(&srv->log, "sessions", srv->nsessions);
+    logfmt_emit(&srv->log, 2);
+    for (struct session *s = srv->sessions, *n; s; s = n) {
+        n = s->next;
+        session_force_close(s);
+    }
+}
+
+static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    struct server *srv = w->data;
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    srv_log(srv, "info", "shutdown");
+    logfmt_str(&srv->log, "signal", w->signum == SIGTERM ? "TERM" : "INT");
+    logfmt_int(&srv->log, "sessions", srv->nsessions);
+    logfmt_emit(&srv->log, 2);
+    for (int i = 0; i < srv->nls; i++) {
+        ev_io_stop(loop, &srv->ls[i].w);
+        close(srv->ls[i].fd);
+        srv->ls[i].fd = -1;
+    }
+    for (struct session *s = srv->sessions, *n; s; s = n) {
+        n = s->next;
+        session_shutdown(s);
+    }
+    ev_timer_set(&srv->grace, srv->eng->cfg.t_shutdown, 0);
+    ev_timer_start(loop, &srv->grace);
+    ev_unref(loop);   /* the grace timer alone must not keep the loop alive */
+    maybe_done(srv);
+}
+
+static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *srv = w->data;
+    char *err = NULL;
+    struct engine *e = engine_load(srv->script, srv->argc, srv->argv, srv->listen_override,
+                                   srv->nlisten_override, false, &err);
+    if (!e) {
+        srv_log(srv, "error", "reload_failed");
+        logfmt_str(&srv->log, "script", srv->script);
+        logfmt_str(&srv->log, "error", err ? err : "unknown");
+        logfmt_emit(&srv->log, 2);
+        free(err);
+        return;
+    }
+    e->srv = srv;
+    e->generation = srv->eng->generation + 1;
+    engine_unref(srv->eng);
+    srv->eng = e;
+    srv_log(srv, "info", "reload");
+    logfmt_str(&srv->log, "script", srv->script);
+    logfmt_int(&srv->log, "generation", (long long)e->generation);
+    logfmt_emit(&srv->log, 2);
+}
+
+int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
+{
+    memset(srv, 0, sizeof(*srv));
+    srv->loop = loop;
+    srv->eng = eng;
+    srv->pid = (unsigned)getpid();
+    eng->srv = srv;
+    buf_init(&srv->log);
+    const struct config *cfg = &eng->cfg;
+    srv->ls = xcalloc((size_t)cfg->nlisten, sizeof(*srv->ls));
+    for (int i = 0; i < cfg->nlisten; i++) {
+        if (listen_one(srv, &srv->ls[i], &cfg->listen[i]) < 0)
+            return -1;
+        srv->nls++;
+        ev_io_init(&srv->ls[i].w, accept_cb, srv->ls[i].fd, EV_READ);
+        srv->ls[i].w.data = &srv->ls[i];
+        ev_io_start(loop, &srv->ls[i].w);
+    }
+    ev_prepare_init(&srv->flusher, flush_cb);
+    srv->flusher.data = srv;
+    ev_prepare_start(loop, &srv->flusher);
+    ev_unref(loop);
+    ev_signal_init(&srv->sigterm, stop_cb, SIGTERM);
+    ev_signal_init(&srv->sigint, stop_cb, SIGINT);
+    ev_signal_init(&srv->sighup, hup_cb, SIGHUP);
+    srv->sigterm.data = srv->sigint.data = srv->sighup.data = srv;
+    ev_signal_start(loop, &srv->sigterm);
+    ev_signal_start(loop, &srv->sigint);
+    ev_signal_start(loop, &srv->sighup);
+    ev_unref(loop);
+    ev_unref(loop);
+    ev_unref(loop);
+    ev_timer_init(&srv->grace, grace_cb, 0, 0);
+    srv->grace.data = srv;
+    signal(SIGPIPE, SIG_IGN);
+    for (int i = 0; i < srv->nls; i++) {
+        srv_log(srv, "info", "listening");
+        logfmt_str(&srv->log, "address", srv->ls[i].name);
+        logfmt_emit(&srv->log, 2);
+    }
+    return 0;
+}
+
+int server_run(struct server *srv)
+{
+    ev_run(srv->loop, 0);
+    srv_log(srv, "info", "stopped");
+    logfmt_emit(&srv->log, 2);
+    return 0;
+}
+
+void server_free(struct server *srv)
+{
+    for (int i = 0; i < srv->nls; i++)
+        if (srv->ls[i].fd >= 0) {
+            ev_io_stop(srv->loop, &srv->ls[i].w);
+            close(srv->ls[i].fd);
+        }
+    free(srv->ls);
+    ev_ref(srv->loop);
+    ev_prepare_stop(srv->loop, &srv->flusher);
+    ev_ref(srv->loop);
+    ev_ref(srv->loop);
+    ev_ref(srv->loop);
+    ev_signal_stop(srv->loop, &srv->sigterm);
+    ev_signal_stop(srv->loop, &srv->sigint);
+    ev_signal_stop(srv->loop, &srv->sighup);
+    if (ev_is_active(&srv->grace)) {
+        ev_ref(srv->loop);
+        ev_timer_stop(srv->loop, &srv->grace);
+    }
+    if (srv->eng)
+        engine_unref(srv->eng);
+    srv->eng = NULL;
+    buf_free(&srv->log);
+}

@@ -1,0 +1,61 @@
+/* server.h - one worker process: the event loop, listeners, the set of
+ * sessions, the current engine, signals, and the once-per-iteration flush
+ * of pending replies. Nothing here is process-global: a process that forks
+ * N workers gives each its own struct server. */
+#ifndef KURIR_SERVER_H
+#define KURIR_SERVER_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "conn.h"
+#include "engine.h"
+#include "util.h"
+
+struct session;
+
+struct listener {
+    int fd;
+    ev_io w;
+    bool tls;
+    char name[96];
+    struct server *srv;
+};
+
+struct server {
+    struct ev_loop *loop;
+    struct engine *eng;             /* engine for new sessions */
+    struct listener *ls;
+    int nls;
+    struct session *sessions;
+    int nsessions;
+    struct conn *pending;           /* conns with replies to write this iteration */
+    ev_prepare flusher;
+    ev_signal sigterm, sigint, sighup;
+    ev_timer grace;
+    bool stopping;
+    struct buf log;
+    uint64_t counter;
+    unsigned pid;
+    /* to reload */
+    const char *script;
+    int argc;
+    char **argv;
+    char **listen_override;
+    int nlisten_override;
+};
+
+/* Bind every listener of eng's configuration. -1 with a message on stderr. */
+int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng);
+/* Run until shut down; returns the process exit code. */
+int server_run(struct server *srv);
+void server_free(struct server *srv);
+
+void server_want_flush(struct server *srv, struct conn *c);
+void server_forget_conn(struct server *srv, struct conn *c);
+void server_session_gone(struct server *srv, struct session *s);
+/* unique id (session ids and queue ids): 16 upper-case hex digits + NUL */
+void server_new_id(struct server *srv, char out[24]);
+int server_count_ip(struct server *srv, const char *ip);
+
+#endif
