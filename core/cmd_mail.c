@@ -9,7 +9,7 @@
 static int path_error(struct session *s, enum smtp_addr_error e, bool mail, const char *why)
 {
     const char *esc = e == SMTP_ADDR_BAD_ADDRESS ? (mail ? "5.1.7" : "5.1.3") : "5.5.4";
-    int code = e == SMTP_ADDR_BAD_ADDRESS ? 553 : 501;
+    int code = 501;
     buf_reset(&s->scratch);
     buf_printf(&s->scratch, "%s %s", esc, why ? why : "Syntax error");
     session_reply_code(s, code, buf_peek(&s->scratch), buf_used(&s->scratch),
