@@ -13,7 +13,7 @@
 static const struct reply_def reply_table[R_COUNT] = {
     [R_GREETING]           = { 220, NULL, "%h ESMTP kurir" },
     [R_CLOSING]            = { 221, "2.0.0", "Bye" },
-    [R_ACCEPT]                 = { 250, "2.0.0", "OK" },
+    [R_ACCEPT]             = { 250, "2.0.0", "OK" },
     [R_MAIL_OK]            = { 250, "2.1.0", "Sender OK" },
     [R_RCPT_OK]            = { 250, "2.1.5", "Recipient OK" },
     [R_DATA_GO]            = { 354, NULL, "End data with <CR><LF>.<CR><LF>" },

@@ -29,7 +29,7 @@ static void test_canned_rows(void)
     } rows[] = {
         { R_GREETING, "220 mx.test ESMTP kurir\r\n" },
         { R_CLOSING, "221 2.0.0 Bye\r\n" },
-        { R_OK, "250 2.0.0 OK\r\n" },
+        { R_ACCEPT, "250 2.0.0 OK\r\n" },
         { R_MAIL_OK, "250 2.1.0 Sender OK\r\n" },
         { R_RCPT_OK, "250 2.1.5 Recipient OK\r\n" },
         { R_DATA_GO, "354 End data with <CR><LF>.<CR><LF>\r\n" },
@@ -109,7 +109,7 @@ static void test_canned_plain(void)
     /* Without ENHANCEDSTATUSCODES (HELO client, greeting) no code is added. */
     struct buf out;
     buf_init(&out);
-    reply_canned(&out, R_OK, false, "mx.test");
+    reply_canned(&out, R_ACCEPT, false, "mx.test");
     reply_canned(&out, R_RCPT_REJECT, false, NULL);
     reply_canned(&out, R_TIMEOUT, false, "h");
     CHECK_MEM(buf_peek(&out), buf_used(&out),
