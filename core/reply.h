@@ -25,7 +25,7 @@ enum reply_id {
     R_DATA_GO,           /* 354 End data with <CR><LF>.<CR><LF> */
     R_VRFY_DEFAULT,      /* 252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery */
     R_EXPN_DEFAULT,      /* 502 5.5.1 EXPN not supported */
-    R_HELP,              /* 214 2.0.0 help text */
+    R_HELP,              /* 214 2.0.0 Commands: HELO EHLO ... */
     R_STARTTLS_GO,       /* 220 2.0.0 Ready to start TLS */
     R_AUTH_OK,           /* 235 2.7.0 Authentication successful */
     R_UNKNOWN_CMD,       /* 500 5.5.1 Command unrecognized */

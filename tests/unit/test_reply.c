@@ -35,7 +35,7 @@ static void test_canned_rows(void)
         { R_DATA_GO, "354 End data with <CR><LF>.<CR><LF>\r\n" },
         { R_VRFY_DEFAULT, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery\r\n" },
         { R_EXPN_DEFAULT, "502 5.5.1 EXPN not supported\r\n" },
-        { R_HELP, "214 2.0.0 help text\r\n" },
+        { R_HELP, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY EXPN HELP STARTTLS AUTH\r\n" },
         { R_STARTTLS_GO, "220 2.0.0 Ready to start TLS\r\n" },
         { R_AUTH_OK, "235 2.7.0 Authentication successful\r\n" },
         { R_UNKNOWN_CMD, "500 5.5.1 Command unrecognized\r\n" },
