@@ -77,7 +77,7 @@ static void closer_cb(struct ev_loop *loop, ev_idle *w, int revents)
     (void)loop;
     (void)revents;
     struct conn *c = w->data;
-    if (c->flush_on_close && conn_queued(c) && !c->eof) {
+    if (c->flush_on_close && conn_queued(c)) {
         /* Wait for the write watcher to drain the queue; conn_flush
          * reschedules us once it is empty or failed. */
         ev_idle_stop(c->loop, &c->closer);
@@ -245,7 +245,7 @@ void conn_close(struct conn *c, bool flush)
         c->closing = true;
         c->flush_on_close = flush;
     }
-    if (!c->flush_on_close || !conn_queued(c) || c->eof) {
+    if (!c->flush_on_close || !conn_queued(c)) {
         if (!ev_is_active(&c->closer))
             ev_idle_start(c->loop, &c->closer);
     } else {

@@ -26,6 +26,8 @@ static const struct cmd *const cmd_tables[] = {
 
 static void session_process(struct session *s);
 static void session_free(struct session *s);
+static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void arm_timer(struct session *s, double secs);
 
 static struct session *from_conn(struct conn *c)
 {
@@ -121,6 +123,8 @@ void session_close(struct session *s)
 {
     if (s->state == SS_CLOSED)
         return;
+    ev_set_cb(&s->timer, timeout_cb);
+    arm_timer(s, 10.0);   /* bound the final flush */
     conn_close(&s->conn, true);
 }
 
@@ -142,6 +146,10 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct session *s = w->data;
+    if (s->conn.closing) {
+        conn_close(&s->conn, false);   /* the client does not read its last replies */
+        return;
+    }
     if (s->in_hook)
         return;   /* hooks have their own limit (engine.c) */
     session_log(s, "info", "timeout", "s", "state",
@@ -419,7 +427,7 @@ static void session_process(struct session *s)
     if (s->state != SS_CLOSED && !s->conn.closing)
         conn_set_reading(&s->conn, !s->in_hook && s->state != SS_GREETING);
     if (s->conn.eof && !s->in_hook && !s->conn.closing)
-        conn_close(&s->conn, false);
+        conn_close(&s->conn, true);   /* the peer may only have shut its sending side */
 }
 
 /* ---- connection callbacks ------------------------------------------- */
