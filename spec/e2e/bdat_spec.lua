@@ -25,6 +25,9 @@ local function chunk_ok(c)
   assert.truthy(text:match("^250 2%.%d%d?%d?%.%d%d?%d? "), text)
 end
 
+-- Stop servers that a failing test left running.
+teardown(harness.cleanup)
+
 describe("BDAT", function()
   local srv
 

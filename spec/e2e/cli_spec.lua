@@ -13,6 +13,9 @@ end
 function kurir.on.data(s, msg) return 250 end
 ]]
 
+-- Stop servers that a failing test left running.
+teardown(harness.cleanup)
+
 describe("command line", function()
   it("--version exits 0 and prints a version", function()
     local rc, out = harness.run { args = { "--version" } }

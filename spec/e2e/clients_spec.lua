@@ -12,6 +12,9 @@ local function find_message(maildir, needle)
   return found
 end
 
+-- Stop servers that a failing test left running.
+teardown(harness.cleanup)
+
 describe("third-party clients", function()
   local srv, maildir
 

@@ -58,6 +58,9 @@ local function count_eml(dir)
   return n
 end
 
+-- Stop servers that a failing test left running.
+teardown(harness.cleanup)
+
 describe("DATA", function()
   local srv
 

@@ -137,6 +137,9 @@ local function session(srv)
   return c
 end
 
+-- Stop servers that a failing test left running.
+teardown(harness.cleanup)
+
 describe("hooks", function()
   local srv
 

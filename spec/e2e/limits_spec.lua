@@ -33,6 +33,9 @@ local function session(port, opts)
   return c
 end
 
+-- Stop servers that a failing test left running.
+teardown(harness.cleanup)
+
 describe("limits", function()
   local srv
 

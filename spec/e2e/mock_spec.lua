@@ -43,6 +43,9 @@ local function id_in(reply, line)
   end
 end
 
+-- Stop servers that a failing test left running.
+teardown(harness.cleanup)
+
 describe("mock server (scripts/mock.lua)", function()
   local srv, maildir
 

@@ -15,6 +15,9 @@ local function session(srv)
   return c
 end
 
+-- Stop servers that a failing test left running.
+teardown(harness.cleanup)
+
 describe("pipelining", function()
   local srv
 

@@ -12,6 +12,9 @@ kurir.configure { hostname = "mx.e2e.test", limits = { message_size = 1000000 } 
 function kurir.on.data(s, msg) return 250, "2.0.0 Ok: queued as " .. msg.id end
 ]]
 
+-- Stop servers that a failing test left running.
+teardown(harness.cleanup)
+
 describe("session", function()
   local srv
 

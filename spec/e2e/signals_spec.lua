@@ -25,6 +25,9 @@ local function refuses(port)
   end, 10, 0.1)
 end
 
+-- Stop servers that a failing test left running.
+teardown(harness.cleanup)
+
 describe("SIGTERM", function()
   it("exits 0 when idle", function()
     local srv = harness.start { script_file = "scripts/mock.lua", args = { "--maildir", "{dir}/mail" } }

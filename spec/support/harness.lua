@@ -138,6 +138,10 @@ end
 local Server = {}
 Server.__index = Server
 
+-- Every server started and not yet stopped, so that cleanup() can stop
+-- the ones a failing test left behind.
+local started = {}
+
 function Server:log()
   return harness.read_file(self.dir .. "/log") or ""
 end
@@ -183,7 +187,15 @@ function Server:stop()
     end
   end
   self.stopped = code or -1
+  started[self] = nil
   return self.stopped
+end
+
+-- Stop every server still running (for teardown after failed tests).
+function harness.cleanup()
+  local list = {}
+  for srv in pairs(started) do list[#list + 1] = srv end
+  for _, srv in ipairs(list) do srv:stop() end
 end
 
 -- Everything printed to the log by kurir, for failure messages.
@@ -246,6 +258,7 @@ function harness.start(o)
   end, 10)
   assert(pid, "kurir did not start: " .. inner)
   self.pid = tonumber(pid)
+  started[self] = true
 
   if self.port then
     local up = harness.wait_for(function()
