@@ -424,6 +424,8 @@ static void session_process(struct session *s)
         }
     }
     s->processing = false;
+    if (smtp_parser_pending(&s->parser) == 0 && s->state != SS_DATA && s->state != SS_BDAT)
+        smtp_parser_shrink(&s->parser);   /* idle sessions keep no input buffer */
     if (s->state != SS_CLOSED && !s->conn.closing)
         conn_set_reading(&s->conn, !s->in_hook && s->state != SS_GREETING);
     if (s->conn.eof && !s->in_hook && !s->conn.closing)
