@@ -193,6 +193,8 @@ end
 
 -- Stop every server still running (for teardown after failed tests).
 function harness.cleanup()
+  local smtp_client = package.loaded["smtp_client"]
+  if smtp_client then smtp_client.close_all() end
   local list = {}
   for srv in pairs(started) do list[#list + 1] = srv end
   for _, srv in ipairs(list) do srv:stop() end
@@ -296,6 +298,8 @@ end
 -- Stop a server, assert a clean exit (0) and a clean log, remove its dir.
 function harness.finish(server)
   if not server then return end
+  local smtp_client = package.loaded["smtp_client"]
+  if smtp_client and server.port then smtp_client.close_all(server.port) end
   local code = server:stop()
   harness.assert_clean(server)
   assert(code == 0, "kurir exited with " .. tostring(code) .. " after SIGTERM\n" .. server:describe())
@@ -360,6 +364,34 @@ function kurir.on.data(s, msg)
   return 250, "2.0.0 Ok: queued as " .. msg.id
 end
 ]==]
+
+-- Split a delivered message into the local delivery prefix (Return-Path,
+-- Delivered-To lines) and the rest, skipping one Received trace field
+-- (RFC 5321 4.4) right after them. Returns prefix, received, rest.
+function harness.split_delivery(data)
+  local prefix = data:match("^Return%-Path: [^\r\n]*\r\n")
+  if not prefix then return nil, nil, data end
+  local pos = #prefix + 1
+  while true do
+    local dt = data:match("^Delivered%-To: [^\r\n]*\r\n", pos)
+    if not dt then break end
+    pos = pos + #dt
+  end
+  prefix = data:sub(1, pos - 1)
+  local received = ""
+  local first = data:match("^Received:[^\r\n]*\r\n", pos)
+  if first then
+    local rpos = pos + #first
+    while true do
+      local cont = data:match("^[ \t][^\r\n]*\r\n", rpos)
+      if not cont then break end
+      rpos = rpos + #cont
+    end
+    received = data:sub(pos, rpos - 1)
+    pos = rpos
+  end
+  return prefix, received, data:sub(pos)
+end
 
 -- Every file in a Maildir's new/ (full paths), sorted.
 function harness.maildir_new(dir)

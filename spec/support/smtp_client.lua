@@ -14,6 +14,10 @@ Conn.__index = Conn
 
 local TIMEOUT = 10
 
+-- Connections not closed yet, so that a failing test's sockets can be
+-- closed before its server is stopped (a graceful stop waits for them).
+local open_conns = setmetatable({}, { __mode = "k" })
+
 -- Connect to host (default 127.0.0.1) on port; nil, err on failure.
 --   opts.bind: local source address (e.g. "127.0.0.2")
 function client.connect(port, host, opts)
@@ -31,7 +35,9 @@ function client.connect(port, host, opts)
     return nil, err
   end
   sock:setoption("tcp-nodelay", true)
-  return setmetatable({ sock = sock, buf = "", eof = false, port = port }, Conn)
+  local c = setmetatable({ sock = sock, buf = "", eof = false, port = port }, Conn)
+  open_conns[c] = true
+  return c
 end
 
 -- Like connect, but fails the test when the connection cannot be made.
@@ -173,6 +179,16 @@ end
 function Conn:close()
   if self.sock then self.sock:close() end
   self.sock = nil
+  open_conns[self] = nil
+end
+
+-- Close every connection still open (connections to `port` only, if given).
+function client.close_all(port)
+  local list = {}
+  for c in pairs(open_conns) do
+    if not port or c.port == port then list[#list + 1] = c end
+  end
+  for _, c in ipairs(list) do c:close() end
 end
 
 client.Conn = Conn
