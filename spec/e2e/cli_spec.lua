@@ -75,6 +75,15 @@ describe("command line", function()
       assert.equals(0, rc, out)
     end)
 
+    it("accepts every hook name of SPEC 2, starttls and auth included", function()
+      local hooks = { "connect", "helo", "starttls", "auth", "mail", "rcpt", "data", "vrfy", "expn", "command",
+        "reset", "disconnect" }
+      local src = { "local kurir = require \"kurir\"" }
+      for _, h in ipairs(hooks) do src[#src + 1] = "function kurir.on." .. h .. "() end" end
+      local rc, out = harness.run { args = { "--check", "{script}" }, script = table.concat(src, "\n") .. "\n" }
+      assert.equals(0, rc, out)
+    end)
+
     it("reports a syntax error with file:line and exits 1", function()
       local rc, out = harness.run { args = { "--check", "{script}" },
         script = "local kurir = require \"kurir\"\n\nlocal x = = 1\n" }

@@ -26,7 +26,7 @@ local function note(s, ...)
 end
 
 function kurir.on.connect(s)
-  note(s, "connect", s.remote_ip, s.remote_port, s.local_ip, s.local_port, type(s.id))
+  note(s, "connect", s.remote_ip, s.remote_port, s.local_ip, s.local_port, type(s.id), s.id)
   if s.remote_ip == "127.0.0.5" then return 554, "5.7.1 go away" end
   if s.remote_ip == "127.0.0.6" then return false end
   if s.remote_ip == "127.0.0.7" then return 421, "4.3.2 not now" end
@@ -34,6 +34,7 @@ end
 
 function kurir.on.helo(s, name)
   note(s, "helo", name, s.esmtp)
+  s:log("e2e-note", { name = name })
   if name == "reject.test" then return 550, "5.7.1 go away" end
 end
 
@@ -72,6 +73,7 @@ function kurir.on.data(s, msg)
     msg:header("Subject"), table.concat(msg:headers("X-Multi"), "|"), rawlen, ok,
     msg:header("X-None"))
   if msg:header("Subject") == "reject me" then return 554, "5.7.1 spam" end
+  if msg:header("Subject") == "default" then return end
   return 250, "2.0.0 queued as " .. msg.id
 end
 
@@ -175,8 +177,14 @@ describe("hooks", function()
     assert.truthy(n, "no disconnect hook: " .. names(notes(srv, c)))
 
     local connect = find(n, "connect")
-    assert.same({ "connect", "127.0.0.1", tostring(c.local_port), "127.0.0.1", tostring(srv.port), "string" },
+    local sid = connect[7]
+    assert.truthy(sid and #sid > 0)
+    assert.same({ "connect", "127.0.0.1", tostring(c.local_port), "127.0.0.1", tostring(srv.port), "string", sid },
       connect)
+    -- s:log writes a line tagged with the session id.
+    local logged = harness.log_lines(srv, { session = sid, name = "client.e2e.test" })
+    assert.equals(1, #logged, srv:describe())
+    assert.truthy(logged[1].line:find("e2e-note", 1, true), logged[1].line)
     assert.same({ "helo", "client.e2e.test", "true" }, find(n, "helo"))
     assert.same({ "mail", "a@example.test", "a", "example.test", "123" }, find(n, "mail"))
     assert.same({ "rcpt", "b@example.test", "b", "example.test", "0", "a@example.test" }, find(n, "rcpt"))
@@ -192,6 +200,36 @@ describe("hooks", function()
     assert.truthy(seq:match("^connect helo mail rcpt rcpt data reset .*vrfy expn command .*reset disconnect$"), seq)
     local _, count = seq:gsub("disconnect", "")
     assert.equals(1, count)
+  end)
+
+  it("data returning nothing gets the engine's 250 with the queue id, and a summary log line", function()
+    local c = session(srv)
+    c:check('MAIL FROM:<"a event=forged"@example.test>', 250, "250 2.1.0 Sender OK")
+    c:check("RCPT TO:<b@example.test>", 250)
+    c:check("RCPT TO:<c@example.test>", 250)
+    c:check("DATA", 354)
+    local body = "Subject: default\r\n\r\nx\r\n"
+    assert(c:send(body .. ".\r\n"))
+    local text = c:expect(250)
+    local data = find(notes(srv, c), "data")
+    assert.truthy(data)
+    local id = data[2]
+    assert.truthy(text:match("^250 2%.0%.0 "), text)
+    assert.truthy(text:find(id, 1, true), "queue id " .. id .. " not in " .. text)
+    local lines = harness.wait_for(function()
+      local l = harness.log_lines(srv, { id = id })
+      return #l > 0 and l
+    end, 5)
+    assert.truthy(lines, srv:describe())
+    local f = lines[#lines].fields
+    -- Client bytes are escaped: the forged key stays inside the value.
+    assert.equals(1, lines[#lines].count.event, lines[#lines].line)
+    assert.equals('"a event=forged"@example.test', f.from)
+    assert.truthy(f.rcpts and f.rcpts:find("b@example.test", 1, true) and f.rcpts:find("c@example.test", 1, true),
+      lines[#lines].line)
+    assert.equals(tostring(#body), f.size)
+    assert.equals("250", f.code)
+    c:close()
   end)
 
   it("helo sees s.esmtp false for HELO and may reject", function()

@@ -365,6 +365,60 @@ function kurir.on.data(s, msg)
 end
 ]==]
 
+-- Parse one logfmt line into a table of fields (first value of a key
+-- wins) and a table of how often each key occurs. Quoted values may
+-- contain backslash escapes.
+function harness.logfmt(line)
+  local fields, count = {}, {}
+  local i, n = 1, #line
+  while i <= n do
+    local ks, ke, key = line:find("^%s*([^%s=\"]+)=", i)
+    if not ks then break end
+    i = ke + 1
+    local v
+    if line:sub(i, i) == '"' then
+      local parts = {}
+      i = i + 1
+      while i <= n do
+        local ch = line:sub(i, i)
+        if ch == "\\" then
+          local e = line:sub(i + 1, i + 1)
+          parts[#parts + 1] = ({ n = "\n", r = "\r", t = "\t" })[e] or e
+          i = i + 2
+        elseif ch == '"' then
+          i = i + 1
+          break
+        else
+          parts[#parts + 1] = ch
+          i = i + 1
+        end
+      end
+      v = table.concat(parts)
+    else
+      local _, e = line:find("^%S*", i)
+      v = line:sub(i, e)
+      i = e + 1
+    end
+    if fields[key] == nil then fields[key] = v end
+    count[key] = (count[key] or 0) + 1
+  end
+  return fields, count
+end
+
+-- The log lines of a server whose fields match all of `want`, parsed.
+function harness.log_lines(server, want)
+  local out = {}
+  for line in server:log():gmatch("[^\n]+") do
+    local f, count = harness.logfmt(line)
+    local ok = true
+    for k, v in pairs(want or {}) do
+      if f[k] ~= v then ok = false break end
+    end
+    if ok then out[#out + 1] = { fields = f, count = count, line = line } end
+  end
+  return out
+end
+
 -- Split a delivered message into the local delivery prefix (Return-Path,
 -- Delivered-To lines) and the rest, skipping one Received trace field
 -- (RFC 5321 4.4) right after them. Returns prefix, received, rest.

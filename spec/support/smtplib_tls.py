@@ -14,7 +14,7 @@ Actions:
   inject HOST PORT
       Raw socket: EHLO, then "STARTTLS\\r\\nRSET\\r\\n" in one write, the
       220, the handshake on that socket, a short read (must get nothing),
-      then EHLO over TLS.
+      MAIL before EHLO, then EHLO over TLS.
   send HOST PORT MODE SUBJECT
       MODE starttls (smtplib.SMTP + starttls()) or ssl (smtplib.SMTP_SSL):
       send one message to rcpt@example.test.
@@ -143,10 +143,13 @@ def act_inject(host, port):
     except (socket.timeout, TimeoutError):
         out("after_handshake", "nothing")
     tls.settimeout(TIMEOUT)
+    # the state was reset by STARTTLS: MAIL needs a new EHLO first
+    tls.sendall(b"MAIL FROM:<inject@example.test>\r\n")
+    out("mail_before_ehlo", read_reply(tls).decode("ascii", "replace").strip()[:3])
     tls.sendall(b"EHLO inject.e2e.test\r\n")
     reply = read_reply(tls).decode("ascii", "replace")
     out("ehlo2", reply.split("\r\n")[0][:3])
-    out("ehlo2.starttls", "yes" if "STARTTLS" in reply else "no")
+    out("ehlo2_starttls", "yes" if "STARTTLS" in reply else "no")
     tls.sendall(b"RSET\r\n")
     out("rset", read_reply(tls).decode("ascii", "replace").strip())
     tls.sendall(b"QUIT\r\n")
