@@ -95,6 +95,51 @@ describe("pipelining", function()
     c:close()
   end)
 
+  it("writes the replies of a pipelined group with one write (seen with strace)", function()
+    if not os.execute("command -v strace >/dev/null 2>&1") then return pending("no strace") end
+    local c = session(srv)
+    local dir = harness.tmpdir()
+    local q = harness.quote
+    os.execute("sh -c " .. q("strace -f -s 4096 -e trace=write,writev,sendto,sendmsg -o " .. q(dir .. "/trace") ..
+      " -p " .. srv.pid .. " 2>" .. q(dir .. "/err") .. " & echo $! > " .. q(dir .. "/pid")) .. " >/dev/null 2>&1")
+    local spid = harness.wait_for(function()
+      local t = harness.read_file(dir .. "/pid")
+      return t and t:match("%d+")
+    end, 5)
+    local attached = harness.wait_for(function()
+      local e = harness.read_file(dir .. "/err") or ""
+      return e:find("attached", 1, true) or e:find("Operation not permitted", 1, true)
+    end, 5)
+    local err = harness.read_file(dir .. "/err") or ""
+    if not attached or not err:find("attached", 1, true) then
+      if spid then os.execute("kill " .. spid .. " 2>/dev/null") end
+      harness.rmtree(dir)
+      c:close()
+      return pending("strace cannot attach: " .. err)
+    end
+    assert(c:send("MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\nNOOP\r\n"))
+    c:expect(250, "250 2.1.0 Sender OK")
+    c:expect(250, "250 2.1.5 Recipient OK")
+    c:expect(250, "250 2.1.5 Recipient OK")
+    c:expect(250, "250 2.0.0 OK")
+    c:check("RSET", 250)
+    os.execute("kill -s INT " .. spid .. " 2>/dev/null")
+    harness.wait_for(function() return not os.execute("kill -0 " .. spid .. " 2>/dev/null") end, 5)
+    local trace = harness.read_file(dir .. "/trace") or ""
+    harness.rmtree(dir)
+    c:close()
+    local writes = {}
+    for line in trace:gmatch("[^\n]+") do
+      if line:find("Sender OK", 1, true) or line:find("Recipient OK", 1, true) then writes[#writes + 1] = line end
+    end
+    assert.equals(1, #writes, trace)
+    local w = writes[1]
+    local _, recipients = w:gsub("250 2%.1%.5 Recipient OK", "")
+    assert.equals(2, recipients, w)
+    assert.truthy(w:find("250 2.1.0 Sender OK\\r\\n250 2.1.5 Recipient OK\\r\\n250 2.1.5 Recipient OK\\r\\n" ..
+      "250 2.0.0 OK\\r\\n", 1, true), w)
+  end)
+
   it("answers a burst of 20000 commands completely while the client reads slowly", function()
     local c = session(srv)
     local n = 20000
