@@ -392,7 +392,8 @@ describe("AUTH policy", function()
   end)
 
   it("auth.required without TLS and without plaintext is refused by --check", function()
-    local rc, out = harness.run { script = AUTH_SCRIPT, args = { "--check", "{script}", "{dir}", "", "", "no", "yes", "10", "" } }
+    local rc, out = harness.run { script = AUTH_SCRIPT,
+      args = { "--check", "{script}", "{dir}", "", "", "no", "yes", "10", "" } }
     assert.equals(1, rc, out)
     assert.truthy(out:find("required", 1, true), out)
   end)
