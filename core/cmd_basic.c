@@ -70,9 +70,8 @@ static void ehlo_proceed(struct session *s, const struct hook_result *r)
         buf_appends(o, "250-STARTTLS\r\n");
     if (auth_offered(s)) {
         buf_appends(o, "250-AUTH");
-        for (int m = SASL_PLAIN; m <= SASL_CRAM_MD5; m++)
-            if (c->auth_mechs & (1u << m))
-                buf_printf(o, " %s", sasl_mech_name((enum sasl_mech)m));
+        for (int i = 0; i < c->nauth_order; i++)
+            buf_printf(o, " %s", sasl_mech_name((enum sasl_mech)c->auth_order[i]));
         buf_appends(o, "\r\n");
     }
     buf_appends(o, "250 HELP\r\n");

@@ -198,8 +198,10 @@ static void read_config(lua_State *L, int t, struct config *c)
                 const char *name = lua_tolstring(L, -1, &len);
                 if (name) {
                     enum sasl_mech mech = sasl_mech_from_name(name, len);
-                    if (mech != SASL_NONE)
+                    if (mech != SASL_NONE && !(c->auth_mechs & (1u << mech)) && c->nauth_order < 4) {
                         c->auth_mechs |= 1u << mech;
+                        c->auth_order[c->nauth_order++] = mech;
+                    }
                 }
                 lua_pop(L, 1);
             }
@@ -207,6 +209,10 @@ static void read_config(lua_State *L, int t, struct config *c)
         lua_pop(L, 1);
     } else {
         c->auth_mechs = (1u << SASL_PLAIN) | (1u << SASL_LOGIN) | (1u << SASL_CRAM_MD5);
+        c->auth_order[0] = SASL_PLAIN;
+        c->auth_order[1] = SASL_LOGIN;
+        c->auth_order[2] = SASL_CRAM_MD5;
+        c->nauth_order = 3;
     }
     lua_pop(L, 1);
 }

@@ -49,6 +49,8 @@ struct config {
     bool auth_plaintext;
     bool auth_required;
     unsigned auth_mechs;          /* bit (1 << enum sasl_mech) */
+    int auth_order[4];            /* enum sasl_mech, in the configured order */
+    int nauth_order;
 };
 
 struct engine {
