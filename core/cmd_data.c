@@ -69,8 +69,14 @@ void data_bytes(struct session *s, const char *p, size_t n)
 
 /* The end of a message (DATA terminator or BDAT LAST) --------------------------- */
 
-static void log_summary(struct session *s, int code)
+static void log_summary(struct session *s, int code, size_t reply_at)
 {
+    /* the reply just queued: from reply_at to the end of the output queue */
+    size_t used = conn_queued(&s->conn);
+    const char *reply = buf_peek(&s->conn.out) + (reply_at <= used ? reply_at : used);
+    size_t rlen = reply_at <= used ? used - reply_at : 0;
+    while (rlen && (reply[rlen - 1] == '\n' || reply[rlen - 1] == '\r'))
+        rlen--;
     lua_State *L = s->eng->L;
     struct buf *rc = &s->scratch;
     buf_reset(rc);
@@ -97,9 +103,9 @@ static void log_summary(struct session *s, int code)
         lua_getfield(L, -1, "address");
         from = lua_tolstring(L, -1, &flen);
     }
-    session_log(s, code < 300 ? "info" : "warn", "message", "smmii", "id", s->tx.id, "from", from ? from : "",
+    session_log(s, code < 300 ? "info" : "warn", "message", "smmiim", "id", s->tx.id, "from", from ? from : "",
                 flen, "rcpts", buf_peek(rc), buf_used(rc), "size", (long long)s->tx.spool.size, "code",
-                (long long)code);
+                (long long)code, "reply", reply, rlen);
     if (s->tx.from_ref != LUA_NOREF)
         lua_pop(L, 2);
 }
@@ -125,6 +131,7 @@ static void end_transaction(struct session *s)
 static void message_done(struct session *s, const struct hook_result *r)
 {
     int code;
+    size_t at = conn_queued(&s->conn);
     if (r->kind == HR_DEFAULT) {
         const struct reply_def *d = reply_get(R_ACCEPT);
         buf_reset(&s->scratch);
@@ -138,7 +145,7 @@ static void message_done(struct session *s, const struct hook_result *r)
         session_reply_code(s, r->code, r->text, r->tlen, STAGE_DATA);
         code = r->code;
     }
-    log_summary(s, code);
+    log_summary(s, code, at);
     if (s->state != SS_CLOSED)
         end_transaction(s);
 }
@@ -184,8 +191,9 @@ static void finish_message(struct session *s)
         err = R_DATA_LINE_TOO_LONG;
     s->state = SS_RCPT;
     if (err != R_COUNT) {
+        size_t at = conn_queued(&s->conn);
         session_reply(s, err);
-        log_summary(s, reply_get(err)->code);
+        log_summary(s, reply_get(err)->code, at);
         end_transaction(s);
         return;
     }
@@ -266,8 +274,9 @@ void bdat_chunk_end(struct session *s)
         return;
     }
     if (t->too_big) {
+        size_t at = conn_queued(&s->conn);
         session_reply(s, R_SIZE_EXCEEDED);
-        log_summary(s, 552);
+        log_summary(s, 552, at);
         end_transaction(s);
         return;
     }

@@ -156,6 +156,10 @@ static void conn_update(struct conn *c)
         ev_io_start(c->loop, &c->rio);
     else if (!want_r && ev_is_active(&c->rio))
         ev_io_stop(c->loop, &c->rio);
+    /* bytes already decrypted inside the transport will not make the socket
+     * readable again: deliver a read event for them */
+    if (want_r && !c->handshaking && c->reading && c->tr->pending(c) > 0)
+        ev_feed_event(c->loop, &c->rio, EV_READ);
     if (want_w && !ev_is_active(&c->wio))
         ev_io_start(c->loop, &c->wio);
     else if (!want_w && ev_is_active(&c->wio))

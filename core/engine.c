@@ -65,10 +65,13 @@ static void data_dir(char *out, size_t cap)
             *slash = '\0';
             char probe[PATH_MAX + 64];
             snprintf(probe, sizeof(probe), "%s/../share/kurir/lua/kurir/config.lua", exe);
-            if (file_exists(probe) && strlen(exe) + 16 < cap) {
-                memcpy(out, exe, strlen(exe));
-                memcpy(out + strlen(exe), "/../share/kurir", 16);
-                return;
+            if (file_exists(probe)) {
+                snprintf(probe, sizeof(probe), "%s/../share/kurir", exe);
+                char real[PATH_MAX];
+                if (realpath(probe, real) && strlen(real) < cap) {
+                    memcpy(out, real, strlen(real) + 1);
+                    return;
+                }
             }
         }
     }
