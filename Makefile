@@ -59,3 +59,22 @@ install: build
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
+
+# libFuzzer harnesses for the pure modules (tests/fuzz/README.md).
+# Needs clang with the fuzzer runtime; each runs FUZZ_SECONDS seconds.
+.PHONY: fuzz
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     ?= build-fuzz
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icore
+
+fuzz:
+	mkdir -p $(FUZZ_DIR)/corpus/parser $(FUZZ_DIR)/corpus/addr $(FUZZ_DIR)/corpus/scan
+	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_parser.c core/smtp_parser.c core/smtp_addr.c core/util.c -o $(FUZZ_DIR)/fuzz_parser
+	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_addr.c core/smtp_addr.c core/util.c -o $(FUZZ_DIR)/fuzz_addr
+	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_scan.c core/msg_scan.c core/util.c -o $(FUZZ_DIR)/fuzz_scan
+	for f in parser addr scan; do \
+	  $(FUZZ_DIR)/fuzz_$$f -dict=tests/fuzz/smtp.dict -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=$(FUZZ_DIR)/ -print_final_stats=1 $(FUZZ_DIR)/corpus/$$f tests/fuzz/seeds/$$f \
+	    || exit 1; \
+	done
