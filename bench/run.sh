@@ -24,6 +24,12 @@
 # BENCH_TARGETS ("mock discard hooks smtp-sink"), BENCH_TIMEOUT (seconds
 # per smtp-source run, 120).
 
+# `sh bench/run.sh` (the Makefile's bench target) runs this under dash:
+# hand over to bash before any bash-only line is read.
+if [ -z "${BASH_VERSION:-}" ]; then
+    exec bash "$0" "$@"
+fi
+
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
