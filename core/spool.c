@@ -1,10 +1,11 @@
-/* spool.c - the body file of one transaction. Bytes are appended through a
- * 64 KiB write-behind buffer into an unnamed file (O_TMPFILE, or mkstemp +
- * unlink where the filesystem lacks it) in the spool directory, so a message
- * never sits whole in memory and a crash leaves no file behind. Write errors
- * are sticky and reported once by spool_finish(). Reading back is by
- * offset (pread) or a kernel-side copy to another fd. Owns its fd and
- * buffer; uses only POSIX/Linux file calls. */
+/* spool.c - the body of one transaction. Bytes collect in a buffer of up
+ * to 64 KiB; a body that outgrows it spills into an unnamed file (O_TMPFILE,
+ * or mkstemp + unlink where the filesystem lacks it) in the spool directory
+ * and the buffer becomes its write-behind buffer. So a message never sits
+ * whole in memory, small ones cost no file, and a crash leaves no file
+ * behind. Write errors are sticky and reported once by spool_finish().
+ * Reading back is by offset (pread / memcpy) or a copy to another fd. Owns
+ * its fd, buffer and directory name; uses only POSIX/Linux file calls. */
 #include "spool.h"
 
 #include <errno.h>
@@ -22,6 +23,7 @@
 void spool_init(struct spool *s)
 {
     s->fd = -1;
+    s->dir = NULL;
     s->size = 0;
     buf_init(&s->wbuf);
     s->err = 0;
@@ -53,14 +55,30 @@ static int open_unnamed(const char *dir)
  * would otherwise close fd 0). */
 int spool_open(struct spool *s, const char *dir)
 {
-    int fd = open_unnamed(dir && *dir ? dir : ".");
-    if (fd < 0)
+    const char *d = dir && *dir ? dir : ".";
+    if (access(d, W_OK | X_OK) < 0)
         return -1;
-    s->fd = fd;
+    free(s->dir);
+    s->dir = xstrdup(d);
+    s->fd = -1;
     s->size = 0;
     s->err = 0;
     buf_reset(&s->wbuf);
     return 0;
+}
+
+/* The body outgrew memory: move it to a file. */
+static void spill(struct spool *s)
+{
+    if (s->fd >= 0 || s->err)
+        return;
+    if (!s->dir) {
+        s->err = EBADF;
+        return;
+    }
+    s->fd = open_unnamed(s->dir);
+    if (s->fd < 0)
+        s->err = errno ? errno : EIO;
 }
 
 /* Write all n bytes at the file position. 0 or -1 with errno. */
@@ -100,10 +118,17 @@ void spool_append(struct spool *s, const void *p, size_t n)
     if (n == 0)
         return;
     s->size += n;
-    if (s->fd < 0 && !s->err)
+    if (!s->dir && s->fd < 0 && !s->err)
         s->err = EBADF;
     if (s->err)
         return;   /* sticky: keep counting, stop writing */
+    if (s->fd < 0 && buf_used(&s->wbuf) + n <= SPOOL_BUFSZ) {
+        buf_append(&s->wbuf, p, n);   /* still small: memory only */
+        return;
+    }
+    spill(s);
+    if (s->err)
+        return;
     if (buf_used(&s->wbuf) + n > SPOOL_BUFSZ)
         flush(s);
     if (n >= SPOOL_BUFSZ) {
@@ -120,11 +145,13 @@ void spool_append(struct spool *s, const void *p, size_t n)
 
 int spool_finish(struct spool *s)
 {
-    if (s->fd < 0 && !s->err)
+    if (!s->dir && s->fd < 0 && !s->err)
         s->err = EBADF;
-    if (!s->err)
-        flush(s);
-    buf_free(&s->wbuf);   /* the body is complete: give back the 64 KiB */
+    if (s->fd >= 0) {
+        if (!s->err)
+            flush(s);
+        buf_free(&s->wbuf);   /* the body is complete: give back the 64 KiB */
+    }
     if (s->err) {
         errno = s->err;
         return -1;
@@ -134,6 +161,15 @@ int spool_finish(struct spool *s)
 
 ssize_t spool_pread(struct spool *s, void *dst, size_t n, uint64_t off)
 {
+    if (s->fd < 0 && s->dir && !s->err) {
+        size_t have = buf_used(&s->wbuf);
+        if (off >= have)
+            return 0;
+        if (n > have - off)
+            n = have - (size_t)off;
+        memcpy(dst, buf_peek(&s->wbuf) + off, n);
+        return (ssize_t)n;
+    }
     if (buf_used(&s->wbuf) && spool_finish(s) < 0)
         return -1;
     if (s->fd < 0) {
@@ -190,6 +226,8 @@ int spool_copy_to(struct spool *s, int fd)
 {
     if (spool_finish(s) < 0)
         return -1;
+    if (s->fd < 0 && s->dir)
+        return write_all(fd, buf_peek(&s->wbuf), buf_used(&s->wbuf));
     if (s->fd < 0) {
         errno = EBADF;
         return -1;
@@ -240,6 +278,7 @@ void spool_close(struct spool *s)
 {
     if (s->fd >= 0)
         close(s->fd);
+    free(s->dir);
     buf_free(&s->wbuf);
     spool_init(s);
 }

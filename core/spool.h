@@ -1,7 +1,8 @@
-/* spool.h - the body file of one transaction. Message bytes go to disk as
- * they arrive (buffered), never into one growing string. The file is an
- * unnamed O_TMPFILE in the spool directory (falls back to mkstemp+unlink),
- * so a crash leaves nothing behind. */
+/* spool.h - the body of one transaction. The first 64 KiB stay in memory;
+ * a larger message spills to an unnamed O_TMPFILE in the spool directory
+ * (falls back to mkstemp+unlink) as it arrives, so a message is never held
+ * whole in memory and a crash leaves nothing behind. Most mail is small and
+ * then costs no file at all. */
 #ifndef KURIR_SPOOL_H
 #define KURIR_SPOOL_H
 
@@ -11,14 +12,16 @@
 #include "util.h"
 
 struct spool {
-    int fd;                 /* -1 when not open */
+    int fd;                 /* -1 while the body is only in memory */
+    char *dir;              /* where to spill */
     uint64_t size;          /* bytes appended (written or buffered) */
     struct buf wbuf;        /* write-behind buffer, flushed at 64 KiB */
     int err;                /* errno of the first failed write (sticky) */
 };
 
 void spool_init(struct spool *s);
-/* Open a new body file in dir. 0 or -1 (errno set). */
+/* Start a new body that spills into dir when it grows past 64 KiB. 0, or
+ * -1 (errno set) when dir is not a writable directory. */
 int spool_open(struct spool *s, const char *dir);
 /* Append bytes (buffered). Errors are sticky and reported by spool_finish. */
 void spool_append(struct spool *s, const void *p, size_t n);
