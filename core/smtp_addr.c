@@ -154,6 +154,10 @@ static bool literal_ok(const char *s, size_t n)
         unsigned char addr[16];
         if (blen == 0 || blen >= sizeof(tmp))
             return false;
+        /* inet_pton stops at a NUL: only hex digits, ':' and '.' may pass */
+        for (size_t i = 0; i < blen; i++)
+            if (!is_alnum((unsigned char)body[i]) && body[i] != ':' && body[i] != '.')
+                return false;
         memcpy(tmp, body, blen);
         tmp[blen] = '\0';
         return inet_pton(AF_INET6, tmp, addr) == 1;

@@ -326,8 +326,21 @@ static void test_helo(void)
     CHECK(smtp_valid_helo("ab.cdXX", 5));
 }
 
+/* Regression (found by tests/fuzz/fuzz_addr.c): inet_pton stops at a NUL,
+ * so an IPv6 literal must be checked byte by byte before it is handed over. */
+static void test_literal_with_nul(void)
+{
+    static const char mail[] = "FROM:<a@[IPv6:::1\0\nX-Injected: yes]>";
+    static const char rcpt[] = "TO:<a@[IPv6:::1\0/../../etc]>";
+    struct smtp_path p;
+    const char *why;
+    CHECK(smtp_path_parse(SMTP_PATH_MAIL, mail, sizeof(mail) - 1, &p, &why) == SMTP_ADDR_BAD_ADDRESS);
+    CHECK(smtp_path_parse(SMTP_PATH_RCPT, rcpt, sizeof(rcpt) - 1, &p, &why) == SMTP_ADDR_BAD_ADDRESS);
+}
+
 int main(void)
 {
+    test_literal_with_nul();
     test_cmd_split();
     test_paths();
     test_params();
