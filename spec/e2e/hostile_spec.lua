@@ -27,7 +27,7 @@ kurir.configure {
     line_length = 512, message_size = 100000, errors = 1000,
     connections = tonumber(arg[1] or "1000"), connections_per_ip = 1000,
   },
-  timeouts = { command = 60, data = 60 },
+  timeouts = { command = 60, data = 60, shutdown = 2 },
   auth = { plaintext = true },
 }
 
@@ -195,12 +195,9 @@ describe("hostile input", function()
   end)
 
   lazy_teardown(function()
-    if srv then
+    if srv and srv.stopped == nil then
       client.close_all(srv.port)
-      local code = srv:stop()
-      harness.assert_clean(srv)
-      assert.equals(0, code, srv:describe())
-      harness.rmtree(srv.dir)
+      srv:stop()
     end
   end)
 
@@ -648,8 +645,42 @@ describe("hostile input", function()
     assert(during - before < limit_kb, string.format(
       "VmRSS grew from %d kB to %d kB after %d bytes of unread pipelining", before, during, sent))
     assert(during < limit_kb + before, "VmRSS " .. during .. " kB")
+    if os.getenv("HOSTILE_VERBOSE") then
+      io.stderr:write(string.format("\nVmRSS before %d kB, with the hog stalled %d kB, %d bytes sent\n",
+        before, during, sent))
+    end
     reset_close(hog)
     assert_serves(srv, "after the hog")
+  end)
+
+  ---------------------------------------------------------------------------
+  it("exits 0 on SIGTERM with sessions left idle, mid-DATA, mid-BDAT and in a sleeping hook", function()
+    local idle = session(srv.port)
+    local mid_data = session(srv.port)
+    mid_data:check("MAIL FROM:<a@b.example>", 250)
+    mid_data:check("RCPT TO:<ok@x.example>", 250)
+    mid_data:check("DATA", 354)
+    assert(mid_data:send("Subject: x\r\n\r\nunfinished"))
+    local mid_bdat = session(srv.port)
+    mid_bdat:check("MAIL FROM:<a@b.example>", 250)
+    mid_bdat:check("RCPT TO:<ok@x.example>", 250)
+    assert(mid_bdat:send("BDAT 1000\r\nabc"))
+    local sleeping = session(srv.port)
+    sleeping:check("MAIL FROM:<a@b.example>", 250)
+    assert(sleeping:send("RCPT TO:<sleepy@x.example>\r\n"))
+    local half = client.open(srv.port)
+    assert(half:send("EHLO half"))
+    harness.sleep(0.1)
+    assert(srv:signal("TERM"))
+    -- the idle session is told at once; the others end by the grace period
+    idle:expect(421)
+    local code = srv:exit_code(15)
+    for _, c in ipairs { idle, mid_data, mid_bdat, sleeping, half } do c:close() end
+    assert(code, "kurir did not exit within the grace period\n" .. srv:describe())
+    srv.stopped = code
+    harness.assert_clean(srv)
+    assert.equals(0, code, srv:describe())
+    harness.rmtree(srv.dir)
   end)
 end)
 
