@@ -159,16 +159,12 @@ fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kurir-bench.XXXXXX")
 
-# Where kurir spools message bodies (its $TMPDIR): one unnamed file per
-# message. By default a tmpfs, so that the figures measure the engine and
-# not the file system's inode allocator (see bench/README.md: on ext4
-# without a journal, creating files right after many were deleted gets
-# slower and slower). The mock's Maildir is always on disk, in $tmp.
+# Where kurir spools message bodies over 64 KiB (its $TMPDIR; smaller
+# bodies stay in memory). Default: a directory on disk under $tmp, as in
+# production; BENCH_SPOOL=/dev/shm puts it on a tmpfs.
 if [[ -n ${BENCH_SPOOL:-} ]]; then
     [[ -d $BENCH_SPOOL && -w $BENCH_SPOOL ]] || die "BENCH_SPOOL=$BENCH_SPOOL is not a writable directory"
     spool=$(mktemp -d "$BENCH_SPOOL/kurir-bench-spool.XXXXXX")
-elif [[ -d /dev/shm && -w /dev/shm ]]; then
-    spool=$(mktemp -d /dev/shm/kurir-bench-spool.XXXXXX)
 else
     spool=$(mktemp -d "$tmp/spool.XXXXXX")
 fi
