@@ -49,17 +49,8 @@ static bool auth_offered(struct session *s)
            (s->tls || c->auth_plaintext);
 }
 
-static void ehlo_proceed(struct session *s, const struct hook_result *r)
+static void ehlo_reply(struct session *s)
 {
-    if (!session_result_ok(r)) {
-        session_reply_result(s, r, R_ACCEPT, R_HELO_REJECT, STAGE_HELO);
-        return;
-    }
-    set_helo(s);
-    if (r->kind == HR_REPLY) {
-        session_reply_code(s, r->code, r->text, r->tlen, STAGE_HELO);
-        return;
-    }
     const struct config *c = &s->eng->cfg;
     struct buf *o = &s->conn.out;
     buf_printf(o, "250-%s Hello %s [%s]\r\n", c->hostname, s->helo, s->conn.peer_ip);
@@ -75,9 +66,11 @@ static void ehlo_proceed(struct session *s, const struct hook_result *r)
         buf_appends(o, "\r\n");
     }
     buf_appends(o, "250 HELP\r\n");
-    session_flush(s);
 }
 
+/* HELO and EHLO: a rejected greeting leaves the state as it was; an
+ * accepted one resets the transaction and answers with the hook's reply or
+ * the standard one (EHLO: with the extension list). */
 static void helo_proceed(struct session *s, const struct hook_result *r)
 {
     if (!session_result_ok(r)) {
@@ -89,8 +82,11 @@ static void helo_proceed(struct session *s, const struct hook_result *r)
         session_reply_code(s, r->code, r->text, r->tlen, STAGE_HELO);
         return;
     }
-    struct buf *o = &s->conn.out;
-    buf_printf(o, "250 %s Hello %s [%s]\r\n", s->eng->cfg.hostname, s->helo, s->conn.peer_ip);
+    if (s->esmtp)
+        ehlo_reply(s);
+    else
+        buf_printf(&s->conn.out, "250 %s Hello %s [%s]\r\n", s->eng->cfg.hostname, s->helo,
+                   s->conn.peer_ip);
     session_flush(s);
 }
 
@@ -147,7 +143,7 @@ static void help_proceed(struct session *s, const struct hook_result *r)
 #define ALL_STATES (ST(SS_INIT) | ST(SS_READY) | ST(SS_MAIL) | ST(SS_RCPT) | ST(SS_REFUSED))
 
 const struct cmd cmd_basic_table[] = {
-    {"EHLO", ST_GREETED, 0, ehlo_check, HOOK_HELO, engine_push_line_arg, ehlo_proceed, STAGE_HELO},
+    {"EHLO", ST_GREETED, 0, ehlo_check, HOOK_HELO, engine_push_line_arg, helo_proceed, STAGE_HELO},
     {"HELO", ST_GREETED, 0, helo_check, HOOK_HELO, engine_push_line_arg, helo_proceed, STAGE_HELO},
     {"RSET", ST_GREETED, 0, NULL, HOOK_RESET, NULL, rset_proceed, STAGE_RESET},
     {"NOOP", ST_GREETED, 0, NULL, HOOK_NONE, NULL, noop_proceed, STAGE_OTHER},

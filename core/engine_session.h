@@ -48,6 +48,9 @@ void lua_cred_register(lua_State *L);
 void lua_cred_push_new(lua_State *L, struct session *s);
 void lua_cred_invalidate(lua_State *L, int ref);
 void lua_kurir_open(lua_State *L, struct engine *e);          /* builds package.loaded.kurir */
+/* Log fields of kurir.log / s:log from stack index first on: (event,
+ * table) gives sorted key=value pairs, anything else one msg="..." */
+void lua_log_fields(lua_State *L, int first, struct buf *b);
 /* the session whose coroutine L is (NULL in the main thread) */
 struct session *engine_current_session(lua_State *L);
 /* kurir.sleep & co: make the running hook wait; returns lua_yield(...) */

@@ -59,7 +59,6 @@ static int k_sleep(lua_State *L)
     return engine_wait(L, (double)secs);
 }
 
-/* Shared by kurir.log and session:log: (event, table) or (...) free text. */
 void lua_log_fields(lua_State *L, int first, struct buf *b)
 {
     int top = lua_gettop(L);

@@ -17,8 +17,6 @@ struct lsession {
     struct session *s;
 };
 
-void lua_log_fields(lua_State *L, int first, struct buf *b);
-
 /* One checked accessor: raises for a closed session. */
 static struct session *session_check(lua_State *L, int i)
 {

@@ -487,7 +487,6 @@ static void disconnect_done(struct session *s, const struct hook_result *r)
 static void on_closed(struct conn *c)
 {
     struct session *s = from_conn(c);
-    enum sstate was = s->state;
     s->state = SS_CLOSED;
     ev_timer_stop(c->loop, &s->timer);
     server_forget_conn(s->srv, c);
@@ -496,7 +495,6 @@ static void on_closed(struct conn *c)
     s->in_hook = false;
     s->pending = NULL;
     session_log(s, "info", "disconnect", "i", "errors", (long long)s->errors);
-    (void)was;
     if (!s->disconnect_done && engine_has_hook(s->eng, HOOK_DISCONNECT)) {
         session_run_hook(s, HOOK_DISCONNECT, NULL, disconnect_done);
         return;

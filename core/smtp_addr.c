@@ -83,35 +83,45 @@ void smtp_cmd_split(const char *line, size_t len, struct smtp_span *verb, struct
 /* Domain: dot-separated non-empty labels of letters, digits, '-', '_' and
  * UTF-8 (U-labels). Lenient on purpose: real DNS names carry '_' and
  * hyphens in odd places; the command line limit bounds the length. */
-static bool domain_ok(const char *s, size_t n, bool trailing_dot)
+static bool is_domain_char(unsigned char c)
 {
-    if (trailing_dot && n > 1 && s[n - 1] == '.')
-        n--;
-    if (n == 0)
-        return false;
-    size_t label = 0;
+    return is_alnum(c) || c == '-' || c == '_';
+}
+
+/* Non-empty parts of ASCII chars accepted by unit_ok, or UTF-8
+ * sequences, separated by single dots. */
+static bool dotted_ok(const char *s, size_t n, bool (*unit_ok)(unsigned char))
+{
+    size_t part = 0;
     size_t i = 0;
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
         if (c == '.') {
-            if (label == 0)
+            if (part == 0)
                 return false;
-            label = 0;
+            part = 0;
             i++;
         } else if (c >= 0x80) {
             size_t k = utf8_seq((const unsigned char *)s + i, n - i);
             if (!k)
                 return false;
             i += k;
-            label += k;
-        } else if (is_alnum(c) || c == '-' || c == '_') {
+            part += k;
+        } else if (unit_ok(c)) {
             i++;
-            label++;
+            part++;
         } else {
             return false;
         }
     }
-    return label > 0;
+    return part > 0;
+}
+
+static bool domain_ok(const char *s, size_t n, bool trailing_dot)
+{
+    if (trailing_dot && n > 1 && s[n - 1] == '.')
+        n--;
+    return n > 0 && dotted_ok(s, n, is_domain_char);
 }
 
 /* RFC 5321 IPv4-address-literal body: Snum 3("." Snum), Snum = 1*3DIGIT <= 255. */
@@ -211,29 +221,7 @@ static size_t quoted_len(const char *s, size_t n)
 /* Dot-string = Atom *("." Atom), atext extended with UTF-8 (RFC 6531). */
 static bool dot_string_ok(const char *s, size_t n)
 {
-    size_t atom = 0;
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '.') {
-            if (atom == 0)
-                return false;
-            atom = 0;
-            i++;
-        } else if (c >= 0x80) {
-            size_t k = utf8_seq((const unsigned char *)s + i, n - i);
-            if (!k)
-                return false;
-            i += k;
-            atom += k;
-        } else if (is_atext(c)) {
-            i++;
-            atom++;
-        } else {
-            return false;
-        }
-    }
-    return atom > 0;
+    return dotted_ok(s, n, is_atext);
 }
 
 /* A-d-l ":" = "@" Domain *("," "@" Domain) ":" at the start of s.

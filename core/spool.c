@@ -222,6 +222,41 @@ static bool copy_unsupported(int e)
            e == EPERM;
 }
 
+enum kcopy { KCOPY_RANGE, KCOPY_SENDFILE };
+
+/* Copy [*off, size) with copy_file_range or sendfile. Returns 0 when done
+ * or when this path is unsupported here (the caller falls back), -1 on an
+ * I/O error. Bounded: every round moves bytes, fails, or gives up. */
+static int copy_kernel(struct spool *s, int fd, uint64_t *off, enum kcopy how)
+{
+    int eintr = 0;
+    while (*off < s->size) {
+        uint64_t left = s->size - *off;
+        size_t want = left < SPOOL_COPY_CHUNK ? (size_t)left : SPOOL_COPY_CHUNK;
+        ssize_t w;
+        if (how == KCOPY_RANGE) {
+            loff_t in = (loff_t)*off;
+            w = copy_file_range(s->fd, &in, fd, NULL, want, 0);
+        } else {
+            off_t in = (off_t)*off;
+            w = sendfile(fd, s->fd, &in, want);
+        }
+        if (w < 0 && errno == EINTR && ++eintr < SPOOL_EINTR_MAX)
+            continue;
+        if (w < 0 && copy_unsupported(errno))
+            return 0;
+        if (w < 0)
+            return -1;
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        eintr = 0;
+        *off += (uint64_t)w;
+    }
+    return 0;
+}
+
 int spool_copy_to(struct spool *s, int fd)
 {
     if (spool_finish(s) < 0)
@@ -233,44 +268,8 @@ int spool_copy_to(struct spool *s, int fd)
         return -1;
     }
     uint64_t off = 0;
-    int eintr = 0;
-    /* Bounded: every round either moves bytes, or fails, or falls back. */
-    while (off < s->size) {
-        uint64_t left = s->size - off;
-        size_t want = left < SPOOL_COPY_CHUNK ? (size_t)left : SPOOL_COPY_CHUNK;
-        loff_t in = (loff_t)off;
-        ssize_t w = copy_file_range(s->fd, &in, fd, NULL, want, 0);
-        if (w < 0 && errno == EINTR && ++eintr < SPOOL_EINTR_MAX)
-            continue;
-        if (w < 0 && copy_unsupported(errno))
-            break;
-        if (w < 0)
-            return -1;
-        if (w == 0) {
-            errno = EIO;
-            return -1;
-        }
-        eintr = 0;
-        off += (uint64_t)w;
-    }
-    while (off < s->size) {
-        uint64_t left = s->size - off;
-        size_t want = left < SPOOL_COPY_CHUNK ? (size_t)left : SPOOL_COPY_CHUNK;
-        off_t in = (off_t)off;
-        ssize_t w = sendfile(fd, s->fd, &in, want);
-        if (w < 0 && errno == EINTR && ++eintr < SPOOL_EINTR_MAX)
-            continue;
-        if (w < 0 && copy_unsupported(errno))
-            break;
-        if (w < 0)
-            return -1;
-        if (w == 0) {
-            errno = EIO;
-            return -1;
-        }
-        eintr = 0;
-        off += (uint64_t)w;
-    }
+    if (copy_kernel(s, fd, &off, KCOPY_RANGE) < 0 || copy_kernel(s, fd, &off, KCOPY_SENDFILE) < 0)
+        return -1;
     return copy_rw(s, fd, &off);
 }
 
