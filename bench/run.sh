@@ -268,11 +268,26 @@ run_source() {
 
 echo "bench: $MESSAGES messages of $SIZE bytes, $SESSIONS parallel sessions, kurir at $KURIR" >&2
 echo "bench: kurir spool in $spool ($(df -PT "$spool" | awk 'NR == 2 { print $2 }')), mock Maildir in $tmp/Maildir ($(df -PT "$tmp" | awk 'NR == 2 { print $2 }'))" >&2
+# One session, RFC 2920 pipelining: groups of 100 whole transactions per
+# write (smtp-source does not pipeline, so it measures round trips).
+run_pipeline() {
+    local target=$1 port=$2 n=$((MESSAGES * 5)) out secs rate
+    if ! out=$(timeout "$RUN_TIMEOUT" python3 "$here/pipeline.py" 127.0.0.1 "$port" "$n"); then
+        results+=("$(printf '%-10s %-20s %9s %8s %10s' "$target" "pipelined, 1 session" "$n" "failed" "-")")
+        return
+    fi
+    secs=${out#* }
+    rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
+    results+=("$(printf '%-10s %-20s %9s %8s %10s' "$target" "pipelined, 1 session" "$n" "$secs" "$rate")")
+    printf '  %-10s %-20s %8ss\n' "$target" "pipelined, 1 session" "$secs" >&2
+}
+
 for target in $TARGETS; do
     port=$(free_port)
     start_target "$target" "$port"
     run_source "$target" "many/session (-d)" "$port" -d
     run_source "$target" "1/session" "$port"
+    [[ $target == mock ]] || run_pipeline "$target" "$port"
     if [[ $target == mock ]]; then
         stored=$(find "$tmp/Maildir/new" -type f | wc -l)
         if ((stored != 2 * MESSAGES)); then

@@ -120,7 +120,10 @@ static int k_log(lua_State *L)
         event = lua_tostring(L, 1);
     logfmt_begin(b, "info", NULL, event);
     lua_log_fields(L, 1, b);
-    logfmt_emit(b, 2);
+    if (e->srv)
+        server_log_end(e->srv);
+    else
+        logfmt_emit(b, 2);
     buf_free(&tmp);
     return 0;
 }

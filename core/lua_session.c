@@ -36,7 +36,7 @@ static int l_log(lua_State *L)
         event = lua_tostring(L, 2);
     logfmt_begin(b, "info", s->id, event);
     lua_log_fields(L, 2, b);
-    logfmt_emit(b, 2);
+    server_log_end(s->srv);
     return 0;
 }
 

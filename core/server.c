@@ -87,7 +87,7 @@ static void refuse(struct server *srv, int fd, const char *ip)
     srv_log(srv, "warn", "refused");
     logfmt_str(&srv->log, "remote_ip", ip);
     logfmt_str(&srv->log, "reason", "connection limit");
-    logfmt_emit(&srv->log, 2);
+    server_log_end(srv);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -106,7 +106,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 srv_log(srv, "error", "accept");
                 logfmt_str(&srv->log, "error", strerror(errno));
-                logfmt_emit(&srv->log, 2);
+                server_log_end(srv);
             }
             return;
         }
@@ -126,11 +126,39 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
+/* Log lines of one loop iteration go out in one write, like replies. */
+void server_log_end(struct server *srv)
+{
+    buf_append(&srv->log, "\n", 1);
+    buf_append(&srv->logq, buf_peek(&srv->log), buf_used(&srv->log));
+    buf_reset(&srv->log);
+    if (buf_used(&srv->logq) >= 64 * 1024)
+        server_log_flush(srv);
+}
+
+void server_log_flush(struct server *srv)
+{
+    size_t n = buf_used(&srv->logq);
+    const char *p = buf_peek(&srv->logq);
+    for (int tries = 0; n > 0 && tries < 100; tries++) {
+        ssize_t w = write(2, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;   /* stderr gone or full: the lines are dropped, never the mail */
+        p += w;
+        n -= (size_t)w;
+    }
+    buf_reset(&srv->logq);
+    buf_shrink(&srv->logq, 256 * 1024);
+}
+
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct server *srv = w->data;
+    server_log_flush(srv);
     while (srv->pending) {
         struct conn *c = srv->pending;
         srv->pending = c->next_pending;
@@ -194,7 +222,7 @@ static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct server *srv = w->data;
     srv_log(srv, "warn", "shutdown_grace_expired");
     logfmt_int(&srv->log, "sessions", srv->nsessions);
-    logfmt_emit(&srv->log, 2);
+    server_log_end(srv);
     for (struct session *s = srv->sessions, *n; s; s = n) {
         n = s->next;
         session_force_close(s);
@@ -211,7 +239,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     srv_log(srv, "info", "shutdown");
     logfmt_str(&srv->log, "signal", w->signum == SIGTERM ? "TERM" : "INT");
     logfmt_int(&srv->log, "sessions", srv->nsessions);
-    logfmt_emit(&srv->log, 2);
+    server_log_end(srv);
     for (int i = 0; i < srv->nls; i++) {
         ev_io_stop(loop, &srv->ls[i].w);
         close(srv->ls[i].fd);
@@ -239,7 +267,7 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
         srv_log(srv, "error", "reload_failed");
         logfmt_str(&srv->log, "script", srv->script);
         logfmt_str(&srv->log, "error", err ? err : "unknown");
-        logfmt_emit(&srv->log, 2);
+        server_log_end(srv);
         free(err);
         return;
     }
@@ -250,7 +278,7 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     srv_log(srv, "info", "reload");
     logfmt_str(&srv->log, "script", srv->script);
     logfmt_int(&srv->log, "generation", (long long)e->generation);
-    logfmt_emit(&srv->log, 2);
+    server_log_end(srv);
 }
 
 int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
@@ -261,6 +289,7 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     srv->pid = (unsigned)getpid();
     eng->srv = srv;
     buf_init(&srv->log);
+    buf_init(&srv->logq);
     const struct config *cfg = &eng->cfg;
     srv->ls = xcalloc((size_t)cfg->nlisten, sizeof(*srv->ls));
     for (int i = 0; i < cfg->nlisten; i++) {
@@ -291,8 +320,9 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     for (int i = 0; i < srv->nls; i++) {
         srv_log(srv, "info", "listening");
         logfmt_str(&srv->log, "address", srv->ls[i].name);
-        logfmt_emit(&srv->log, 2);
+        server_log_end(srv);
     }
+    server_log_flush(srv);
     return 0;
 }
 
@@ -300,7 +330,8 @@ int server_run(struct server *srv)
 {
     ev_run(srv->loop, 0);
     srv_log(srv, "info", "stopped");
-    logfmt_emit(&srv->log, 2);
+    server_log_end(srv);
+    server_log_flush(srv);
     return 0;
 }
 
@@ -327,5 +358,7 @@ void server_free(struct server *srv)
     if (srv->eng)
         engine_unref(srv->eng);
     srv->eng = NULL;
+    server_log_flush(srv);
     buf_free(&srv->log);
+    buf_free(&srv->logq);
 }

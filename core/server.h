@@ -34,7 +34,8 @@ struct server {
     ev_signal sigterm, sigint, sighup;
     ev_timer grace;
     bool stopping;
-    struct buf log;
+    struct buf log;                 /* the line being built */
+    struct buf logq;                /* finished lines, written once per iteration */
     uint64_t counter;
     unsigned pid;
     /* to reload */
@@ -52,6 +53,10 @@ int server_run(struct server *srv);
 void server_free(struct server *srv);
 
 void server_want_flush(struct server *srv, struct conn *c);
+/* finish the log line built in srv->log (queued; written once per loop
+ * iteration or when 64 KiB are queued) */
+void server_log_end(struct server *srv);
+void server_log_flush(struct server *srv);
 void server_forget_conn(struct server *srv, struct conn *c);
 void server_session_gone(struct server *srv, struct session *s);
 /* unique id (session ids and queue ids): 16 upper-case hex digits + NUL */

@@ -64,7 +64,7 @@ void session_log(struct session *s, const char *level, const char *event, const 
         }
     }
     va_end(ap);
-    logfmt_emit(b, 2);
+    server_log_end(s->srv);
 }
 
 static void want_flush(struct session *s)
