@@ -80,34 +80,48 @@ static void log_summary(struct session *s, int code, size_t reply_at)
     lua_State *L = s->eng->L;
     struct buf *rc = &s->scratch;
     buf_reset(rc);
+    /* The script may have changed these tables: read them raw, never
+     * through metamethods, and take only strings (this runs unprotected). */
     if (s->tx.rcpts_ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
-        lua_Integer n = luaL_len(L, -1);
+        lua_Integer n = lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0;
         for (lua_Integer i = 1; i <= n; i++) {
             lua_rawgeti(L, -1, i);
-            lua_getfield(L, -1, "address");
-            size_t len;
-            const char *a = lua_tolstring(L, -1, &len);
+            size_t len = 0;
+            const char *a = NULL;
+            if (lua_istable(L, -1)) {
+                lua_pushliteral(L, "address");
+                lua_rawget(L, -2);
+                if (lua_type(L, -1) == LUA_TSTRING)
+                    a = lua_tolstring(L, -1, &len);
+                lua_pop(L, 1);
+            }
             if (i > 1)
                 buf_append(rc, ",", 1);
             if (a)
                 buf_append(rc, a, len);
-            lua_pop(L, 2);
+            lua_pop(L, 1);
         }
         lua_pop(L, 1);
     }
-    const char *from = "";
+    const char *from = NULL;
     size_t flen = 0;
+    int pushed = 0;
     if (s->tx.from_ref != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.from_ref);
-        lua_getfield(L, -1, "address");
-        from = lua_tolstring(L, -1, &flen);
+        pushed = 1;
+        if (lua_istable(L, -1)) {
+            lua_pushliteral(L, "address");
+            lua_rawget(L, -2);
+            pushed = 2;
+            if (lua_type(L, -1) == LUA_TSTRING)
+                from = lua_tolstring(L, -1, &flen);
+        }
     }
     session_log(s, code < 300 ? "info" : "warn", "message", "smmiim", "id", s->tx.id, "from", from ? from : "",
                 flen, "rcpts", buf_peek(rc), buf_used(rc), "size", (long long)s->tx.spool.size, "code",
                 (long long)code, "reply", reply, rlen);
-    if (s->tx.from_ref != LUA_NOREF)
-        lua_pop(L, 2);
+    lua_pop(L, pushed);
 }
 
 static void reset_after(struct session *s, const struct hook_result *r)

@@ -742,8 +742,10 @@ void engine_tx_add_rcpt(struct session *s, int ref)
 {
     lua_State *L = s->eng->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+    if (lua_istable(L, -1)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    }
     lua_pop(L, 1);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
 }
