@@ -9,8 +9,11 @@
 #include "engine_session.h"
 #include "session.h"
 
+#define AUTH_LINE_MAX 12288
+
 static void auth_abort(struct session *s, enum reply_id id)
 {
+    s->parser.max_line = s->eng->cfg.line_length;
     sasl_reset(&s->sasl);
     s->state = s->state_before_auth;
     session_reply(s, id);
@@ -24,6 +27,7 @@ static void auth_hook_done(struct session *s, const struct hook_result *r)
     lua_cred_invalidate(s->eng->L, s->arg_ref);
     engine_release_ref(s, &s->arg_ref);
     sasl_reset(&s->sasl);
+    s->parser.max_line = s->eng->cfg.line_length;
     s->state = s->state_before_auth;
     if (session_result_ok(r)) {
         free(s->user);
@@ -43,6 +47,7 @@ static void auth_result(struct session *s, enum sasl_result res, struct buf *cha
     switch (res) {
     case SASL_CONTINUE:
         s->state = SS_AUTH;
+        s->parser.max_line = AUTH_LINE_MAX;   /* RFC 4954 4: 12288 octets */
         buf_appends(&s->conn.out, "334 ");
         buf_append(&s->conn.out, buf_peek(challenge), buf_used(challenge));
         buf_appends(&s->conn.out, "\r\n");
@@ -79,6 +84,11 @@ static int auth_check(struct session *s, struct smtp_span arg)
     const struct config *c = &s->eng->cfg;
     if (s->user) {
         session_reply(s, R_ALREADY_AUTH);
+        session_error(s);
+        return -1;
+    }
+    if (!s->esmtp) {   /* AUTH is an ESMTP extension: only after EHLO */
+        session_reply(s, R_BAD_SEQUENCE);
         session_error(s);
         return -1;
     }

@@ -14,12 +14,15 @@
 
 static int helo_check_common(struct session *s, struct smtp_span arg, bool esmtp)
 {
+    if (esmtp)
+        s->enhanced = true;   /* enhanced codes on every reply once the client used EHLO */
     if (!smtp_valid_helo(arg.ptr, arg.len)) {
         session_reply(s, R_HELO_SYNTAX);
         session_error(s);
         return -1;
     }
-    s->esmtp = esmtp;
+    s->esmtp_before = s->esmtp;
+    s->esmtp = esmtp;   /* s.esmtp tells the hook which verb it was */
     return 0;
 }
 
@@ -49,11 +52,19 @@ static bool auth_offered(struct session *s)
            (s->tls || c->auth_plaintext);
 }
 
-static void ehlo_reply(struct session *s)
+/* text: the first line from a hook's 2xx reply (NULL: the standard one) */
+static void ehlo_reply(struct session *s, const char *text, size_t tlen)
 {
     const struct config *c = &s->eng->cfg;
     struct buf *o = &s->conn.out;
-    buf_printf(o, "250-%s Hello %s [%s]\r\n", c->hostname, s->helo, s->conn.peer_ip);
+    if (text && tlen) {
+        buf_appends(o, "250-");
+        for (size_t i = 0; i < tlen; i++)   /* one line, no control characters */
+            buf_append(o, (unsigned char)text[i] < 32 ? "?" : text + i, 1);
+        buf_appends(o, "\r\n");
+    } else {
+        buf_printf(o, "250-%s Hello %s [%s]\r\n", c->hostname, s->helo, s->conn.peer_ip);
+    }
     buf_appends(o, "250-PIPELINING\r\n");
     buf_printf(o, "250-SIZE %llu\r\n", (unsigned long long)c->message_size);
     buf_appends(o, "250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n");
@@ -74,16 +85,24 @@ static void ehlo_reply(struct session *s)
 static void helo_proceed(struct session *s, const struct hook_result *r)
 {
     if (!session_result_ok(r)) {
+        s->esmtp = s->esmtp_before;
         session_reply_result(s, r, R_ACCEPT, R_HELO_REJECT, STAGE_HELO);
         return;
     }
     set_helo(s);
+    if (s->esmtp && (r->kind == HR_DEFAULT || r->code == 250)) {
+        /* a 250 with text from the hook keeps the extension list: the
+         * text becomes the first line */
+        ehlo_reply(s, r->kind == HR_REPLY ? r->text : NULL, r->kind == HR_REPLY ? r->tlen : 0);
+        session_flush(s);
+        return;
+    }
     if (r->kind == HR_REPLY) {
         session_reply_code(s, r->code, r->text, r->tlen, STAGE_HELO);
         return;
     }
     if (s->esmtp)
-        ehlo_reply(s);
+        ehlo_reply(s, NULL, 0);
     else
         buf_printf(&s->conn.out, "250 %s Hello %s [%s]\r\n", s->eng->cfg.hostname, s->helo,
                    s->conn.peer_ip);
@@ -91,6 +110,17 @@ static void helo_proceed(struct session *s, const struct hook_result *r)
 }
 
 /* RSET, NOOP, QUIT ------------------------------------------------------------ */
+
+/* RSET and QUIT take no argument (RFC 5321 4.1.1.5, 4.1.1.10) */
+static int no_arg(struct session *s, struct smtp_span arg)
+{
+    if (arg.len) {
+        session_reply(s, R_SYNTAX);
+        session_error(s);
+        return -1;
+    }
+    return 0;
+}
 
 static void rset_proceed(struct session *s, const struct hook_result *r)
 {
@@ -145,9 +175,9 @@ static void help_proceed(struct session *s, const struct hook_result *r)
 const struct cmd cmd_basic_table[] = {
     {"EHLO", ST_GREETED, 0, ehlo_check, HOOK_HELO, engine_push_line_arg, helo_proceed, STAGE_HELO},
     {"HELO", ST_GREETED, 0, helo_check, HOOK_HELO, engine_push_line_arg, helo_proceed, STAGE_HELO},
-    {"RSET", ST_GREETED, 0, NULL, HOOK_RESET, NULL, rset_proceed, STAGE_RESET},
+    {"RSET", ST_GREETED, 0, no_arg, HOOK_RESET, NULL, rset_proceed, STAGE_RESET},
     {"NOOP", ST_GREETED, 0, NULL, HOOK_NONE, NULL, noop_proceed, STAGE_OTHER},
-    {"QUIT", ALL_STATES, 0, NULL, HOOK_NONE, NULL, quit_proceed, STAGE_OTHER},
+    {"QUIT", ALL_STATES, 0, no_arg, HOOK_NONE, NULL, quit_proceed, STAGE_OTHER},
     {"VRFY", ST_GREETED, 0, need_arg, HOOK_VRFY, engine_push_line_arg, vrfy_proceed, STAGE_VRFY},
     {"EXPN", ST_GREETED, 0, need_arg, HOOK_EXPN, engine_push_line_arg, expn_proceed, STAGE_EXPN},
     {"HELP", ST_GREETED, 0, NULL, HOOK_NONE, NULL, help_proceed, STAGE_OTHER},

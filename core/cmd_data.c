@@ -146,12 +146,13 @@ static void message_done(struct session *s, const struct hook_result *r)
 {
     int code;
     size_t at = conn_queued(&s->conn);
-    if (r->kind == HR_DEFAULT) {
+    if (r->kind == HR_DEFAULT || (r->kind == HR_REPLY && r->code / 100 == 2 && r->tlen == 0)) {
+        /* the standard acceptance carries the queue id (SPEC 3) */
         const struct reply_def *d = reply_get(R_ACCEPT);
         buf_reset(&s->scratch);
         buf_printf(&s->scratch, "Message accepted: queued as %s", s->tx.id);
-        session_reply_code(s, d->code, buf_peek(&s->scratch), buf_used(&s->scratch), STAGE_DATA);
-        code = 250;
+        code = r->kind == HR_REPLY ? r->code : d->code;
+        session_reply_code(s, code, buf_peek(&s->scratch), buf_used(&s->scratch), STAGE_DATA);
     } else if (r->kind == HR_REJECT || r->kind == HR_ERROR) {
         session_reply(s, R_DATA_REJECT);
         code = reply_get(R_DATA_REJECT)->code;

@@ -31,7 +31,7 @@ void starttls_begin(struct session *s)
     ev_timer_set(&s->timer, s->eng->cfg.t_handshake, 0);
     ev_timer_start(s->conn.loop, &s->timer);
     smtp_parser_discard(&s->parser);
-    void *st = tls_conn_new(s->eng->tls, s->conn.fd);
+    void *st = s->eng->tls ? tls_conn_new(s->eng->tls, s->conn.fd) : NULL;
     if (!st) {
         session_log(s, "error", "tls_failed", "s", "error", "cannot create TLS state");
         s->conn.eof = true;
@@ -102,7 +102,11 @@ static void starttls_proceed(struct session *s, const struct hook_result *r)
     session_tx_reset(s);
     free(s->helo);
     s->helo = NULL;
+    free(s->user);   /* an AUTH before TLS could have been injected */
+    s->user = NULL;
+    sasl_reset(&s->sasl);
     s->esmtp = false;
+    s->enhanced = false;
     starttls_begin(s);
 }
 

@@ -117,7 +117,9 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
     if (c->closing || c->closed)
         return;
-    if (c->reading)
+    /* read on read events, or on write events when TLS needs to write
+     * before it can read; never while the client is behind on replies */
+    if (c->reading && (w == &c->rio || c->read_wants_write) && conn_queued(c) < c->out_high)
         c->ops->readable(c);
     conn_update(c);
 }
@@ -150,7 +152,7 @@ static void conn_update(struct conn *c)
     } else {
         bool backlog = conn_queued(c) >= c->out_high;
         want_r = (c->reading && !backlog && !c->closing && !c->eof) || c->want_read;
-        want_w = conn_queued(c) > 0 || c->want_write;
+        want_w = conn_queued(c) > 0 || c->want_write || c->read_wants_write;
     }
     if (want_r && !ev_is_active(&c->rio))
         ev_io_start(c->loop, &c->rio);
@@ -178,6 +180,7 @@ ssize_t conn_read(struct conn *c, void *buf, size_t n)
         return 0;
     c->want_read = c->want_write = false;
     ssize_t r = c->tr->read(c, buf, n);
+    c->read_wants_write = r == CONN_AGAIN && c->want_write;
     if (r == 0)
         c->eof = true;
     return r;

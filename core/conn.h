@@ -59,6 +59,7 @@ struct conn {
     bool reading;                   /* owner wants input */
     bool want_read;                 /* transport needs the socket readable */
     bool want_write;                /* transport needs the socket writable */
+    bool read_wants_write;          /* the last read is blocked until writable */
     bool handshaking;
     bool closing;                   /* close requested; flush first if flush_on_close */
     bool flush_on_close;

@@ -384,6 +384,7 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
         goto fail;
     }
     read_config(L, -1, &e->cfg);
+    char *tls_where = get_str(L, -1, "tls_where");
     lua_pop(L, 2);
 
     if (e->cfg.tls_enabled) {
@@ -396,12 +397,16 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
         char terr[512];
         e->tls = tls_ctx_new(&tc, terr, sizeof(terr));
         if (!e->tls) {
-            size_t need = strlen(script) + strlen(terr) + 32;
+            /* name the configure call that set tls: file:line */
+            const char *where = tls_where ? tls_where : script;
+            size_t need = strlen(where) + strlen(terr) + 32;
             *err = xmalloc(need);
-            snprintf(*err, need, "%s: %s", script, terr);
+            snprintf(*err, need, "%s: %s", where, terr);
+            free(tls_where);
             goto fail;
         }
     }
+    free(tls_where);
     lua_settop(L, 0);
     lua_gc(L, LUA_GCGEN, 0, 0);
     return e;
@@ -410,6 +415,7 @@ fail:
     e->L = NULL;
     free_config(&e->cfg);
     free(e->script);
+    buf_free(&e->log);
     free(e);
     return NULL;
 }
@@ -441,6 +447,7 @@ void engine_unref(struct engine *e)
         tls_ctx_free(e->tls);
     free_config(&e->cfg);
     free(e->script);
+    buf_free(&e->log);
     free(e);
 }
 
@@ -475,6 +482,7 @@ void engine_session_close(struct session *s)
     if (!L)
         return;
     lua_session_invalidate(L, s->ud_ref);
+    lua_cred_invalidate(L, s->arg_ref);   /* a cred the script kept must not outlive us */
     engine_release_ref(s, &s->ud_ref);
     engine_release_ref(s, &s->arg_ref);
     if (s->co)
@@ -560,6 +568,30 @@ static struct hook_result convert_result(struct session *s, lua_State *co, int n
 
 static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
+/* Make the main thread's extra space name s while s's hook runs: threads
+ * the script creates inside the hook copy it (luai_userstatethread), so the
+ * CPU budget also finds its session in them. */
+static void set_running(struct session *s, struct session *running)
+{
+    *(struct session **)lua_getextraspace(s->eng->L) = running;
+}
+
+/* Reset the coroutine after an error or an abort. __close handlers run
+ * here, so the CPU budget stays armed while they do. */
+static void reset_coroutine(struct session *s)
+{
+    lua_State *co = s->co;
+    s->cpu_exceeded = false;
+    s->hook_cpu_start = -1;
+    set_running(s, s);
+    lua_sethook(co, count_hook, LUA_MASKCOUNT, CPU_CHECK_EVERY);
+    lua_resetthread(co);
+    lua_sethook(co, NULL, 0, 0);
+    set_running(s, NULL);
+    lua_settop(co, 0);
+    *(struct session **)lua_getextraspace(co) = s;
+}
+
 /* The single resume helper: every hook start and every wake-up of a
  * waiting function comes through here. */
 static void resume(struct session *s, int nargs)
@@ -568,16 +600,17 @@ static void resume(struct session *s, int nargs)
     int nres = 0;
     s->cpu_exceeded = false;
     s->hook_cpu_start = -1;
+    set_running(s, s);
     lua_sethook(co, count_hook, LUA_MASKCOUNT, CPU_CHECK_EVERY);
     int status = lua_resume(co, NULL, nargs, &nres);
     lua_sethook(co, NULL, 0, 0);
+    set_running(s, NULL);
     struct hook_result r = {HR_DEFAULT, 0, NULL, 0};
     if (status == LUA_YIELD) {
         if (s->waiting)
             return;   /* a kurir waiting function: its completion resumes us */
-        lua_settop(co, 0);
         log_hook_error(s, "coroutine.yield() inside a hook; use kurir waiting functions", NULL);
-        lua_resetthread(co);
+        reset_coroutine(s);
         r.kind = HR_ERROR;
     } else if (status == LUA_OK) {
         r = convert_result(s, co, nres);
@@ -590,8 +623,7 @@ static void resume(struct session *s, int nargs)
         const char *tb = lua_tostring(s->eng->L, -1);
         log_hook_error(s, msg, tb);
         lua_pop(s->eng->L, 1);
-        lua_resetthread(co);
-        *(struct session **)lua_getextraspace(co) = s;
+        reset_coroutine(s);
         r.kind = HR_ERROR;
     }
     ev_timer_stop(s->conn.loop, &s->wait_timer);
@@ -619,8 +651,8 @@ void engine_abort_hook(struct session *s)
     s->waiting = false;
     s->wait_gen++;
     if (s->co) {
-        lua_resetthread(s->co);
-        *(struct session **)lua_getextraspace(s->co) = s;
+        lua_cred_invalidate(s->eng->L, s->arg_ref);
+        reset_coroutine(s);
     }
 }
 
@@ -644,6 +676,17 @@ static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (!s->waiting || s->wait_gen != s->wait_armed_gen)
         return;
     s->waiting = false;
+    if (s->wait_expired) {
+        /* The hook used up timeouts.hook. It is not resumed at all, so no
+         * pcall in the script can catch this and go on waiting. */
+        char msg[96];
+        snprintf(msg, sizeof(msg), "hook time limit of %g s exceeded while waiting", s->eng->cfg.t_hook);
+        log_hook_error(s, msg, NULL);
+        reset_coroutine(s);
+        struct hook_result r = {HR_ERROR, 0, NULL, 0};
+        session_hook_finished(s, &r);
+        return;
+    }
     resume(s, 0);
 }
 

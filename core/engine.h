@@ -62,6 +62,7 @@ struct engine {
     struct tls_ctx *tls;
     char *script;                 /* path as given */
     struct server *srv;
+    struct buf log;               /* kurir.log lines while the script loads */
     uint64_t generation;
 };
 

@@ -112,9 +112,9 @@ void lua_log_fields(lua_State *L, int first, struct buf *b)
 static int k_log(lua_State *L)
 {
     struct engine *e = engine_of(L);
-    struct buf tmp;
-    buf_init(&tmp);
-    struct buf *b = e->srv ? &e->srv->log : &tmp;
+    /* at load time there is no server yet: the engine's own buffer */
+    struct buf *b = e->srv ? &e->srv->log : &e->log;
+    buf_reset(b);   /* drop a line that an error left half-built */
     const char *event = "script";
     if (lua_gettop(L) >= 2 && lua_type(L, 1) == LUA_TSTRING && lua_istable(L, 2))
         event = lua_tostring(L, 1);
@@ -124,7 +124,6 @@ static int k_log(lua_State *L)
         server_log_end(e->srv);
     else
         logfmt_emit(b, 2);
-    buf_free(&tmp);
     return 0;
 }
 

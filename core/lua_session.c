@@ -34,6 +34,7 @@ static int l_log(lua_State *L)
     const char *event = "script";
     if (lua_gettop(L) >= 3 && lua_type(L, 2) == LUA_TSTRING && lua_istable(L, 3))
         event = lua_tostring(L, 2);
+    buf_reset(b);   /* drop a line that an error left half-built */
     logfmt_begin(b, "info", s->id, event);
     lua_log_fields(L, 2, b);
     server_log_end(s->srv);
@@ -80,8 +81,8 @@ static bool is_builtin(const char *k)
 static int l_index(lua_State *L)
 {
     struct session *s = session_check(L, 1);
-    const char *k = lua_tostring(L, 2);
-    if (k && lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
+    if (k) {
         switch (k[0]) {
         case 'i':
             if (!strcmp(k, "id")) {

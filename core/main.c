@@ -1,11 +1,13 @@
 /* main.c - the command line (SPEC 1): options before SCRIPT are kurir's,
  * everything after it is the script's `arg`. Exit codes: 0 clean shutdown,
  * 1 bad script or configuration, 2 bad command line. */
+#include <arpa/inet.h>
 #include <ev.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -24,22 +26,33 @@ static const char usage[] =
     "With no SCRIPT, kurir runs the built-in mock server (scripts/mock.lua):\n"
     "SMTP on 127.0.0.1:1025, every message stored in the Maildir ./mail.\n";
 
-/* [smtps://|smtp://]HOST:PORT with HOST an IPv4 literal, [IPv6] or localhost */
+/* [smtps://|smtp://]HOST:PORT with HOST an IPv4 literal, [IPv6] or
+ * localhost: a bad -l is a bad command line (exit 2), not a bad script. */
 static int valid_listen(const char *s)
 {
-    if (!strncmp(s, "smtps://", 8))
+    if (!strncasecmp(s, "smtps://", 8))
         s += 8;
-    else if (!strncmp(s, "smtp://", 7))
+    else if (!strncasecmp(s, "smtp://", 7))
         s += 7;
     const char *colon;
+    char host[INET6_ADDRSTRLEN + 1];
+    unsigned char addr[16];
     if (*s == '[') {
         const char *end = strchr(s, ']');
-        if (!end || end[1] != ':')
+        if (!end || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
+            return 0;
+        memcpy(host, s + 1, (size_t)(end - s - 1));
+        host[end - s - 1] = '\0';
+        if (inet_pton(AF_INET6, host, addr) != 1)
             return 0;
         colon = end + 1;
     } else {
-        colon = strrchr(s, ':');
-        if (!colon || colon == s)
+        colon = strchr(s, ':');
+        if (!colon || colon == s || (size_t)(colon - s) >= sizeof(host))
+            return 0;
+        memcpy(host, s, (size_t)(colon - s));
+        host[colon - s] = '\0';
+        if (strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, addr) != 1)
             return 0;
     }
     const char *p = colon + 1;

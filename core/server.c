@@ -22,6 +22,7 @@
 
 static void srv_log(struct server *srv, const char *level, const char *event)
 {
+    buf_reset(&srv->log);
     logfmt_begin(&srv->log, level, NULL, event);
 }
 
@@ -103,6 +104,18 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* out of descriptors: a level-triggered listener would spin;
+                 * stop accepting for a moment (the backlog keeps clients) */
+                srv_log(srv, "warn", "accept_paused");
+                logfmt_str(&srv->log, "error", strerror(errno));
+                server_log_end(srv);
+                for (int k = 0; k < srv->nls; k++)
+                    ev_io_stop(srv->loop, &srv->ls[k].w);
+                ev_timer_set(&srv->accept_pause, 0.25, 0);
+                ev_timer_start(srv->loop, &srv->accept_pause);
+                return;
+            }
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 srv_log(srv, "error", "accept");
                 logfmt_str(&srv->log, "error", strerror(errno));
@@ -215,6 +228,17 @@ void server_new_id(struct server *srv, char out[24])
              (unsigned long long)(srv->counter++ & 0xFFFFF));
 }
 
+static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct server *srv = w->data;
+    if (srv->stopping)
+        return;
+    for (int i = 0; i < srv->nls; i++)
+        if (srv->ls[i].fd >= 0)
+            ev_io_start(loop, &srv->ls[i].w);
+}
+
 static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -251,8 +275,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     }
     ev_timer_set(&srv->grace, srv->eng->cfg.t_shutdown, 0);
     ev_timer_start(loop, &srv->grace);
-    ev_unref(loop);   /* the grace timer alone must not keep the loop alive */
-    maybe_done(srv);
+    maybe_done(srv);   /* the loop ends through ev_break once no session is left */
 }
 
 static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -269,6 +292,17 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
         logfmt_str(&srv->log, "error", err ? err : "unknown");
         server_log_end(srv);
         free(err);
+        return;
+    }
+    bool tls_listener = false;
+    for (int i = 0; i < srv->nls; i++)
+        tls_listener |= srv->ls[i].tls;
+    if (tls_listener && !e->tls) {
+        srv_log(srv, "error", "reload_failed");
+        logfmt_str(&srv->log, "script", srv->script);
+        logfmt_str(&srv->log, "error", "the new configuration has no tls, but an smtps:// listener is bound");
+        server_log_end(srv);
+        engine_unref(e);
         return;
     }
     e->srv = srv;
@@ -316,6 +350,8 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     ev_unref(loop);
     ev_timer_init(&srv->grace, grace_cb, 0, 0);
     srv->grace.data = srv;
+    ev_timer_init(&srv->accept_pause, accept_resume_cb, 0, 0);
+    srv->accept_pause.data = srv;
     signal(SIGPIPE, SIG_IGN);
     for (int i = 0; i < srv->nls; i++) {
         srv_log(srv, "info", "listening");
@@ -351,10 +387,8 @@ void server_free(struct server *srv)
     ev_signal_stop(srv->loop, &srv->sigterm);
     ev_signal_stop(srv->loop, &srv->sigint);
     ev_signal_stop(srv->loop, &srv->sighup);
-    if (ev_is_active(&srv->grace)) {
-        ev_ref(srv->loop);
-        ev_timer_stop(srv->loop, &srv->grace);
-    }
+    ev_timer_stop(srv->loop, &srv->grace);
+    ev_timer_stop(srv->loop, &srv->accept_pause);
     if (srv->eng)
         engine_unref(srv->eng);
     srv->eng = NULL;

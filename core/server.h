@@ -33,6 +33,7 @@ struct server {
     ev_prepare flusher;
     ev_signal sigterm, sigint, sighup;
     ev_timer grace;
+    ev_timer accept_pause;          /* accept paused after EMFILE */
     bool stopping;
     struct buf log;                 /* the line being built */
     struct buf logq;                /* finished lines, written once per iteration */

@@ -38,6 +38,7 @@ void session_log(struct session *s, const char *level, const char *event, const 
 {
     /* fmt: pairs of "key", value given as: 's' string, 'm' (ptr,len), 'i' long long, 'd' double */
     struct buf *b = &s->srv->log;
+    buf_reset(b);
     logfmt_begin(b, level, s->id, event);
     va_list ap;
     va_start(ap, fmt);
@@ -79,7 +80,7 @@ void session_flush(struct session *s)
 
 void session_reply(struct session *s, enum reply_id id)
 {
-    reply_canned(&s->conn.out, id, s->esmtp, s->eng->cfg.hostname);
+    reply_canned(&s->conn.out, id, s->enhanced, s->eng->cfg.hostname);
     want_flush(s);
 }
 
@@ -89,7 +90,7 @@ void session_reply_code(struct session *s, int code, const char *text, size_t tl
         text = reply_default_text(code, stage);
         tlen = strlen(text);
     }
-    reply_format(&s->conn.out, code, NULL, text, tlen, s->esmtp, stage, s->eng->cfg.hostname);
+    reply_format(&s->conn.out, code, NULL, text, tlen, s->enhanced, stage, s->eng->cfg.hostname);
     want_flush(s);
     if (code == 421) {
         s->quitting = true;
@@ -242,6 +243,9 @@ void session_hook_finished(struct session *s, const struct hook_result *res)
             session_free(s);
         return;
     }
+    /* the timer did not fire for us while the hook ran: start it again */
+    if (!s->conn.closing && s->state != SS_TLS)
+        arm_timer(s, (s->state == SS_DATA || s->state == SS_BDAT) ? s->eng->cfg.t_data : s->eng->cfg.t_command);
     if (p)
         p(s, &r);
     if (!s->in_hook && !s->processing && s->state != SS_CLOSED) {
@@ -272,6 +276,12 @@ static void connect_done(struct session *s, const struct hook_result *r)
         break;
     case HR_ERROR:
     case HR_REPLY:
+        if (r->code >= 200 && r->code < 300) {
+            /* a greeting is 220 (RFC 5321 4.2); other 2xx codes would make
+             * clients hang up: keep the script's text, fix the code */
+            session_reply_code(s, 220, r->text, r->tlen, STAGE_CONNECT);
+            break;
+        }
         if (r->code >= 400 && r->code < 500) {
             session_reply_code(s, 421, r->text, r->tlen, STAGE_CONNECT);
             s->quitting = true;
@@ -405,6 +415,7 @@ static void session_process(struct session *s)
             if (s->state == SS_AUTH) {
                 s->state = s->state_before_auth;
                 sasl_reset(&s->sasl);
+                s->parser.max_line = s->eng->cfg.line_length;
             }
             session_reply(s, R_LINE_TOO_LONG);
             session_error(s);

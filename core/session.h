@@ -92,6 +92,8 @@ struct session {
     enum sstate state_before_auth;
     enum sstate state_before_bdat;
     bool esmtp;
+    bool esmtp_before;               /* restored when HELO/EHLO is rejected */
+    bool enhanced;                   /* the client used EHLO: enhanced status codes */
     char *helo;
     bool tls;                        /* TLS active */
     bool tls_required;               /* implicit-TLS listener: handshake first */

@@ -501,6 +501,10 @@ function config.finalize(state, overrides, default_hostname)
     end
   end
 
+  -- "file:line" of the configure call that set tls, so that the engine
+  -- can name it when a certificate or key file turns out to be bad
+  cfg.tls_where = cfg.tls and state.where.tls or nil
+
   if not cfg.tls then
     for _, l in ipairs(cfg.listen) do
       if l.tls then
