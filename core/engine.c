@@ -566,8 +566,6 @@ static struct hook_result convert_result(struct session *s, lua_State *co, int n
     return r;
 }
 
-static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents);
-
 /* Make the main thread's extra space name s while s's hook runs: threads
  * the script creates inside the hook copy it (luai_userstatethread), so the
  * CPU budget also finds its session in them. */
@@ -648,6 +646,10 @@ void engine_start_hook(struct session *s, enum hook h, int (*push)(struct sessio
 void engine_abort_hook(struct session *s)
 {
     ev_timer_stop(s->conn.loop, &s->wait_timer);
+    struct engine_waiter *waiter = s->waiter;
+    s->waiter = NULL;
+    if (waiter)
+        waiter->cancel(waiter);
     s->waiting = false;
     s->wait_gen++;
     if (s->co) {
@@ -656,18 +658,15 @@ void engine_abort_hook(struct session *s)
     }
 }
 
-/* Continuation of a waiting function: raises when the hook ran out of
- * wall-clock time while waiting. */
-static int wait_continue(lua_State *L, int status, lua_KContext ctx)
+/* Continuation of kurir.sleep: returns what the wake-up pushed. */
+static int sleep_continue(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
-    (void)ctx;
-    struct session *s = engine_current_session(L);
-    if (s && s->wait_expired)
-        return luaL_error(L, "hook time limit of %f s exceeded while waiting", s->eng->cfg.t_hook);
     return lua_gettop(L) - (int)ctx;
 }
 
+/* The wait timer: the hook's time limit, a waiter's own timeout, or the
+ * end of kurir.sleep. */
 static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -676,6 +675,10 @@ static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (!s->waiting || s->wait_gen != s->wait_armed_gen)
         return;
     s->waiting = false;
+    struct engine_waiter *waiter = s->waiter;
+    s->waiter = NULL;
+    if (waiter)
+        waiter->cancel(waiter);
     if (s->wait_expired) {
         /* The hook used up timeouts.hook. It is not resumed at all, so no
          * pcall in the script can catch this and go on waiting. */
@@ -687,28 +690,69 @@ static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
         session_hook_finished(s, &r);
         return;
     }
+    if (waiter) {
+        /* the operation's own timeout: an expected failure, nil + "timeout" */
+        lua_pushnil(s->co);
+        lua_pushliteral(s->co, "timeout");
+        resume(s, 2);
+        return;
+    }
     resume(s, 0);
+}
+
+int engine_suspend(lua_State *L, struct engine_waiter *waiter, double timeout, lua_KFunction k,
+                   lua_KContext ctx)
+{
+    struct session *s = engine_current_session(L);
+    if (!s || s->co != L || !s->in_hook)
+        return luaL_error(L, "this function can only wait inside a hook (not at load time or in a "
+                             "coroutine of the script)");
+    double left = s->hook_deadline - time_mono();
+    s->wait_expired = false;
+    if (timeout < 0 || timeout >= left) {
+        timeout = left > 0 ? left : 0;
+        s->wait_expired = true;
+    }
+    s->waiting = true;
+    s->waiter = waiter;
+    s->wait_armed_gen = ++s->wait_gen;
+    ev_timer_stop(s->conn.loop, &s->wait_timer);
+    ev_set_cb(&s->wait_timer, wait_cb);
+    ev_timer_set(&s->wait_timer, timeout, 0);
+    ev_timer_start(s->conn.loop, &s->wait_timer);
+    return lua_yieldk(L, 0, ctx, k);
+}
+
+void engine_wake(struct session *s, int nres)
+{
+    if (!s->waiting || !s->co) {
+        if (s->co)
+            lua_pop(s->co, nres);
+        return;
+    }
+    s->waiting = false;
+    s->waiter = NULL;
+    ev_timer_stop(s->conn.loop, &s->wait_timer);
+    resume(s, nres);
+}
+
+struct session *engine_waiting_session(lua_State *L)
+{
+    struct session *s = engine_current_session(L);
+    return (s && s->co == L && s->in_hook) ? s : NULL;
+}
+
+struct ev_loop *engine_loop(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "kurir.engine");
+    struct engine *e = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return (e && e->srv) ? e->srv->loop : NULL;
 }
 
 int engine_wait(lua_State *L, double seconds)
 {
-    struct session *s = engine_current_session(L);
-    if (!s || s->co != L || !s->in_hook)
-        return luaL_error(L, "this function can only wait inside a hook (not at load time or in a coroutine of the script)");
-    double now = time_mono();
-    double left = s->hook_deadline - now;
-    s->wait_expired = false;
-    if (seconds >= left) {
-        seconds = left > 0 ? left : 0;
-        s->wait_expired = true;
-    }
-    s->waiting = true;
-    s->wait_armed_gen = ++s->wait_gen;
-    ev_timer_stop(s->conn.loop, &s->wait_timer);
-    ev_set_cb(&s->wait_timer, wait_cb);
-    ev_timer_set(&s->wait_timer, seconds, 0);
-    ev_timer_start(s->conn.loop, &s->wait_timer);
-    return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), wait_continue);
+    return engine_suspend(L, NULL, seconds, sleep_continue, (lua_KContext)lua_gettop(L));
 }
 
 /* ---- transaction objects ---------------------------------------------- */

@@ -21,6 +21,14 @@
 struct server;
 struct session;
 
+/* An operation a hook is suspended on (socket I/O, DNS query). */
+struct engine_waiter {
+    /* The wait ends without the operation: the session went away, the
+     * operation's timeout or the hook's time limit passed. Stop watchers;
+     * never wake the session from here. */
+    void (*cancel)(struct engine_waiter *w);
+};
+
 enum sstate {
     SS_GREETING,     /* connect hook running, no greeting sent yet */
     SS_INIT,         /* greeted, waiting for HELO/EHLO */
@@ -126,6 +134,7 @@ struct session {
     double hook_cpu_start;
     bool cpu_exceeded;
     ev_timer wait_timer;             /* kurir.sleep and hook wall-clock limit */
+    struct engine_waiter *waiter;    /* the operation the hook waits on (NULL: sleep) */
     uint64_t wait_gen;
     uint64_t wait_armed_gen;
     double hook_deadline;            /* wall clock (monotonic) limit of the running hook */
