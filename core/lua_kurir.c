@@ -10,6 +10,7 @@
 #include "engine.h"
 #include "engine_session.h"
 #include "logfmt.h"
+#include "lua_socket.h"
 #include "server.h"
 
 static struct engine *engine_of(lua_State *L)
@@ -147,6 +148,7 @@ static const luaL_Reg kurir_funcs[] = {
     {"sleep", k_sleep},
     {"log", k_log},
     {"hostname", k_hostname},
+    {"connect", lua_socket_connect},
     {NULL, NULL},
 };
 
@@ -162,6 +164,7 @@ void lua_kurir_open(lua_State *L, struct engine *e)
     (void)e;
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, "kurir.hooks");
+    lua_socket_register(L);
 
     luaL_newlib(L, kurir_funcs);
     lua_pushstring(L, KURIR_VERSION);
