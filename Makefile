@@ -6,7 +6,7 @@ LUA        ?= lua5.4
 BUSTED     := $(LUA) /usr/bin/busted
 
 DEB_PACKAGES := build-essential cmake pkg-config liblua5.4-dev lua5.4 libev-dev \
-  libssl-dev openssl lua-busted lua-socket lua-check swaks python3 curl
+  libssl-dev openssl lua-busted lua-socket lua-check swaks python3 curl libc-ares-dev
 
 .PHONY: all deps build build-asan run test test-unit test-lua test-e2e test-asan lint bench install clean
 

@@ -384,6 +384,8 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
         goto fail;
     }
     read_config(L, -1, &e->cfg);
+    lua_getfield(L, -1, "dns");
+    lua_setfield(L, LUA_REGISTRYINDEX, "kurir.dns_config");
     char *tls_where = get_str(L, -1, "tls_where");
     lua_pop(L, 2);
 

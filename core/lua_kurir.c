@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dns.h"
 #include "engine.h"
 #include "engine_session.h"
 #include "logfmt.h"
@@ -167,6 +168,7 @@ void lua_kurir_open(lua_State *L, struct engine *e)
     lua_socket_register(L);
 
     luaL_newlib(L, kurir_funcs);
+    lua_dns_open(L);
     lua_pushstring(L, KURIR_VERSION);
     lua_setfield(L, -2, "version");
     lua_newtable(L);                 /* kurir.on: an empty proxy */

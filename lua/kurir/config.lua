@@ -39,6 +39,8 @@ config.defaults = {
   cpu_budget = 1.0,
   on_error = "tempfail",
   auth = { plaintext = false, required = false, mechanisms = { "PLAIN", "LOGIN", "CRAM-MD5" } },
+  -- servers = nil: the system's resolv.conf
+  dns = { timeout = 5, tries = 2 },
 }
 
 -- Errors raised while checking carry this marker so that merge can tell
@@ -319,6 +321,56 @@ end
 
 local AUTH = { plaintext = expect_boolean, required = expect_boolean, mechanisms = check_mechanisms }
 
+-- A DNS server "ADDR", "ADDR:PORT", "IPv6" or "[IPv6]:PORT" (port 53 by
+-- default), normalised to "ADDR:PORT" / "[IPv6]:PORT" for c-ares.
+local function check_dns_server(v, name)
+  if type(v) ~= "string" then
+    fail("%s: expected \"ADDR\" or \"ADDR:PORT\", got %s", name, describe(v))
+  end
+  local host, port
+  if v:sub(1, 1) == "[" then
+    host, port = v:match("^%[([^%]]*)%]:(.*)$")
+    if not host then host, port = v:match("^%[([^%]]*)%]$"), "53" end
+    if not host or not ipv6(host) then fail("%s: bad address %s (expected [IPv6]:PORT)", name, describe(v)) end
+  elseif ipv6(v) then
+    host, port = v, "53"
+  else
+    host, port = v:match("^([^:]*):([^:]*)$")
+    if not host then host, port = v, "53" end
+    host = check_host(host)
+    if not host then
+      fail("%s: bad address %s (an IPv4 literal or [IPv6], with an optional :PORT)", name, describe(v))
+    end
+  end
+  local n = check_port(port)
+  if not n then fail("%s: bad port in %s (1-65535)", name, describe(v)) end
+  if host:find(":", 1, true) then return "[" .. host .. "]:" .. n end
+  return host .. ":" .. n
+end
+
+local DNS = {
+  servers = function(v, name)
+    if type(v) == "string" then return { check_dns_server(v, name) } end
+    expect_table(v, name)
+    local n = #v
+    for k in pairs(v) do
+      if math.type(k) ~= "integer" or k < 1 or k > n then
+        fail("unknown configuration key '%s'", keyname(name, k))
+      end
+    end
+    if n == 0 then fail("%s: expected at least one server (leave servers out for resolv.conf)", name) end
+    local out = {}
+    for i = 1, n do out[i] = check_dns_server(v[i], keyname(name, i)) end
+    return out
+  end,
+  timeout = function(v, n)
+    expect_positive_number(v, n)
+    if v < 0.001 or v > 3600 then fail("%s: expected seconds between 0.001 and 3600, got %s", n, describe(v)) end
+    return v + 0.0
+  end,
+  tries = function(v, n) return expect_integer(v, n, 1, 100, "an integer 1-100") end,
+}
+
 local function check_policy(v, n)
   return expect_choice(v, n, POLICIES, "\"tempfail\", \"reject\", \"continue\"")
 end
@@ -352,11 +404,12 @@ local TOP = {
   end,
   tls = function(v, n) return section(TLS, v, n) end,
   auth = function(v, n) return section(AUTH, v, n) end,
+  dns = function(v, n) return section(DNS, v, n) end,
 }
 
 -- Sections whose keys merge one by one across configure calls; the others
 -- (hostname, listen, spool, cpu_budget) are replaced as a whole.
-local MERGED = { limits = true, timeouts = true, on_error = true, tls = true, auth = true }
+local MERGED = { limits = true, timeouts = true, on_error = true, tls = true, auth = true, dns = true }
 
 --- A fresh configuration state for one script load.
 function config.new()
@@ -477,6 +530,13 @@ function config.finalize(state, overrides, default_hostname)
     plaintext = a.plaintext == true,
     required = a.required == true,
     mechanisms = copy_list(a.mechanisms or d.auth.mechanisms),
+  }
+
+  local dn = v.dns or {}
+  cfg.dns = {
+    servers = dn.servers and copy_list(dn.servers) or nil,
+    timeout = dn.timeout or d.dns.timeout,
+    tries = dn.tries or d.dns.tries,
   }
 
   if v.tls then

@@ -145,6 +145,42 @@ describe("kurir.config values", function()
   end)
 end)
 
+describe("kurir.config dns", function()
+  it("defaults to resolv.conf, 5 s and 2 tries", function()
+    assert.same({ timeout = 5, tries = 2 }, final().dns)
+    assert.is_nil(final().dns.servers)
+  end)
+
+  it("normalises servers to ADDR:PORT and [IPv6]:PORT, port 53 by default", function()
+    local cfg = final { dns = { servers = { "127.0.0.1:5353", "[::1]:53", "192.0.2.1", "::1", "[2001:db8::2]",
+                                            "localhost:54" }, timeout = 0.5, tries = 3 } }
+    assert.same({
+      servers = { "127.0.0.1:5353", "[::1]:53", "192.0.2.1:53", "[::1]:53", "[2001:db8::2]:53", "127.0.0.1:54" },
+      timeout = 0.5, tries = 3,
+    }, cfg.dns)
+  end)
+
+  it("takes a single server string", function()
+    assert.same({ "192.0.2.53:53" }, final({ dns = { servers = "192.0.2.53" } }).dns.servers)
+  end)
+
+  it("merges dns keys across calls", function()
+    local state, configure = new_configure()
+    configure { dns = { servers = { "127.0.0.1:5353" } } }
+    configure { dns = { timeout = 1 } }
+    local cfg = config.finalize(state, nil, "h")
+    assert.same({ servers = { "127.0.0.1:5353" }, timeout = 1, tries = 2 }, cfg.dns)
+  end)
+
+  it("keeps a copy of the server list", function()
+    local state, configure = new_configure()
+    configure { dns = { servers = { "127.0.0.1:5353" } } }
+    local a = config.finalize(state, nil, "h")
+    a.dns.servers[1] = "changed"
+    assert.same({ "127.0.0.1:5353" }, config.finalize(state, nil, "h").dns.servers)
+  end)
+end)
+
 describe("kurir.config validation", function()
   local cases = {
     { { foo = 1 }, "unknown configuration key 'foo'" },
@@ -210,6 +246,22 @@ describe("kurir.config validation", function()
     { { listen = { { host = "127.0.0.1", port = 25, tls = "yes" } } },
       'listen[1].tls: expected true or false, got "yes"' },
     { { listen = { true } }, "listen[1]: expected \"ADDR:PORT\" or { host = ..., port = ... }, got true" },
+    { { dns = 1 }, "dns: expected a table, got 1" },
+    { { dns = { server = {} } }, "unknown configuration key 'dns.server'" },
+    { { dns = { servers = {} } }, "dns.servers: expected at least one server" },
+    { { dns = { servers = { "127.0.0.1", x = "::1" } } }, "unknown configuration key 'dns.servers.x'" },
+    { { dns = { servers = { 53 } } }, 'dns.servers[1]: expected "ADDR" or "ADDR:PORT", got 53' },
+    { { dns = { servers = { "127.0.0.1", "dns.example" } } },
+      'dns.servers[2]: bad address "dns.example" (an IPv4 literal or [IPv6], with an optional :PORT)' },
+    { { dns = { servers = { "[fe80::zz]:53" } } }, 'dns.servers[1]: bad address "[fe80::zz]:53"' },
+    { { dns = { servers = { "127.0.0.1:0" } } }, 'dns.servers[1]: bad port in "127.0.0.1:0" (1-65535)' },
+    { { dns = { servers = { "[::1]:x" } } }, 'dns.servers[1]: bad port in "[::1]:x"' },
+    { { dns = { timeout = 0 } }, "dns.timeout: expected a positive number, got 0" },
+    { { dns = { timeout = "5" } }, 'dns.timeout: expected a positive number, got "5"' },
+    { { dns = { timeout = 1e-4 } }, "dns.timeout: expected seconds between 0.001 and 3600" },
+    { { dns = { timeout = 7200 } }, "dns.timeout: expected seconds between 0.001 and 3600, got 7200" },
+    { { dns = { tries = 0 } }, "dns.tries: expected an integer 1-100, got 0" },
+    { { dns = { tries = 1.5 } }, "dns.tries: expected an integer 1-100, got 1.5" },
   }
 
   for _, case in ipairs(cases) do
