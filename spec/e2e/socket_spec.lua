@@ -92,6 +92,12 @@ function cases.refused()
   return ok("connected?!")
 end
 
+function cases.v6()
+  local c, err = kurir.connect("[::1]", refused)
+  local c2, err2 = kurir.connect("::1", refused)
+  return 451, ("4.4.1 %s %s / %s %s"):format(tostring(c), err, tostring(c2), err2)
+end
+
 function cases.name()
   local c, err = kurir.connect("mail.example.com", 25)
   return 451, "4.4.1 " .. tostring(c) .. " " .. err
@@ -353,6 +359,19 @@ describe("kurir.connect (TCP/TLS client socket in hooks)", function()
   it("a refused port is nil, \"connection refused\"", function()
     local code, text = rcpt("refused")
     assert.equals("451 4.4.1 connection refused", text, code)
+  end)
+
+  it("IPv6 literals with and without brackets are addresses", function()
+    local s6 = socket.tcp6()
+    local v6 = s6 and s6:bind("::1", 0)
+    if s6 then s6:close() end
+    local code, text = rcpt("v6")
+    if v6 then
+      assert.equals("451 4.4.1 nil connection refused / nil connection refused", text, code)
+    else
+      assert.matches("^451 4%.4%.1 nil [^/]+ / nil ", text)
+      assert.falsy(text:find("IP address", 1, true), text)
+    end
   end)
 
   it("a host name (not an address) is refused with a hint to resolve it first", function()
