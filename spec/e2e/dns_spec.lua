@@ -314,6 +314,24 @@ describe("kurir.dns and the hook time limit", function()
   end)
 end)
 
+describe("kurir.dns when kurir stops", function()
+  it("destroys the resolver with abandoned lookups still pending, cleanly", function()
+    local dns = start_dns()
+    -- dns timeout 5 s, hook limit 0.3 s: the hooks give up, the queries
+    -- are still pending inside c-ares when kurir stops
+    local srv = harness.start { script = SCRIPT, args = { tostring(dns.port), "5", tostring(0.3 * harness.scale) } }
+    local c = session(srv)
+    for _ = 1, 3 do c:check("XDNS addr slow.test", 451) end
+    assert.equals(6, select(2, dns.log():gsub("slow.test", "")), dns.log())
+    c:check("QUIT", 221)
+    c:close()
+    local t0 = socket.gettime()
+    harness.finish(srv)   -- exit 0, no sanitizer report (no leak, no use after free)
+    assert.truthy(socket.gettime() - t0 < 3 * harness.scale, "stop waited for the abandoned lookups")
+    dns.stop()
+  end)
+end)
+
 describe("kurir.dns at load time", function()
   it("raises, naming the script line", function()
     local rc, out = harness.run { args = { "--check", "{script}" }, script = [[
