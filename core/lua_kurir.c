@@ -154,10 +154,11 @@ static const luaL_Reg kurir_funcs[] = {
 };
 
 static const char configure_chunk[] =
-    "local kurir, config, maildir = ...\n"
+    "local kurir, config, maildir, net = ...\n"
     "local state = config.new()\n"
     "kurir.configure = function(t) config.merge(state, t, 2) end\n"
     "kurir.maildir = maildir.new\n"
+    "kurir.connect = net.wrap(kurir.connect, kurir.dns)\n"
     "return state\n";
 
 void lua_kurir_open(lua_State *L, struct engine *e)
@@ -198,7 +199,10 @@ void lua_kurir_open(lua_State *L, struct engine *e)
         lua_getglobal(L, "require");
         lua_pushliteral(L, "kurir.maildir");
         ok = (lua_pcall(L, 1, 1, 0) == LUA_OK) && ok;
-        if (ok && lua_pcall(L, 3, 1, 0) == LUA_OK) {
+        lua_getglobal(L, "require");
+        lua_pushliteral(L, "kurir.net");
+        ok = (lua_pcall(L, 1, 1, 0) == LUA_OK) && ok;
+        if (ok && lua_pcall(L, 4, 1, 0) == LUA_OK) {
             lua_setfield(L, LUA_REGISTRYINDEX, "kurir.config_state");
         } else {
             lua_settop(L, 0);

@@ -355,3 +355,58 @@ kurir.configure { dns = { servers = { "dns.example:53" } } }
     assert.truthy(out:find("dns.servers[1]", 1, true), out)
   end)
 end)
+
+-- kurir.connect with a host name: resolved through kurir.dns (lua/kurir/net.lua)
+local CONNECT_SCRIPT = [=[
+local kurir = require "kurir"
+local dns_port, peer_port = tonumber(arg[1]), tonumber(arg[2])
+kurir.configure { hostname = "mx.dns.test", dns = { servers = { "127.0.0.1:" .. dns_port }, timeout = 1, tries = 1 } }
+
+function kurir.on.rcpt(_, rcpt)
+  local sock, err = kurir.connect(rcpt.user, peer_port, { timeout = 5 })
+  if not sock then return 451, "4.4.1 " .. tostring(err) end
+  local greeting = sock:receive("l")
+  sock:send("QUIT\r\n")
+  local bye = sock:receive("l")
+  sock:close()
+  return 250, "2.1.5 peer said " .. tostring(greeting):sub(1, 3) .. " then " .. tostring(bye):sub(1, 3)
+end
+
+function kurir.on.data() return 250 end
+]=]
+
+describe("kurir.connect by name", function()
+  local dns, peer, srv
+
+  lazy_setup(function()
+    dns = start_dns()
+    peer = harness.start { script = "local kurir = require 'kurir'\nfunction kurir.on.data() return 250 end\n" }
+    srv = harness.start { script = CONNECT_SCRIPT, args = { tostring(dns.port), tostring(peer.port) } }
+  end)
+
+  lazy_teardown(function()
+    for _, s in ipairs { srv, peer } do
+      client.close_all(s.port)
+      s:stop()
+      harness.assert_clean(s)
+      assert(s.stopped == 0, "kurir exited with " .. tostring(s.stopped) .. "\n" .. s:describe())
+      harness.rmtree(s.dir)
+    end
+    if dns then dns.stop() end
+  end)
+
+  it("resolves the name and talks to the peer at its address", function()
+    local c = session(srv)
+    c:check("MAIL FROM:<a@dns.test>", 250)
+    c:check("RCPT TO:<peer.test@x.test>", 250, "250 2.1.5 peer said 220 then 221")
+    c:close()
+    assert.truthy(dns.log():find("peer.test", 1, true), "the name was looked up")
+  end)
+
+  it("reports a name that does not exist with the name and NXDOMAIN", function()
+    local c = session(srv)
+    c:check("MAIL FROM:<a@dns.test>", 250)
+    c:check("RCPT TO:<nx.test@x.test>", 451, "451 4.4.1 nx.test: NXDOMAIN")
+    c:close()
+  end)
+end)

@@ -98,11 +98,6 @@ function cases.v6()
   return 451, ("4.4.1 %s %s / %s %s"):format(tostring(c), err, tostring(c2), err2)
 end
 
-function cases.name()
-  local c, err = kurir.connect("mail.example.com", 25)
-  return 451, "4.4.1 " .. tostring(c) .. " " .. err
-end
-
 function cases.timeout()
   local c = assert(kurir.connect("127.0.0.1", echo, { timeout = 0.5 }))
   c:send("SILENT\n")
@@ -372,11 +367,6 @@ describe("kurir.connect (TCP/TLS client socket in hooks)", function()
       assert.matches("^451 4%.4%.1 nil [^/]+ / nil ", text)
       assert.falsy(text:find("IP address", 1, true), text)
     end
-  end)
-
-  it("a host name (not an address) is refused with a hint to resolve it first", function()
-    local code, text = rcpt("name")
-    assert.equals("451 4.4.1 nil kurir.connect needs an IP address (resolve names with kurir.dns)", text, code)
   end)
 
   it("a peer that never answers: receive gives nil, \"timeout\" after opts.timeout", function()

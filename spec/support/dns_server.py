@@ -34,6 +34,9 @@ ZONE = {
     ("1.2.0.192.in-addr.arpa", T_PTR): ["host.a.test"],
     ("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", T_PTR): ["v6host.test"],
     ("empty.test", T_TXT): [["only text here"]],
+    # for kurir.connect by name: the test peers run on loopback
+    ("peer.test", T_A): ["127.0.0.1"],
+    ("peer6.test", T_AAAA): ["::1"],
 }
 NO_ANSWER = {"slow.test"}
 # answered with another question in the reply: a resolver must drop it
