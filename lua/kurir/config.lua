@@ -249,8 +249,9 @@ local function check_listener(v, name)
   fail("%s: expected \"ADDR:PORT\" or { host = ..., port = ... }, got %s", name, describe(v))
 end
 
-local function check_listen_list(v, name)
-  if type(v) == "string" then return { check_listener(v, name) } end
+-- A string or a non-empty array of them, each checked by check_one.
+local function check_list(v, name, check_one, empty_msg)
+  if type(v) == "string" then return { check_one(v, name) } end
   expect_table(v, name)
   local n = #v
   for k in pairs(v) do
@@ -258,10 +259,14 @@ local function check_listen_list(v, name)
       fail("unknown configuration key '%s'", keyname(name, k))
     end
   end
-  if n == 0 then fail("%s: expected at least one address", name) end
+  if n == 0 then fail("%s: %s", name, empty_msg) end
   local out = {}
-  for i = 1, n do out[i] = check_listener(v[i], keyname(name, i)) end
+  for i = 1, n do out[i] = check_one(v[i], keyname(name, i)) end
   return out
+end
+
+local function check_listen_list(v, name)
+  return check_list(v, name, check_listener, "expected at least one address")
 end
 
 -- Sections ------------------------------------------------------------------
@@ -350,18 +355,8 @@ end
 
 local DNS = {
   servers = function(v, name)
-    if type(v) == "string" then return { check_dns_server(v, name) } end
-    expect_table(v, name)
-    local n = #v
-    for k in pairs(v) do
-      if math.type(k) ~= "integer" or k < 1 or k > n then
-        fail("unknown configuration key '%s'", keyname(name, k))
-      end
-    end
-    if n == 0 then fail("%s: expected at least one server (leave servers out for resolv.conf)", name) end
-    local out = {}
-    for i = 1, n do out[i] = check_dns_server(v[i], keyname(name, i)) end
-    return out
+    return check_list(v, name, check_dns_server,
+      "expected at least one server (leave servers out for resolv.conf)")
   end,
   timeout = function(v, n)
     expect_positive_number(v, n)
