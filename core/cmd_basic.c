@@ -52,19 +52,11 @@ static bool auth_offered(struct session *s)
            (s->tls || c->auth_plaintext);
 }
 
-/* text: the first line from a hook's 2xx reply (NULL: the standard one) */
-static void ehlo_reply(struct session *s, const char *text, size_t tlen)
+static void ehlo_reply(struct session *s)
 {
     const struct config *c = &s->eng->cfg;
     struct buf *o = &s->conn.out;
-    if (text && tlen) {
-        buf_appends(o, "250-");
-        for (size_t i = 0; i < tlen; i++)   /* one line, no control characters */
-            buf_append(o, (unsigned char)text[i] < 32 ? "?" : text + i, 1);
-        buf_appends(o, "\r\n");
-    } else {
-        buf_printf(o, "250-%s Hello %s [%s]\r\n", c->hostname, s->helo, s->conn.peer_ip);
-    }
+    buf_printf(o, "250-%s Hello %s [%s]\r\n", c->hostname, s->helo, s->conn.peer_ip);
     buf_appends(o, "250-PIPELINING\r\n");
     buf_printf(o, "250-SIZE %llu\r\n", (unsigned long long)c->message_size);
     buf_appends(o, "250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n");
@@ -90,19 +82,12 @@ static void helo_proceed(struct session *s, const struct hook_result *r)
         return;
     }
     set_helo(s);
-    if (s->esmtp && (r->kind == HR_DEFAULT || r->code == 250)) {
-        /* a 250 with text from the hook keeps the extension list: the
-         * text becomes the first line */
-        ehlo_reply(s, r->kind == HR_REPLY ? r->text : NULL, r->kind == HR_REPLY ? r->tlen : 0);
-        session_flush(s);
-        return;
-    }
-    if (r->kind == HR_REPLY) {
+    if (r->kind == HR_REPLY) {   /* exactly the script's reply (SPEC 2.1) */
         session_reply_code(s, r->code, r->text, r->tlen, STAGE_HELO);
         return;
     }
     if (s->esmtp)
-        ehlo_reply(s, NULL, 0);
+        ehlo_reply(s);
     else
         buf_printf(&s->conn.out, "250 %s Hello %s [%s]\r\n", s->eng->cfg.hostname, s->helo,
                    s->conn.peer_ip);

@@ -531,7 +531,7 @@ static void log_hook_error(struct session *s, const char *msg, const char *tb)
  * values are on co's stack at [base+1 .. top]. */
 static struct hook_result convert_result(struct session *s, lua_State *co, int nres)
 {
-    struct hook_result r = {HR_DEFAULT, 0, NULL, 0};
+    struct hook_result r = {HR_DEFAULT, 0, NULL, 0, false};
     int top = lua_gettop(co);
     int first = top - nres + 1;
     if (nres == 0 || lua_isnil(co, first))
@@ -605,7 +605,7 @@ static void resume(struct session *s, int nargs)
     int status = lua_resume(co, NULL, nargs, &nres);
     lua_sethook(co, NULL, 0, 0);
     set_running(s, NULL);
-    struct hook_result r = {HR_DEFAULT, 0, NULL, 0};
+    struct hook_result r = {HR_DEFAULT, 0, NULL, 0, false};
     if (status == LUA_YIELD) {
         if (s->waiting)
             return;   /* a kurir waiting function: its completion resumes us */
@@ -688,7 +688,7 @@ static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
         snprintf(msg, sizeof(msg), "hook time limit of %g s exceeded while waiting", s->eng->cfg.t_hook);
         log_hook_error(s, msg, NULL);
         reset_coroutine(s);
-        struct hook_result r = {HR_ERROR, 0, NULL, 0};
+        struct hook_result r = {HR_ERROR, 0, NULL, 0, false};
         session_hook_finished(s, &r);
         return;
     }

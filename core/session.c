@@ -202,7 +202,7 @@ void session_run_hook(struct session *s, enum hook h, int (*push)(struct session
                       session_proceed_fn proceed)
 {
     if (h == HOOK_NONE || !engine_has_hook(s->eng, h)) {
-        struct hook_result r = {HR_DEFAULT, 0, NULL, 0};
+        struct hook_result r = {HR_DEFAULT, 0, NULL, 0, false};
         proceed(s, &r);
         return;
     }
@@ -230,7 +230,8 @@ void session_hook_finished(struct session *s, const struct hook_result *res)
             buf_reset(&s->hook_text);
             buf_printf(&s->hook_text, "%s %s", d->esc, d->text);
             r.kind = HR_REPLY;
-            r.code = s->cur_hook == HOOK_CONNECT ? 421 : d->code;
+            r.error = true;
+            r.code = d->code;
             r.text = buf_peek(&s->hook_text);
             r.tlen = buf_used(&s->hook_text);
         }
@@ -276,20 +277,12 @@ static void connect_done(struct session *s, const struct hook_result *r)
         break;
     case HR_ERROR:
     case HR_REPLY:
-        if (r->code >= 200 && r->code < 300) {
-            /* a greeting is 220 (RFC 5321 4.2); other 2xx codes would make
-             * clients hang up: keep the script's text, fix the code */
-            session_reply_code(s, 220, r->text, r->tlen, STAGE_CONNECT);
-            break;
-        }
-        if (r->code >= 400 && r->code < 500) {
-            session_reply_code(s, 421, r->text, r->tlen, STAGE_CONNECT);
-            s->quitting = true;
-            session_close(s);
-            return;
-        }
+        /* exactly the script's reply (SPEC 2.1); 421 closes (in
+         * session_reply_code). A hook error is 451 4.3.0 and the session
+         * goes on; a 4xx/5xx the script chose refuses the session: every
+         * command but QUIT then gets 503. */
         session_reply_code(s, r->code, r->text, r->tlen, STAGE_CONNECT);
-        if (r->code >= 500)
+        if (r->code >= 400 && !r->error)
             s->state = SS_REFUSED;
         break;
     }

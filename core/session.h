@@ -50,6 +50,7 @@ struct hook_result {
     int code;
     const char *text;    /* HR_REPLY: points into session->hook_text */
     size_t tlen;
+    bool error;          /* the 451 a hook error became (on_error = tempfail) */
 };
 
 typedef void (*session_proceed_fn)(struct session *s, const struct hook_result *r);
