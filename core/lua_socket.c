@@ -33,6 +33,7 @@
 #define SOCKET_MT "kurir.socket"
 #define SOCKET_DEFAULT_TIMEOUT 30.0
 #define SOCKET_DEFAULT_MAX_LINE ((size_t)1 << 20)
+#define SOCKET_DEFAULT_MAX_SIZE ((size_t)64 << 20)   /* receive("a") */
 #define SOCKET_READ_CHUNK 16384
 #define SOCKET_NAME_MAX 256
 
@@ -58,6 +59,7 @@ struct lsock {
     char *servername;
     double timeout;
     size_t max_line;
+    size_t max_size;            /* most bytes receive("a") collects */
     struct buf rbuf;
     struct buf wbuf;             /* the rest of a pending send */
     size_t wtotal;               /* bytes of that send, returned on success */
@@ -413,6 +415,10 @@ static int try_deliver(struct lsock *k, lua_State *L)
         }
         break;
     case RECV_ALL:
+        if (used > k->max_size) {   /* a peer must not fill our memory */
+            push_fail(L, "too large");
+            return 2;
+        }
         if (k->eof) {
             lua_pushlstring(L, p, used);
             buf_reset(&k->rbuf);
@@ -669,6 +675,7 @@ int lua_socket_connect(lua_State *L)
     k->waiter.cancel = sock_cancel;
     k->timeout = SOCKET_DEFAULT_TIMEOUT;
     k->max_line = SOCKET_DEFAULT_MAX_LINE;
+    k->max_size = SOCKET_DEFAULT_MAX_SIZE;
     k->verify = true;
     buf_init(&k->rbuf);
     buf_init(&k->wbuf);
@@ -687,6 +694,14 @@ int lua_socket_connect(lua_State *L)
             lua_Integer m = lua_tointegerx(L, -1, &isint);
             luaL_argcheck(L, isint && m > 0, 3, "max_line must be a positive integer");
             k->max_line = (size_t)m;
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, 3, "max_size");
+        if (!lua_isnil(L, -1)) {
+            int isint = 0;
+            lua_Integer m = lua_tointegerx(L, -1, &isint);
+            luaL_argcheck(L, isint && m > 0, 3, "max_size must be a positive integer");
+            k->max_size = (size_t)m;
         }
         lua_pop(L, 1);
         lua_getfield(L, 3, "tls");

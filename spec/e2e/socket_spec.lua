@@ -62,6 +62,14 @@ function cases.all()
   return ok(("%s %s %s [%s]"):format((data:gsub("\n", "<LF>")), tostring(again), err, partial))
 end
 
+function cases.all_capped()
+  local c = assert(kurir.connect("127.0.0.1", echo, { timeout = 5, max_size = 1000 }))
+  c:send("BLOB 5000\nCLOSE\n")
+  local data, err = c:receive("a")
+  c:close()
+  return ok(tostring(data) .. " " .. tostring(err))
+end
+
 function cases.partial()
   local c = assert(kurir.connect("127.0.0.1", echo))
   c:send("BLOB 5\nCLOSE\n")
@@ -334,6 +342,11 @@ describe("kurir.connect (TCP/TLS client socket in hooks)", function()
   it("receive(\"a\") reads until the peer closes; later reads say closed", function()
     local code, text = rcpt("all")
     assert.equals("250 2.1.5 first<LF>bye nil closed []", text, code)
+  end)
+
+  it("receive(\"a\") stops at opts.max_size: a peer cannot fill the server's memory", function()
+    local code, text = rcpt("all_capped")
+    assert.equals("250 2.1.5 nil too large", text, code)
   end)
 
   it("a line cut off by the peer closing gives nil, closed and the partial data", function()
