@@ -584,9 +584,11 @@ static void reset_coroutine(struct session *s)
     s->cpu_exceeded = false;
     s->hook_cpu_start = -1;
     set_running(s, s);
+    s->resetting = true;   /* __close handlers run now: they may not wait */
     lua_sethook(co, count_hook, LUA_MASKCOUNT, CPU_CHECK_EVERY);
     lua_resetthread(co);
     lua_sethook(co, NULL, 0, 0);
+    s->resetting = false;
     set_running(s, NULL);
     lua_settop(co, 0);
     *(struct session **)lua_getextraspace(co) = s;
@@ -642,12 +644,15 @@ void engine_start_hook(struct session *s, enum hook h, int (*push)(struct sessio
     int nargs = 1 + (push ? push(s, co) : 0);
     s->hook_deadline = time_mono() + s->eng->cfg.t_hook;
     s->waiting = false;
+    s->waiter = NULL;
+    s->wake_pending = false;
     resume(s, nargs);
 }
 
 void engine_abort_hook(struct session *s)
 {
     ev_timer_stop(s->conn.loop, &s->wait_timer);
+    s->wake_pending = false;
     struct engine_waiter *waiter = s->waiter;
     s->waiter = NULL;
     if (waiter)
@@ -706,9 +711,9 @@ int engine_suspend(lua_State *L, struct engine_waiter *waiter, double timeout, l
                    lua_KContext ctx)
 {
     struct session *s = engine_current_session(L);
-    if (!s || s->co != L || !s->in_hook)
-        return luaL_error(L, "this function can only wait inside a hook (not at load time or in a "
-                             "coroutine of the script)");
+    if (!s || s->co != L || !s->in_hook || s->waiting || s->resetting || !lua_isyieldable(L))
+        return luaL_error(L, "this function can only wait inside a hook (not at load time, in a "
+                             "coroutine of the script, a metamethod or a callback of a C function)");
     double left = s->hook_deadline - time_mono();
     s->wait_expired = false;
     if (timeout < 0 || timeout >= left) {
@@ -725,23 +730,47 @@ int engine_suspend(lua_State *L, struct engine_waiter *waiter, double timeout, l
     return lua_yieldk(L, 0, ctx, k);
 }
 
+/* The deferred half of engine_wake: resume from the event loop itself. */
+static void wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct session *s = w->data;
+    if (!s->wake_pending)
+        return;
+    s->wake_pending = false;
+    s->waiting = false;
+    resume(s, s->wake_nres);
+}
+
+/* Completion of a waiting operation. The resume is deferred to the next
+ * loop iteration: a completion may be reported from inside another
+ * session's hook (c-ares answering several queries in one call), and one
+ * hook must never run nested inside another. */
 void engine_wake(struct session *s, int nres)
 {
-    if (!s->waiting || !s->co) {
+    if (!s->waiting || s->wake_pending || !s->co) {
         if (s->co)
             lua_pop(s->co, nres);
         return;
     }
-    s->waiting = false;
     s->waiter = NULL;
+    s->wake_pending = true;
+    s->wake_nres = nres;
     ev_timer_stop(s->conn.loop, &s->wait_timer);
-    resume(s, nres);
+    ev_set_cb(&s->wait_timer, wake_cb);
+    ev_timer_set(&s->wait_timer, 0, 0);
+    ev_timer_start(s->conn.loop, &s->wait_timer);
 }
 
 struct session *engine_waiting_session(lua_State *L)
 {
     struct session *s = engine_current_session(L);
-    return (s && s->co == L && s->in_hook) ? s : NULL;
+    /* lua_isyieldable: a wait started where Lua cannot yield (a C call
+     * boundary, a metamethod, a __close handler) must be refused before
+     * any operation starts */
+    return (s && s->co == L && s->in_hook && !s->waiting && !s->resetting && lua_isyieldable(L)) ? s
+                                                                                                  : NULL;
 }
 
 struct ev_loop *engine_loop(lua_State *L)

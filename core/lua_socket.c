@@ -274,6 +274,7 @@ fail:
 static int step_handshake(struct lsock *k, lua_State *L)
 {
     ERR_clear_error();
+    errno = 0;
     int r = SSL_connect(k->ssl);
     if (r == 1) {
         k->tls_up = true;
@@ -341,6 +342,7 @@ static int step_send(struct lsock *k, lua_State *L)
         size_t done = 0;
         if (k->ssl) {
             ERR_clear_error();
+            errno = 0;
             if (SSL_write_ex(k->ssl, p, n, &done) != 1) {
                 int e = SSL_get_error(k->ssl, 0);
                 if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
@@ -416,6 +418,8 @@ static int try_deliver(struct lsock *k, lua_State *L)
         break;
     case RECV_ALL:
         if (used > k->max_size) {   /* a peer must not fill our memory */
+            buf_reset(&k->rbuf);
+            buf_shrink(&k->rbuf, 0);
             push_fail(L, "too large");
             return 2;
         }
@@ -446,6 +450,7 @@ static int step_receive(struct lsock *k, lua_State *L)
         size_t got = 0;
         if (k->ssl) {
             ERR_clear_error();
+            errno = 0;
             if (SSL_read_ex(k->ssl, dst, SOCKET_READ_CHUNK, &got) != 1) {
                 int sys = errno;
                 int e = SSL_get_error(k->ssl, 0);
@@ -518,7 +523,9 @@ static void sock_cancel(struct engine_waiter *w)
 {
     struct lsock *k = sock_of_waiter(w);
     ev_io_stop(k->loop, &k->io);
-    if (k->op == OP_CONNECT || k->op == OP_HANDSHAKE)
+    /* a half-done connect/handshake leaves nothing usable, and OpenSSL
+     * expects a cut-off TLS write to be retried with the same bytes: close */
+    if (k->op == OP_CONNECT || k->op == OP_HANDSHAKE || (k->op == OP_SEND && k->ssl))
         sock_shut(k);
     buf_reset(&k->wbuf);
     k->op = OP_NONE;
@@ -643,8 +650,10 @@ int lua_socket_connect(lua_State *L)
         host++;
         hlen -= 2;
     }
-    if (hlen >= sizeof(name) || memchr(host, '\0', hlen))
-        hlen = sizeof(name) - 1;   /* cannot be an address: fails below */
+    if (hlen >= sizeof(name) || memchr(host, '\0', hlen)) {
+        push_fail(L, "invalid address");
+        return 2;
+    }
     memcpy(name, host, hlen);
     name[hlen] = '\0';
 

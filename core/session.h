@@ -136,6 +136,9 @@ struct session {
     bool cpu_exceeded;
     ev_timer wait_timer;             /* kurir.sleep and hook wall-clock limit */
     struct engine_waiter *waiter;    /* the operation the hook waits on (NULL: sleep) */
+    bool wake_pending;               /* completed; resumed at the next loop iteration */
+    bool resetting;                  /* the coroutine is being reset (__close handlers run) */
+    int wake_nres;
     uint64_t wait_gen;
     uint64_t wait_armed_gen;
     double hook_deadline;            /* wall clock (monotonic) limit of the running hook */

@@ -70,6 +70,23 @@ function cases.all_capped()
   return ok(tostring(data) .. " " .. tostring(err))
 end
 
+-- a wait where Lua cannot yield (a C function's callback) is refused
+-- before anything starts: no watcher may outlive the session
+function cases.cboundary()
+  local c = assert(kurir.connect("127.0.0.1", echo))
+  c:send("SLOW 1\n")
+  local okr, err = pcall(string.gsub, "x", "x", function() return c:receive() end)
+  local line = c:receive("l")   -- the socket is still usable afterwards
+  c:close()
+  return ok(tostring(okr) .. " " .. (tostring(err):match("only wait inside a hook") or tostring(err)) ..
+    " " .. tostring(line))
+end
+
+function cases.nulhost()
+  local c, err = kurir.connect("::1\0junk", echo)
+  return ok(tostring(c) .. " " .. tostring(err))
+end
+
 function cases.partial()
   local c = assert(kurir.connect("127.0.0.1", echo))
   c:send("BLOB 5\nCLOSE\n")
@@ -342,6 +359,16 @@ describe("kurir.connect (TCP/TLS client socket in hooks)", function()
   it("receive(\"a\") reads until the peer closes; later reads say closed", function()
     local code, text = rcpt("all")
     assert.equals("250 2.1.5 first<LF>bye nil closed []", text, code)
+  end)
+
+  it("a wait inside a C function's callback is refused and leaves the socket usable", function()
+    local code, text = rcpt("cboundary")
+    assert.equals("250 2.1.5 false only wait inside a hook slow", text, code)
+  end)
+
+  it("a host with a NUL byte inside is an invalid address", function()
+    local code, text = rcpt("nulhost")
+    assert.equals("250 2.1.5 nil invalid address", text, code)
   end)
 
   it("receive(\"a\") stops at opts.max_size: a peer cannot fill the server's memory", function()
