@@ -220,29 +220,87 @@ static void read_tls_opts(lua_State *L, int t, struct lsock *k)
     lua_pop(L, 1);
 }
 
+/* The registry keeps one client SSL_CTX per (verify, CA file) for the life
+ * of the engine, so the CA bundle is read from disk once, not on every
+ * connect (that read would block the event loop). */
+#define CTX_CACHE "kurir.socket.ctx"
+#define CTX_MT "kurir.socket.sslctx"
+
+static int ctx_gc(lua_State *L)
+{
+    SSL_CTX **pc = luaL_checkudata(L, 1, CTX_MT);
+    if (*pc)
+        SSL_CTX_free(*pc);
+    *pc = NULL;
+    return 0;
+}
+
+/* A new reference to the cached context, or NULL with a message pushed. */
+static SSL_CTX *client_ctx(lua_State *L, struct lsock *k)
+{
+    lua_pushfstring(L, "%d|%s", (int)k->verify, k->ca ? k->ca : "");
+    if (lua_getfield(L, LUA_REGISTRYINDEX, CTX_CACHE) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, CTX_CACHE);
+    }
+    lua_pushvalue(L, -2);
+    lua_rawget(L, -2);
+    SSL_CTX **pc = luaL_testudata(L, -1, CTX_MT);
+    if (pc && *pc) {
+        SSL_CTX *c = *pc;
+        lua_pop(L, 3);
+        SSL_CTX_up_ref(c);
+        return c;
+    }
+    lua_pop(L, 1);
+    SSL_CTX *c = SSL_CTX_new(TLS_client_method());
+    if (!c) {
+        lua_pop(L, 2);
+        push_fail(L, "tls: cannot create a client context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+    SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (k->verify) {
+        SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
+        int ok = k->ca ? SSL_CTX_load_verify_locations(c, k->ca, NULL) : SSL_CTX_set_default_verify_paths(c);
+        if (ok != 1) {
+            SSL_CTX_free(c);
+            ERR_clear_error();
+            lua_pop(L, 2);
+            char msg[SOCKET_NAME_MAX + 64];
+            snprintf(msg, sizeof(msg), "tls: cannot load CA file %s", k->ca ? k->ca : "(system)");
+            push_fail(L, msg);
+            return NULL;
+        }
+    } else {
+        SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
+    }
+    pc = lua_newuserdatauv(L, sizeof(*pc), 0);
+    *pc = c;
+    if (luaL_newmetatable(L, CTX_MT)) {
+        lua_pushcfunction(L, ctx_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    /* cache[key] = userdata (the cache's own reference) */
+    lua_pushvalue(L, -3);
+    lua_insert(L, -2);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);
+    SSL_CTX_up_ref(c);
+    return c;
+}
+
 /* Make the client SSL for k->fd. 0, or -1 with nil, err pushed. */
 static int tls_setup(lua_State *L, struct lsock *k)
 {
     ERR_clear_error();
-    k->ctx = SSL_CTX_new(TLS_client_method());
+    k->ctx = client_ctx(L, k);
     if (!k->ctx)
-        goto fail;
-    SSL_CTX_set_min_proto_version(k->ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(k->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    if (k->verify) {
-        SSL_CTX_set_verify(k->ctx, SSL_VERIFY_PEER, NULL);
-        int ok = k->ca ? SSL_CTX_load_verify_locations(k->ctx, k->ca, NULL)
-                       : SSL_CTX_set_default_verify_paths(k->ctx);
-        if (ok != 1) {
-            char msg[SOCKET_NAME_MAX + 64];
-            snprintf(msg, sizeof(msg), "tls: cannot load CA file %s", k->ca ? k->ca : "(system)");
-            ERR_clear_error();
-            push_fail(L, msg);
-            return -1;
-        }
-    } else {
-        SSL_CTX_set_verify(k->ctx, SSL_VERIFY_NONE, NULL);
-    }
+        return -1;
     k->ssl = SSL_new(k->ctx);
     if (!k->ssl || SSL_set_fd(k->ssl, k->fd) != 1)
         goto fail;
