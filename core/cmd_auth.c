@@ -98,7 +98,7 @@ static int auth_check(struct session *s, struct smtp_span arg)
         return -1;
     }
     if (!s->tls && !c->auth_plaintext) {
-        session_reply(s, s->eng->tls ? R_AUTH_NEEDS_TLS : R_AUTH_NEEDS_TLS);
+        session_reply(s, R_AUTH_NEEDS_TLS);
         session_error(s);
         return -1;
     }

@@ -123,7 +123,6 @@ static void quit_proceed(struct session *s, const struct hook_result *r)
 {
     (void)r;
     session_reply(s, R_CLOSING);
-    s->quitting = true;
     session_close(s);
 }
 

@@ -137,7 +137,6 @@ static void end_transaction(struct session *s)
     session_run_hook(s, HOOK_RESET, NULL, reset_after);
     if (s->shutdown && !s->in_hook) {
         session_reply(s, R_SHUTDOWN);
-        s->quitting = true;
         session_close(s);
     }
 }

@@ -72,7 +72,6 @@ static int mail_check(struct session *s, struct smtp_span arg)
     }
     engine_release_ref(s, &s->arg_ref);
     s->arg_ref = engine_address_ref(s, &p);
-    s->scratch_size = size;
     s->scratch_utf8 = utf8;
     return 0;
 }
@@ -81,7 +80,6 @@ static void mail_proceed(struct session *s, const struct hook_result *r)
 {
     if (session_result_ok(r)) {
         session_tx_begin(s);
-        s->tx.declared_size = s->scratch_size;
         s->tx.smtputf8 = s->scratch_utf8;
         engine_tx_set_from(s, s->arg_ref);
         s->arg_ref = LUA_NOREF;

@@ -49,7 +49,6 @@ static void starttls_hook_done(struct session *s, const struct hook_result *r)
             session_reply_code(s, r->code >= 500 ? 554 : 421, r->text, r->tlen, STAGE_STARTTLS);
         else
             session_reply(s, R_CONNECT_REJECT);
-        s->quitting = true;
         session_close(s);
         return;
     }

@@ -10,6 +10,7 @@
  * conn is never torn down inside one of its own callbacks. */
 #include "conn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -124,9 +125,30 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
     conn_update(c);
 }
 
-void conn_init(struct conn *c, struct ev_loop *loop, int fd, const struct conn_ops *ops)
+void conn_addr_text(const struct sockaddr_storage *ss, char *ip, size_t cap, int *port)
+{
+    ip[0] = '\0';
+    *port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)cap);
+        *port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)cap);
+        *port = ntohs(a->sin6_port);
+    }
+}
+
+void conn_init(struct conn *c, struct ev_loop *loop, int fd, const struct conn_ops *ops,
+               const struct sockaddr_storage *peer)
 {
     memset(c, 0, sizeof(*c));
+    c->peer = *peer;
+    conn_addr_text(&c->peer, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
+    socklen_t l = sizeof(c->local);
+    if (getsockname(fd, (struct sockaddr *)&c->local, &l) == 0)
+        conn_addr_text(&c->local, c->local_ip, sizeof(c->local_ip), &c->local_port);
     c->loop = loop;
     c->fd = fd;
     c->ops = ops;

@@ -72,7 +72,11 @@ struct conn {
     int peer_port, local_port;
 };
 
-void conn_init(struct conn *c, struct ev_loop *loop, int fd, const struct conn_ops *ops);
+/* peer: the address accept() returned; the local one is asked from the fd */
+void conn_init(struct conn *c, struct ev_loop *loop, int fd, const struct conn_ops *ops,
+               const struct sockaddr_storage *peer);
+/* IP text and port of an IPv4/IPv6 address ("" and 0 for other families) */
+void conn_addr_text(const struct sockaddr_storage *ss, char *ip, size_t cap, int *port);
 
 /* Start / stop wanting input (backpressure and waiting hooks use this). */
 void conn_set_reading(struct conn *c, bool on);

@@ -236,12 +236,13 @@ static void free_config(struct config *c)
 
 /* ---- loading ------------------------------------------------------------ */
 
-static int traceback_handler(lua_State *L)
+/* Message handler of load-time calls: the error as a string, without a
+ * traceback (errors raised with a location already say file:line). */
+static int message_handler(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
     if (!msg)
         msg = luaL_tolstring(L, 1, NULL);
-    /* errors raised with a location already say file:line; keep them short */
     lua_pushstring(L, msg);
     return 1;
 }
@@ -249,7 +250,7 @@ static int traceback_handler(lua_State *L)
 static int pcall_msg(lua_State *L, int nargs, int nres, char **err)
 {
     int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, traceback_handler);
+    lua_pushcfunction(L, message_handler);
     lua_insert(L, base);
     int rc = lua_pcall(L, nargs, nres, base);
     lua_remove(L, base);
@@ -286,9 +287,8 @@ static int require_module(lua_State *L, const char *name, char **err)
 }
 
 struct engine *engine_load(const char *script, int argc, char **argv, char **listen_override,
-                           int nlisten_override, bool check_only, char **err)
+                           int nlisten_override, char **err)
 {
-    (void)check_only;
     *err = NULL;
     struct engine *e = xcalloc(1, sizeof(*e));
     e->refs = 1;

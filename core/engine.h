@@ -72,7 +72,7 @@ const char *engine_hook_name(enum hook h);
  * returns NULL and a message "file:line: reason" in err (malloc'ed).
  * listen_override: -l options (may be NULL/0). */
 struct engine *engine_load(const char *script, int argc, char **argv, char **listen_override,
-                           int nlisten_override, bool check_only, char **err);
+                           int nlisten_override, char **err);
 void engine_ref(struct engine *e);
 void engine_unref(struct engine *e);
 bool engine_has_hook(const struct engine *e, enum hook h);

@@ -140,7 +140,7 @@ int main(int argc, char **argv)
     }
 
     char *err = NULL;
-    struct engine *e = engine_load(script, sargc, sargv, listen, nlisten, check, &err);
+    struct engine *e = engine_load(script, sargc, sargv, listen, nlisten, &err);
     if (!e) {
         fprintf(stderr, "kurir: %s\n", err ? err : "cannot load script");
         free(err);

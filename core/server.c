@@ -123,11 +123,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             }
             return;
         }
-        char ip[64] = "";
-        if (ss.ss_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
-        else if (ss.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+        char ip[64];
+        int port;
+        conn_addr_text(&ss, ip, sizeof(ip), &port);
         const struct config *cfg = &srv->eng->cfg;
         if (srv->nsessions >= cfg->connections || server_count_ip(srv, ip) >= cfg->connections_per_ip) {
             refuse(srv, fd, ip);
@@ -135,7 +133,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        session_new(srv, fd, l->tls);
+        session_new(srv, fd, l->tls, &ss);
     }
 }
 
@@ -285,7 +283,7 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     struct server *srv = w->data;
     char *err = NULL;
     struct engine *e = engine_load(srv->script, srv->argc, srv->argv, srv->listen_override,
-                                   srv->nlisten_override, false, &err);
+                                   srv->nlisten_override, &err);
     if (!e) {
         srv_log(srv, "error", "reload_failed");
         logfmt_str(&srv->log, "script", srv->script);

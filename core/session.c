@@ -8,7 +8,6 @@
  * the disconnect hook runs first, in the session's coroutine. */
 #include "session.h"
 
-#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,7 +92,6 @@ void session_reply_code(struct session *s, int code, const char *text, size_t tl
     reply_format(&s->conn.out, code, NULL, text, tlen, s->enhanced, stage, s->eng->cfg.hostname);
     want_flush(s);
     if (code == 421) {
-        s->quitting = true;
         session_close(s);
     }
 }
@@ -135,7 +133,6 @@ void session_error(struct session *s)
     if (s->errors >= s->eng->cfg.errors) {
         session_log(s, "warn", "too_many_errors", "i", "errors", (long long)s->errors);
         session_reply(s, R_TOO_MANY_ERRORS);
-        s->quitting = true;
         session_close(s);
     }
 }
@@ -144,9 +141,9 @@ void session_error(struct session *s)
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct session *s = w->data;
+    ev_timer_stop(loop, w);   /* arm_timer's repeat: a deadline fires once */
     if (s->conn.closing) {
         conn_close(&s->conn, false);   /* the client does not read its last replies */
         return;
@@ -156,15 +153,15 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     session_log(s, "info", "timeout", "s", "state",
                 s->state == SS_DATA || s->state == SS_BDAT ? "data" : "command");
     session_reply(s, R_TIMEOUT);
-    s->quitting = true;
     session_close(s);
 }
 
+/* Restart the session deadline: one heap adjustment (ev_timer_again), as
+ * this runs for every command. */
 static void arm_timer(struct session *s, double secs)
 {
-    ev_timer_stop(s->conn.loop, &s->timer);
-    ev_timer_set(&s->timer, secs, 0);
-    ev_timer_start(s->conn.loop, &s->timer);
+    s->timer.repeat = secs;
+    ev_timer_again(s->conn.loop, &s->timer);
 }
 
 /* ---- transactions ---------------------------------------------------- */
@@ -390,7 +387,6 @@ static void session_process(struct session *s)
            s->state != SS_GREETING) {
         if (s->shutdown && !s->tx.active && (s->state == SS_INIT || s->state == SS_READY)) {
             session_reply(s, R_SHUTDOWN);
-            s->quitting = true;
             session_close(s);
             break;
         }
@@ -472,13 +468,7 @@ static void on_handshake(struct conn *c, bool ok)
         conn_close(c, false);
         return;
     }
-    if (s->state == SS_TLS && s->tls_required && !s->tls) {
-        /* implicit TLS: handshake first, then the greeting */
-        s->tls = true;
-        starttls_done(s, true);
-        return;
-    }
-    starttls_done(s, true);
+    starttls_done(s, true);   /* STARTTLS, or implicit TLS before the greeting */
 }
 
 static void disconnect_done(struct session *s, const struct hook_result *r)
@@ -512,39 +502,11 @@ static const struct conn_ops session_conn_ops = {
 
 /* ---- lifetime -------------------------------------------------------- */
 
-static void fill_addr(struct conn *c)
-{
-    socklen_t l = sizeof(c->peer);
-    if (getpeername(c->fd, (struct sockaddr *)&c->peer, &l) == 0) {
-        if (c->peer.ss_family == AF_INET) {
-            struct sockaddr_in *a = (struct sockaddr_in *)&c->peer;
-            inet_ntop(AF_INET, &a->sin_addr, c->peer_ip, sizeof(c->peer_ip));
-            c->peer_port = ntohs(a->sin_port);
-        } else if (c->peer.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&c->peer;
-            inet_ntop(AF_INET6, &a->sin6_addr, c->peer_ip, sizeof(c->peer_ip));
-            c->peer_port = ntohs(a->sin6_port);
-        }
-    }
-    l = sizeof(c->local);
-    if (getsockname(c->fd, (struct sockaddr *)&c->local, &l) == 0) {
-        if (c->local.ss_family == AF_INET) {
-            struct sockaddr_in *a = (struct sockaddr_in *)&c->local;
-            inet_ntop(AF_INET, &a->sin_addr, c->local_ip, sizeof(c->local_ip));
-            c->local_port = ntohs(a->sin_port);
-        } else if (c->local.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&c->local;
-            inet_ntop(AF_INET6, &a->sin6_addr, c->local_ip, sizeof(c->local_ip));
-            c->local_port = ntohs(a->sin6_port);
-        }
-    }
-}
-
-struct session *session_new(struct server *srv, int fd, bool implicit_tls)
+struct session *session_new(struct server *srv, int fd, bool implicit_tls,
+                            const struct sockaddr_storage *peer)
 {
     struct session *s = xcalloc(1, sizeof(*s));
-    conn_init(&s->conn, srv->loop, fd, &session_conn_ops);
-    fill_addr(&s->conn);
+    conn_init(&s->conn, srv->loop, fd, &session_conn_ops, peer);
     s->srv = srv;
     s->eng = srv->eng;
     engine_ref(s->eng);
@@ -608,7 +570,6 @@ void session_shutdown(struct session *s)
     if (!s->in_hook && !s->processing && !s->tx.active &&
         (s->state == SS_INIT || s->state == SS_READY || s->state == SS_REFUSED)) {
         session_reply(s, R_SHUTDOWN);
-        s->quitting = true;
         session_close(s);
     }
 }

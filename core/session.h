@@ -76,7 +76,6 @@ struct tx {
     int nrcpts;
     int from_ref;                    /* Lua address table (registry) */
     int rcpts_ref;                   /* Lua array of address tables */
-    uint64_t declared_size;
     bool smtputf8;
     struct spool spool;
     struct msg_scan scan;
@@ -108,22 +107,16 @@ struct session {
     bool tls_required;               /* implicit-TLS listener: handshake first */
     char *user;                      /* authenticated identity */
     int errors;
-    unsigned refs;                   /* held around callbacks and hooks */
-    bool refused;                    /* connect hook said 554 */
     bool greeted;
-    bool quitting;
     bool shutdown;                   /* server stopping: close after this transaction */
-    bool freed_pending;
     struct smtp_parser parser;
     struct tx tx;
     struct sasl sasl;
     ev_timer timer;                  /* command / data timeout */
-    double deadline_len;
     struct buf line;                 /* copy of the command being processed */
     struct buf hook_text;            /* text of the last hook reply */
     struct buf scratch;
-    uint64_t scratch_size;           /* MAIL check -> proceed */
-    bool scratch_utf8;
+    bool scratch_utf8;               /* MAIL check -> proceed */
     /* Lua */
     lua_State *co;                   /* this session's coroutine */
     int co_ref;
@@ -149,7 +142,8 @@ struct session {
 };
 
 /* server.c hands over an accepted socket */
-struct session *session_new(struct server *srv, int fd, bool implicit_tls);
+struct session *session_new(struct server *srv, int fd, bool implicit_tls,
+                            const struct sockaddr_storage *peer);
 /* server shutdown: finish the current transaction, then 421 and close */
 void session_shutdown(struct session *s);
 void session_force_close(struct session *s);

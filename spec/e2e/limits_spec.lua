@@ -218,3 +218,40 @@ describe("timeouts", function()
     assert.is_true(c:closed(5))
   end)
 end)
+
+describe("limits: out of file descriptors", function()
+  it("pauses accepting instead of spinning, and serves again once descriptors are free", function()
+    local srv = harness.start {
+      script = "local kurir = require 'kurir'\n" ..
+        "kurir.configure { limits = { connections = 1000, connections_per_ip = 1000 } }\n" ..
+        "function kurir.on.data() return 250 end\n",
+      max_files = 40,
+    }
+    local held = {}
+    for _ = 1, 60 do
+      local s = socket.tcp()
+      s:settimeout(2)
+      if s:connect("127.0.0.1", srv.port) then held[#held + 1] = s else s:close() end
+    end
+    assert.truthy(srv:wait_log("event=accept_paused", 10), "accepting was paused:\n" .. srv:log())
+    harness.sleep(1)
+    local _, paused = srv:log():gsub("event=accept_paused", "")
+    local _, errors = srv:log():gsub("event=accept ", "")
+    -- a paused listener retries four times a second; a spinning one logs thousands of lines
+    assert.truthy(paused < 40 and errors == 0, paused .. " pause lines, " .. errors .. " accept errors")
+    for _, s in ipairs(held) do s:close() end
+    local c = harness.wait_for(function()
+      local x = client.connect(srv.port)
+      if not x then return nil end
+      local code = x:reply(3)
+      if code == 220 then return x end
+      x:close()
+    end, 10)
+    assert(c, "no greeting after the descriptors were freed")
+    c:check("EHLO client.test", 250)
+    c:close()
+    srv:stop()
+    harness.assert_clean(srv)
+    assert.equals(0, srv.stopped)
+  end)
+end)

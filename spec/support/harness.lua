@@ -215,6 +215,7 @@ end
 --   o.env          environment variables for kurir
 --   o.cwd          working directory (default DIR)
 --   o.wait_port    port to wait for (default: the first listener's)
+--   o.max_files    open-file limit (ulimit -n) for kurir
 function harness.start(o)
   o = o or {}
   local self = setmetatable({}, Server)
@@ -247,7 +248,8 @@ function harness.start(o)
   local first = self.listen[1]
   self.port = o.wait_port or (first and tonumber(first:match(":(%d+)$")))
   local d = q(self.dir)
-  local inner = "cd " .. q(o.cwd and substitute(o.cwd, self.dir) or self.dir) .. " && { " ..
+  local ulimit = o.max_files and ("ulimit -n " .. math.tointeger(o.max_files) .. "; ") or ""
+  local inner = "cd " .. q(o.cwd and substitute(o.cwd, self.dir) or self.dir) .. " && { " .. ulimit ..
     envs .. table.concat(argv, " ") .. " </dev/null >" .. d .. "/log 2>&1 & p=$!; echo $p > " ..
     d .. "/pid.tmp; mv " .. d .. "/pid.tmp " .. d .. "/pid; wait $p; echo $? > " .. d ..
     "/exit.tmp; mv " .. d .. "/exit.tmp " .. d .. "/exit; }"
