@@ -2,19 +2,17 @@
  *
  * Owns: loading the script (package.path to the shipped modules, the `arg`
  * table, `require "kurir"`), reading the validated configuration back from
- * kurir.config, the registry references of the hooks, one coroutine per
- * session, and the single resume helper through which every hook runs and
- * every waiting function (kurir.sleep now; sockets and DNS later) comes
- * back. Hook results become a struct hook_result in exactly one function
- * (convert_result). A CPU budget per resume is enforced with an
- * instruction-count hook that keeps firing until the error escapes any
- * pcall of the script. */
+ * kurir.config, the registry references of the hooks, each session's task
+ * (task.c runs it; convert_result turns what a hook returned into a struct
+ * hook_result, in exactly one place) and the detached tasks of kurir.spawn
+ * and kurir.every, which live as long as the engine is the running one. */
 #include "engine.h"
 
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +29,6 @@ static const char *const hook_names[HOOK_COUNT] = {
     "connect", "helo", "starttls", "auth", "mail", "rcpt", "data",
     "vrfy", "expn", "command", "reset", "disconnect",
 };
-
-#define CPU_CHECK_EVERY 10000
 
 const char *engine_hook_name(enum hook h)
 {
@@ -304,7 +300,7 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
         return NULL;
     }
     e->L = L;
-    *(struct session **)lua_getextraspace(L) = NULL;
+    *(struct task **)lua_getextraspace(L) = NULL;   /* no task runs at load time */
     luaL_openlibs(L);
     lua_pushlightuserdata(L, e);
     lua_setfield(L, LUA_REGISTRYINDEX, "kurir.engine");
@@ -413,6 +409,7 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
     lua_gc(L, LUA_GCGEN, 0, 0);
     return e;
 fail:
+    engine_stop_jobs(e);   /* tasks the script spawned before it failed */
     lua_close(L);
     e->L = NULL;
     free_config(&e->cfg);
@@ -443,6 +440,7 @@ void engine_unref(struct engine *e)
 {
     if (--e->refs > 0)
         return;
+    engine_stop_jobs(e);
     if (e->L)
         lua_close(e->L);
     if (e->tls)
@@ -453,72 +451,11 @@ void engine_unref(struct engine *e)
     free(e);
 }
 
-/* ---- sessions and coroutines ------------------------------------------- */
+/* ---- sessions ----------------------------------------------------------- */
 
-struct session *engine_current_session(lua_State *L)
+static struct session *session_of(struct task *t)
 {
-    return *(struct session **)lua_getextraspace(L);
-}
-
-void engine_session_open(struct session *s)
-{
-    lua_State *L = s->eng->L;
-    lua_State *co = lua_newthread(L);
-    s->co = co;
-    s->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    *(struct session **)lua_getextraspace(co) = s;
-    lua_session_push_new(L, s);
-    s->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
-void engine_release_ref(struct session *s, int *ref)
-{
-    if (*ref != LUA_NOREF && *ref != LUA_REFNIL)
-        luaL_unref(s->eng->L, LUA_REGISTRYINDEX, *ref);
-    *ref = LUA_NOREF;
-}
-
-void engine_session_close(struct session *s)
-{
-    lua_State *L = s->eng->L;
-    if (!L)
-        return;
-    lua_session_invalidate(L, s->ud_ref);
-    lua_cred_invalidate(L, s->arg_ref);   /* a cred the script kept must not outlive us */
-    engine_release_ref(s, &s->ud_ref);
-    engine_release_ref(s, &s->arg_ref);
-    if (s->co)
-        *(struct session **)lua_getextraspace(s->co) = NULL;
-    engine_release_ref(s, &s->co_ref);
-    s->co = NULL;
-}
-
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void count_hook(lua_State *co, lua_Debug *ar)
-{
-    (void)ar;
-    struct session *s = engine_current_session(co);
-    if (!s)
-        return;
-    if (s->hook_cpu_start < 0) {
-        /* first check of this run: start the clock here, so that short
-         * hooks (the common case) never pay for reading it */
-        s->hook_cpu_start = cpu_now();
-        return;
-    }
-    if (s->cpu_exceeded || cpu_now() - s->hook_cpu_start > s->eng->cfg.cpu_budget) {
-        s->cpu_exceeded = true;
-        /* fire on every instruction from now on, so a pcall in the script
-         * cannot swallow the abort */
-        lua_sethook(co, count_hook, LUA_MASKCOUNT, 1);
-        luaL_error(co, "CPU budget of %f s exceeded", s->eng->cfg.cpu_budget);
-    }
+    return (struct session *)((char *)t - offsetof(struct session, task));
 }
 
 static void log_hook_error(struct session *s, const char *msg, const char *tb)
@@ -527,8 +464,13 @@ static void log_hook_error(struct session *s, const char *msg, const char *tb)
                 msg ? msg : "?", "traceback", tb ? tb : "");
 }
 
+static void session_task_error(struct task *t, const char *msg, const char *tb)
+{
+    log_hook_error(session_of(t), msg, tb);
+}
+
 /* The one place where what a hook returned becomes a hook_result. The
- * values are on co's stack at [base+1 .. top]. */
+ * values are on co's stack at [top-nres+1 .. top]. */
 static struct hook_result convert_result(struct session *s, lua_State *co, int nres)
 {
     struct hook_result r = {HR_DEFAULT, 0, NULL, 0, false};
@@ -568,73 +510,49 @@ static struct hook_result convert_result(struct session *s, lua_State *co, int n
     return r;
 }
 
-/* Make the main thread's extra space name s while s's hook runs: threads
- * the script creates inside the hook copy it (luai_userstatethread), so the
- * CPU budget also finds its session in them. */
-static void set_running(struct session *s, struct session *running)
+static void session_task_done(struct task *t, bool ok, int nres)
 {
-    *(struct session **)lua_getextraspace(s->eng->L) = running;
-}
-
-/* Reset the coroutine after an error or an abort. __close handlers run
- * here, so the CPU budget stays armed while they do. */
-static void reset_coroutine(struct session *s)
-{
-    lua_State *co = s->co;
-    s->cpu_exceeded = false;
-    s->hook_cpu_start = -1;
-    set_running(s, s);
-    s->resetting = true;   /* __close handlers run now: they may not wait */
-    lua_sethook(co, count_hook, LUA_MASKCOUNT, CPU_CHECK_EVERY);
-    lua_resetthread(co);
-    lua_sethook(co, NULL, 0, 0);
-    s->resetting = false;
-    set_running(s, NULL);
-    lua_settop(co, 0);
-    *(struct session **)lua_getextraspace(co) = s;
-}
-
-/* The single resume helper: every hook start and every wake-up of a
- * waiting function comes through here. */
-static void resume(struct session *s, int nargs)
-{
-    lua_State *co = s->co;
-    int nres = 0;
-    s->cpu_exceeded = false;
-    s->hook_cpu_start = -1;
-    set_running(s, s);
-    lua_sethook(co, count_hook, LUA_MASKCOUNT, CPU_CHECK_EVERY);
-    int status = lua_resume(co, NULL, nargs, &nres);
-    lua_sethook(co, NULL, 0, 0);
-    set_running(s, NULL);
-    struct hook_result r = {HR_DEFAULT, 0, NULL, 0, false};
-    if (status == LUA_YIELD) {
-        if (s->waiting)
-            return;   /* a kurir waiting function: its completion resumes us */
-        log_hook_error(s, "coroutine.yield() inside a hook; use kurir waiting functions", NULL);
-        reset_coroutine(s);
-        r.kind = HR_ERROR;
-    } else if (status == LUA_OK) {
-        r = convert_result(s, co, nres);
-        lua_settop(co, 0);
-    } else {
-        const char *msg = lua_tostring(co, -1);
-        if (!msg)
-            msg = luaL_typename(co, -1);
-        luaL_traceback(s->eng->L, co, msg, 0);
-        const char *tb = lua_tostring(s->eng->L, -1);
-        log_hook_error(s, msg, tb);
-        lua_pop(s->eng->L, 1);
-        reset_coroutine(s);
-        r.kind = HR_ERROR;
+    struct session *s = session_of(t);
+    struct hook_result r = {HR_ERROR, 0, NULL, 0, false};
+    if (ok) {
+        r = convert_result(s, t->co, nres);
+        lua_settop(t->co, 0);
     }
-    ev_timer_stop(s->conn.loop, &s->wait_timer);
     session_hook_finished(s, &r);
+}
+
+static const struct task_ops session_task_ops = {session_task_error, session_task_done};
+
+void engine_session_open(struct session *s)
+{
+    lua_State *L = s->eng->L;
+    task_init(&s->task, s->eng, L, &session_task_ops, s->eng->cfg.t_hook);
+    lua_session_push_new(L, s);
+    s->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void engine_release_ref(struct session *s, int *ref)
+{
+    if (*ref != LUA_NOREF && *ref != LUA_REFNIL)
+        luaL_unref(s->eng->L, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
+}
+
+void engine_session_close(struct session *s)
+{
+    lua_State *L = s->eng->L;
+    if (!L)
+        return;
+    lua_session_invalidate(L, s->ud_ref);
+    lua_cred_invalidate(L, s->arg_ref);   /* a cred the script kept must not outlive us */
+    engine_release_ref(s, &s->ud_ref);
+    engine_release_ref(s, &s->arg_ref);
+    task_close(&s->task);
 }
 
 void engine_start_hook(struct session *s, enum hook h, int (*push)(struct session *, lua_State *))
 {
-    lua_State *co = s->co;
+    lua_State *co = s->task.co;
     lua_settop(co, 0);
     int ref = s->eng->hook_ref[h];
     if (h == HOOK_DATA && ref == LUA_NOREF)
@@ -642,135 +560,14 @@ void engine_start_hook(struct session *s, enum hook h, int (*push)(struct sessio
     lua_rawgeti(co, LUA_REGISTRYINDEX, ref);
     lua_rawgeti(co, LUA_REGISTRYINDEX, s->ud_ref);
     int nargs = 1 + (push ? push(s, co) : 0);
-    s->hook_deadline = time_mono() + s->eng->cfg.t_hook;
-    s->waiting = false;
-    s->waiter = NULL;
-    s->wake_pending = false;
-    resume(s, nargs);
+    task_run(&s->task, nargs);
 }
 
 void engine_abort_hook(struct session *s)
 {
-    ev_timer_stop(s->conn.loop, &s->wait_timer);
-    s->wake_pending = false;
-    struct engine_waiter *waiter = s->waiter;
-    s->waiter = NULL;
-    if (waiter)
-        waiter->cancel(waiter);
-    s->waiting = false;
-    s->wait_gen++;
-    if (s->co) {
+    if (s->task.co)
         lua_cred_invalidate(s->eng->L, s->arg_ref);
-        reset_coroutine(s);
-    }
-}
-
-/* Continuation of kurir.sleep: returns what the wake-up pushed. */
-static int sleep_continue(lua_State *L, int status, lua_KContext ctx)
-{
-    (void)status;
-    return lua_gettop(L) - (int)ctx;
-}
-
-/* The wait timer: the hook's time limit, a waiter's own timeout, or the
- * end of kurir.sleep. */
-static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct session *s = w->data;
-    if (!s->waiting || s->wait_gen != s->wait_armed_gen)
-        return;
-    s->waiting = false;
-    struct engine_waiter *waiter = s->waiter;
-    s->waiter = NULL;
-    if (waiter)
-        waiter->cancel(waiter);
-    if (s->wait_expired) {
-        /* The hook used up timeouts.hook. It is not resumed at all, so no
-         * pcall in the script can catch this and go on waiting. */
-        char msg[96];
-        snprintf(msg, sizeof(msg), "hook time limit of %g s exceeded while waiting", s->eng->cfg.t_hook);
-        log_hook_error(s, msg, NULL);
-        reset_coroutine(s);
-        struct hook_result r = {HR_ERROR, 0, NULL, 0, false};
-        session_hook_finished(s, &r);
-        return;
-    }
-    if (waiter) {
-        /* the operation's own timeout: an expected failure, nil + "timeout" */
-        lua_pushnil(s->co);
-        lua_pushliteral(s->co, "timeout");
-        resume(s, 2);
-        return;
-    }
-    resume(s, 0);
-}
-
-int engine_suspend(lua_State *L, struct engine_waiter *waiter, double timeout, lua_KFunction k,
-                   lua_KContext ctx)
-{
-    struct session *s = engine_current_session(L);
-    if (!s || s->co != L || !s->in_hook || s->waiting || s->resetting || !lua_isyieldable(L))
-        return luaL_error(L, "this function can only wait inside a hook (not at load time, in a "
-                             "coroutine of the script, a metamethod or a callback of a C function)");
-    double left = s->hook_deadline - time_mono();
-    s->wait_expired = false;
-    if (timeout < 0 || timeout >= left) {
-        timeout = left > 0 ? left : 0;
-        s->wait_expired = true;
-    }
-    s->waiting = true;
-    s->waiter = waiter;
-    s->wait_armed_gen = ++s->wait_gen;
-    ev_timer_stop(s->conn.loop, &s->wait_timer);
-    ev_set_cb(&s->wait_timer, wait_cb);
-    ev_timer_set(&s->wait_timer, timeout, 0);
-    ev_timer_start(s->conn.loop, &s->wait_timer);
-    return lua_yieldk(L, 0, ctx, k);
-}
-
-/* The deferred half of engine_wake: resume from the event loop itself. */
-static void wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct session *s = w->data;
-    if (!s->wake_pending)
-        return;
-    s->wake_pending = false;
-    s->waiting = false;
-    resume(s, s->wake_nres);
-}
-
-/* Completion of a waiting operation. The resume is deferred to the next
- * loop iteration: a completion may be reported from inside another
- * session's hook (c-ares answering several queries in one call), and one
- * hook must never run nested inside another. */
-void engine_wake(struct session *s, int nres)
-{
-    if (!s->waiting || s->wake_pending || !s->co) {
-        if (s->co)
-            lua_pop(s->co, nres);
-        return;
-    }
-    s->waiter = NULL;
-    s->wake_pending = true;
-    s->wake_nres = nres;
-    ev_timer_stop(s->conn.loop, &s->wait_timer);
-    ev_set_cb(&s->wait_timer, wake_cb);
-    ev_timer_set(&s->wait_timer, 0, 0);
-    ev_timer_start(s->conn.loop, &s->wait_timer);
-}
-
-struct session *engine_waiting_session(lua_State *L)
-{
-    struct session *s = engine_current_session(L);
-    /* lua_isyieldable: a wait started where Lua cannot yield (a C call
-     * boundary, a metamethod, a __close handler) must be refused before
-     * any operation starts */
-    return (s && s->co == L && s->in_hook && !s->waiting && !s->resetting && lua_isyieldable(L)) ? s
-                                                                                                  : NULL;
+    task_abort(&s->task);
 }
 
 struct ev_loop *engine_loop(lua_State *L)
@@ -781,9 +578,132 @@ struct ev_loop *engine_loop(lua_State *L)
     return (e && e->srv) ? e->srv->loop : NULL;
 }
 
-int engine_wait(lua_State *L, double seconds)
+/* ---- kurir.spawn / kurir.every ------------------------------------------ */
+
+/* A task detached from any session, owned by the engine. */
+struct engine_job {
+    struct task task;
+    struct engine_job *prev, *next;
+    unsigned id;
+    double period;               /* kurir.every; 0: kurir.spawn */
+    int fn_ref;                  /* kurir.every: the function of every run */
+    ev_timer tick;               /* spawn: the start; every: each run */
+};
+
+static struct engine_job *job_of(struct task *t)
 {
-    return engine_suspend(L, NULL, seconds, sleep_continue, (lua_KContext)lua_gettop(L));
+    return (struct engine_job *)(void *)((char *)t - offsetof(struct engine_job, task));
+}
+
+static void job_free(struct engine_job *j)
+{
+    struct engine *e = j->task.eng;
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        e->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    if (e->srv)
+        ev_timer_stop(e->srv->loop, &j->tick);
+    task_close(&j->task);   /* __close handlers of a waiting run run here */
+    if (j->fn_ref != LUA_NOREF)
+        luaL_unref(e->L, LUA_REGISTRYINDEX, j->fn_ref);
+    free(j);
+}
+
+static void job_error(struct task *t, const char *msg, const char *tb)
+{
+    struct engine_job *j = job_of(t);
+    struct server *srv = t->eng->srv;
+    buf_reset(&srv->log);
+    logfmt_begin(&srv->log, "error", NULL, "task_error");
+    logfmt_int(&srv->log, "task", j->id);
+    logfmt_str(&srv->log, "kind", j->period > 0 ? "every" : "spawn");
+    logfmt_str(&srv->log, "error", msg ? msg : "?");
+    if (tb)
+        logfmt_str(&srv->log, "traceback", tb);
+    server_log_end(srv);
+}
+
+static void job_done(struct task *t, bool ok, int nres)
+{
+    (void)ok;
+    (void)nres;
+    struct engine_job *j = job_of(t);
+    lua_settop(t->co, 0);   /* what the function returned is dropped */
+    if (j->period <= 0)
+        job_free(j);
+}
+
+static const struct task_ops job_ops = {job_error, job_done};
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct engine_job *j = w->data;
+    if (j->task.running)
+        return;   /* kurir.every: the last run still waits; this one is skipped */
+    lua_State *co = j->task.co;
+    if (j->period > 0)
+        lua_rawgeti(co, LUA_REGISTRYINDEX, j->fn_ref);
+    /* kurir.spawn: the function and its arguments wait on the stack */
+    task_run(&j->task, lua_gettop(co) - 1);   /* j may be gone */
+}
+
+int engine_spawn(struct engine *e, lua_State *L, int nargs, double period)
+{
+    if (e->stopped) {
+        lua_pop(L, nargs + 1);
+        return -1;
+    }
+    struct engine_job *j = xcalloc(1, sizeof(*j));
+    task_init(&j->task, e, L, &job_ops, 0);
+    j->id = ++e->job_counter;
+    j->period = period;
+    j->fn_ref = LUA_NOREF;
+    if (period > 0)
+        j->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+        lua_xmove(L, j->task.co, nargs + 1);
+    ev_timer_init(&j->tick, tick_cb, period, period);
+    j->tick.data = j;
+    j->next = e->jobs;
+    if (e->jobs)
+        e->jobs->prev = j;
+    e->jobs = j;
+    if (e->started)
+        ev_timer_start(e->srv->loop, &j->tick);
+    return 0;
+}
+
+void engine_start(struct engine *e, struct server *srv)
+{
+    e->srv = srv;
+    e->started = true;
+    for (struct engine_job *j = e->jobs; j; j = j->next)
+        ev_timer_start(srv->loop, &j->tick);
+}
+
+void engine_stop_jobs(struct engine *e)
+{
+    if (e->stopped)
+        return;
+    e->stopped = true;   /* a __close handler run below cannot spawn again */
+    int n = 0;
+    while (e->jobs) {
+        job_free(e->jobs);
+        n++;
+    }
+    if (n > 0 && e->srv) {
+        struct server *srv = e->srv;
+        buf_reset(&srv->log);
+        logfmt_begin(&srv->log, "info", NULL, "tasks_stopped");
+        logfmt_int(&srv->log, "tasks", n);
+        logfmt_int(&srv->log, "generation", (long long)e->generation);
+        server_log_end(srv);
+    }
 }
 
 /* ---- transaction objects ---------------------------------------------- */

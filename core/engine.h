@@ -1,6 +1,6 @@
 /* engine.h - one Lua state running one site script: configuration read
- * back from the script, hook references, the session coroutines and the
- * resume helper. A reload (SIGHUP) makes a new engine; the old one lives
+ * back from the script, hook references, the sessions' hooks and the
+ * detached tasks of kurir.spawn / kurir.every. A reload (SIGHUP) makes a new engine; the old one lives
  * on, reference-counted, until its last session ends. */
 #ifndef KURIR_ENGINE_H
 #define KURIR_ENGINE_H
@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <lua.h>
 #include "reply.h"
+#include "task.h"
 #include "tls.h"
 
 enum hook {
@@ -53,6 +54,8 @@ struct config {
     int nauth_order;
 };
 
+struct engine_job;
+
 struct engine {
     lua_State *L;
     int refs;
@@ -64,6 +67,10 @@ struct engine {
     struct server *srv;
     struct buf log;               /* kurir.log lines while the script loads */
     uint64_t generation;
+    struct engine_job *jobs;      /* the tasks of kurir.spawn / kurir.every */
+    unsigned job_counter;         /* task ids in log lines */
+    bool started;                 /* engine_start ran: jobs run */
+    bool stopped;                 /* engine_stop_jobs ran: no new jobs */
 };
 
 const char *engine_hook_name(enum hook h);
@@ -78,6 +85,15 @@ void engine_unref(struct engine *e);
 bool engine_has_hook(const struct engine *e, enum hook h);
 /* the script itself defines h (HOOK_DATA may fall back to kurir.default) */
 bool engine_has_user_hook(const struct engine *e, enum hook h);
+/* The event loop runs e (main start, or e replaced the script on SIGHUP):
+ * the tasks the script spawned while it loaded start now. */
+void engine_start(struct engine *e, struct server *srv);
+/* Stop every kurir.spawn / kurir.every task of e (SIGHUP once the new
+ * script runs, SIGTERM); later spawns are refused. */
+void engine_stop_jobs(struct engine *e);
+/* kurir.spawn (period 0: fn and nargs arguments on top of L's stack) and
+ * kurir.every (period > 0: fn on top). Pops them; -1 once e is stopped. */
+int engine_spawn(struct engine *e, lua_State *L, int nargs, double period);
 /* path of scripts/mock.lua (build tree or installed) */
 void engine_default_script(char *out, size_t cap);
 

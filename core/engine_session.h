@@ -1,6 +1,6 @@
 /* engine_session.h - what engine.c and the lua_*.c bindings offer to the
- * session layer: the per-session coroutine and userdata, starting and
- * aborting hooks, and the Lua objects of a transaction. */
+ * session layer: the session's task and userdata, starting and aborting
+ * hooks, and the Lua objects of a transaction. */
 #ifndef KURIR_ENGINE_SESSION_H
 #define KURIR_ENGINE_SESSION_H
 
@@ -51,29 +51,6 @@ void lua_kurir_open(lua_State *L, struct engine *e);          /* builds package.
 /* Log fields of kurir.log / s:log from stack index first on: (event,
  * table) gives sorted key=value pairs, anything else one msg="..." */
 void lua_log_fields(lua_State *L, int first, struct buf *b);
-/* the session whose coroutine L is (NULL in the main thread) */
-struct session *engine_current_session(lua_State *L);
-/* kurir.sleep: make the running hook wait; returns lua_yieldk(...) */
-int engine_wait(lua_State *L, double seconds);
-
-/* The waiting-function protocol (kurir.sleep, sockets, DNS):
- *
- *   return engine_suspend(L, &op->waiter, timeout, k, ctx);
- *
- * suspends the hook running in coroutine L (raises if L is not a session's
- * hook coroutine: load time, or a coroutine the script made). When the
- * operation completes, push its results on s->co (the session from
- * engine_waiting_session(L), captured before suspending) and call
- * engine_wake(s, nresults): the coroutine continues in k, whose stack holds
- * those results on top. If `timeout` seconds pass first, waiter->cancel()
- * runs and k gets nil, "timeout". If the session goes away, or the hook's
- * time limit (timeouts.hook) passes, waiter->cancel() runs and the hook
- * never continues. timeout < 0: only the hook's limit applies. */
-int engine_suspend(lua_State *L, struct engine_waiter *waiter, double timeout, lua_KFunction k,
-                   lua_KContext ctx);
-void engine_wake(struct session *s, int nresults);
-/* the session whose hook runs in L, or NULL */
-struct session *engine_waiting_session(lua_State *L);
 /* the event loop of the engine that owns L (NULL while the script loads) */
 struct ev_loop *engine_loop(lua_State *L);
 

@@ -1,11 +1,11 @@
 /* lua_dns.c - kurir.dns: a, aaaa, addr, mx, txt, ptr. Each lookup runs on
- * the engine's c-ares channel (dns.c) and suspends only the calling hook
- * (the engine_suspend / engine_wake protocol of engine_session.h).
+ * the engine's c-ares channel (dns.c) and suspends only the calling task
+ * (the task_suspend / task_wake protocol of task.h).
  *
  * Owns the per-lookup struct dns_op: c-ares holds it until it has called
  * back once for every query of the lookup, so it is freed in the last
  * callback, never in waiter->cancel (which only marks it cancelled and
- * forgets the session). Answers are copied in the callbacks and turned
+ * forgets the task). Answers are copied in the callbacks and turned
  * into Lua values only when the whole lookup is done. */
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
@@ -18,7 +18,7 @@
 
 #include "dns.h"
 #include "engine_session.h"
-#include "session.h"
+#include "task.h"
 #include "util.h"
 
 enum dns_kind { K_A, K_AAAA, K_ADDR, K_MX, K_TXT, K_PTR };
@@ -34,8 +34,8 @@ struct dns_sub {
 };
 
 struct dns_op {
-    struct engine_waiter waiter;   /* first: cancel gets &op->waiter */
-    struct session *s;             /* NULL once cancelled */
+    struct task_waiter waiter;     /* first: cancel gets &op->waiter */
+    struct task *t;                /* NULL once cancelled */
     bool cancelled;
     bool suspended;                /* the hook yielded: wake it when done */
     enum dns_kind kind;
@@ -53,13 +53,13 @@ static void op_free(struct dns_op *op)
     free(op);
 }
 
-/* The session left or the wait timed out: c-ares may still call back, so
+/* The task was aborted or the wait timed out: c-ares may still call back, so
  * the op stays allocated until then. */
-static void op_cancel(struct engine_waiter *w)
+static void op_cancel(struct task_waiter *w)
 {
     struct dns_op *op = (struct dns_op *)w;
     op->cancelled = true;
-    op->s = NULL;
+    op->t = NULL;
 }
 
 /* ---- answers to Lua ------------------------------------------------------ */
@@ -240,14 +240,14 @@ static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, i
     if (!op->suspended)
         return;   /* answered inside dns_query: lookup() takes it from here */
     /* A waiting op is never destroyed with its channel: the channel goes at
-     * lua_close, after every session (and so every wait) has ended. */
-    struct session *s = op->s;
-    int n = push_results(s->co, op);
+     * lua_close, after every task (and so every wait) has ended. */
+    struct task *t = op->t;
+    int n = push_results(t->co, op);
     op_free(op);
-    engine_wake(s, n);
+    task_wake(t, n);
 }
 
-/* Continuation: the results engine_wake pushed (or nil, "timeout"). */
+/* Continuation: the results task_wake pushed (or nil, "timeout"). */
 static int lookup_continue(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
@@ -257,14 +257,14 @@ static int lookup_continue(lua_State *L, int status, lua_KContext ctx)
 static int lookup(lua_State *L, enum dns_kind kind, const char *name, int t1, int t2,
                   const unsigned char *addr, int addrlen, int family)
 {
-    struct session *s = engine_waiting_session(L);
-    if (!s)
-        return luaL_error(L, "kurir.dns: lookups can only run inside a hook (not at load time or in "
-                             "a coroutine of the script)");
+    struct task *t = task_waiting(L);
+    if (!t)
+        return luaL_error(L, "kurir.dns: lookups can only run inside a hook or a task (not at load "
+                             "time or in a coroutine of the script)");
     struct dns *d = dns_channel(L);
     struct dns_op *op = xcalloc(1, sizeof(*op));
     op->waiter.cancel = op_cancel;
-    op->s = s;
+    op->t = t;
     op->kind = kind;
     op->nsub = t2 ? 2 : 1;
     op->sub[0].type = t1;
@@ -285,7 +285,7 @@ static int lookup(lua_State *L, enum dns_kind kind, const char *name, int t1, in
         return n;
     }
     op->suspended = true;
-    return engine_suspend(L, &op->waiter, dns_wait_limit(d), lookup_continue,
+    return task_suspend(L, &op->waiter, dns_wait_limit(d), lookup_continue,
                           (lua_KContext)lua_gettop(L));
 }
 

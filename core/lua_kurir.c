@@ -1,5 +1,6 @@
 /* lua_kurir.c - the `kurir` module table that `require "kurir"` returns:
  * kurir.on (hook table that refuses unknown names), kurir.sleep,
+ * kurir.spawn / kurir.every (detached tasks, engine.c),
  * kurir.log, kurir.version, kurir.hostname, kurir.configure (through the
  * shipped kurir.config module) and kurir.maildir (kurir.maildir module). */
 #include <lauxlib.h>
@@ -13,6 +14,7 @@
 #include "logfmt.h"
 #include "lua_socket.h"
 #include "server.h"
+#include "task.h"
 
 static struct engine *engine_of(lua_State *L)
 {
@@ -53,12 +55,43 @@ static int on_index(lua_State *L)
     return 1;
 }
 
-/* (number) -> () ; suspends only the calling session */
+/* (number) -> () ; suspends only the calling hook or task */
 static int k_sleep(lua_State *L)
 {
     lua_Number secs = luaL_checknumber(L, 1);
     luaL_argcheck(L, secs >= 0 && secs == secs, 1, "expected a non-negative number of seconds");
-    return engine_wait(L, (double)secs);
+    return task_sleep(L, (double)secs);
+}
+
+/* (function, ...) -> true | nil, "stopped" ; fn(...) runs in a new task
+ * from the next loop iteration (after the script loaded, at load time) */
+static int k_spawn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (engine_spawn(engine_of(L), L, lua_gettop(L) - 1, 0) < 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "stopped");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* (seconds, function) -> true | nil, "stopped" ; fn() every `seconds`,
+ * the first run one period after the call (or after the script loaded) */
+static int k_every(lua_State *L)
+{
+    lua_Number secs = luaL_checknumber(L, 1);
+    luaL_argcheck(L, secs >= 0.001 && secs <= 1e9, 1, "expected a period of 0.001 to 1e9 seconds");
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    if (engine_spawn(engine_of(L), L, 0, (double)secs) < 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "stopped");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 void lua_log_fields(lua_State *L, int first, struct buf *b)
@@ -147,6 +180,8 @@ static int k_hostname(lua_State *L)
 
 static const luaL_Reg kurir_funcs[] = {
     {"sleep", k_sleep},
+    {"spawn", k_spawn},
+    {"every", k_every},
     {"log", k_log},
     {"hostname", k_hostname},
     {"connect", lua_socket_connect},

@@ -1,15 +1,15 @@
 /* lua_socket.c - kurir.connect and the "kurir.socket" userdata: a TCP
  * client socket, optionally TLS (at connect or later with starttls), for
- * hooks. Every operation that has to wait (connect, handshake, send,
- * receive) runs as one engine waiting operation (engine_suspend): an ev_io
- * watcher embedded in the userdata does the I/O step by step and wakes the
- * session only when the whole operation is done; the operation's timeout,
- * the hook's time limit and a vanished session end the wait through
- * waiter.cancel, which stops the watcher and never touches the session.
+ * hooks and tasks. Every operation that has to wait (connect, handshake,
+ * send, receive) runs as one task waiting operation (task_suspend): an
+ * ev_io watcher embedded in the userdata does the I/O step by step and
+ * wakes the task only when the whole operation is done; the operation's
+ * timeout, the run's time limit and an aborted task end the wait through
+ * waiter.cancel, which stops the watcher and never touches the task.
  *
  * Owns: the fd, the client SSL_CTX/SSL, a bounded read buffer and the
  * pending write of each socket; all are released by close() or __gc.
- * Uses: engine_session.h (the waiting protocol), util.h (struct buf). */
+ * Uses: task.h (the waiting protocol), util.h (struct buf). */
 #include "lua_socket.h"
 
 #include <arpa/inet.h>
@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "engine_session.h"
+#include "task.h"
 #include "util.h"
 
 #define SOCKET_MT "kurir.socket"
@@ -48,8 +49,8 @@ struct lsock {
     bool eof;                    /* the peer closed its side */
     struct ev_loop *loop;
     ev_io io;
-    struct engine_waiter waiter;
-    struct session *s;           /* the session waiting on op; NULL when none */
+    struct task_waiter waiter;
+    struct task *t;              /* the task waiting on op; NULL when none */
     enum sock_op op;
     int events;                  /* what io waits for (EV_READ / EV_WRITE) */
     /* TLS settings for a handshake that starts later (tls = true) */
@@ -80,7 +81,7 @@ static struct lsock *sock_check(lua_State *L, int i)
     return luaL_checkudata(L, i, SOCKET_MT);
 }
 
-static struct lsock *sock_of_waiter(struct engine_waiter *w)
+static struct lsock *sock_of_waiter(struct task_waiter *w)
 {
     return (struct lsock *)(void *)((char *)w - offsetof(struct lsock, waiter));
 }
@@ -574,10 +575,10 @@ static int step(struct lsock *k, lua_State *L)
 
 /* ---- waiting ------------------------------------------------------------- */
 
-/* The wait ended without the operation (its timeout, the hook's limit, the
- * session went away): stop, and never touch the session. A half-done
+/* The wait ended without the operation (its timeout, the run's limit, the
+ * task was aborted): stop, and never touch the task. A half-done
  * connect or handshake leaves nothing usable, so the socket is closed. */
-static void sock_cancel(struct engine_waiter *w)
+static void sock_cancel(struct task_waiter *w)
 {
     struct lsock *k = sock_of_waiter(w);
     ev_io_stop(k->loop, &k->io);
@@ -587,15 +588,15 @@ static void sock_cancel(struct engine_waiter *w)
         sock_shut(k);
     buf_reset(&k->wbuf);
     k->op = OP_NONE;
-    k->s = NULL;
+    k->t = NULL;
 }
 
 static void sock_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     struct lsock *k = sock_of_io(w);
-    struct session *s = k->s;
-    lua_State *co = s->co;
+    struct task *t = k->t;
+    lua_State *co = t->co;
     lua_checkstack(co, 4);
     int n = step(k, co);
     if (n == 0) {
@@ -608,14 +609,14 @@ static void sock_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
     ev_io_stop(loop, w);
     k->op = OP_NONE;
-    k->s = NULL;
-    /* the hook continues inside engine_wake and may drop or close this
+    k->t = NULL;
+    /* the run continues after task_wake and may drop or close this
      * socket: k must not be used after it */
-    engine_wake(s, n);
+    task_wake(t, n);
 }
 
 /* Run op: finish it now if no waiting is needed (then cont gets the
- * results directly), else suspend the hook until sock_io_cb completes it. */
+ * results directly), else suspend the task until sock_io_cb completes it. */
 static int sock_run(lua_State *L, struct lsock *k, enum sock_op op, lua_KFunction cont, lua_KContext ctx)
 {
     k->op = op;
@@ -624,20 +625,20 @@ static int sock_run(lua_State *L, struct lsock *k, enum sock_op op, lua_KFunctio
         k->op = OP_NONE;
         return cont(L, LUA_OK, ctx);
     }
-    struct session *s = engine_waiting_session(L);
+    struct task *t = task_waiting(L);
     struct ev_loop *loop = engine_loop(L);
-    if (!s || !loop) {
+    if (!t || !loop) {
         k->op = OP_NONE;
         if (op == OP_CONNECT || op == OP_HANDSHAKE)
             sock_shut(k);
-        return luaL_error(L, "kurir.socket: this operation can only wait inside a hook (not at load "
-                             "time or in a coroutine of the script)");
+        return luaL_error(L, "kurir.socket: this operation can only wait inside a hook or a task "
+                             "(not at load time or in a coroutine of the script)");
     }
     k->loop = loop;
-    k->s = s;
+    k->t = t;
     ev_io_init(&k->io, sock_io_cb, k->fd, k->events);
     ev_io_start(loop, &k->io);
-    return engine_suspend(L, &k->waiter, k->timeout, cont, ctx);
+    return task_suspend(L, &k->waiter, k->timeout, cont, ctx);
 }
 
 /* Continuation: the results above ctx are what the method returns. */
@@ -699,9 +700,9 @@ int lua_socket_connect(lua_State *L)
     if (!lua_isnoneornil(L, 3))
         luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
-    if (!engine_waiting_session(L) || !engine_loop(L))
-        return luaL_error(L, "kurir.connect can only be used inside a hook (not at load time or in "
-                             "a coroutine of the script)");
+    if (!task_waiting(L) || !engine_loop(L))
+        return luaL_error(L, "kurir.connect can only be used inside a hook or a task (not at load "
+                             "time or in a coroutine of the script)");
 
     char name[SOCKET_NAME_MAX];
     if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
@@ -928,7 +929,7 @@ static int l_gc(lua_State *L)
      * stack, and cancel runs before that coroutine is dropped; stopping the
      * watcher here is only a last line of defence. */
     k->op = OP_NONE;
-    k->s = NULL;
+    k->t = NULL;
     sock_shut(k);
     return 0;
 }

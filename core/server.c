@@ -267,6 +267,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
         close(srv->ls[i].fd);
         srv->ls[i].fd = -1;
     }
+    engine_stop_jobs(srv->eng);
     for (struct session *s = srv->sessions, *n; s; s = n) {
         n = s->next;
         session_shutdown(s);
@@ -303,10 +304,11 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
         engine_unref(e);
         return;
     }
-    e->srv = srv;
     e->generation = srv->eng->generation + 1;
+    engine_stop_jobs(srv->eng);   /* the old script's tasks end once the new one runs */
     engine_unref(srv->eng);
     srv->eng = e;
+    engine_start(e, srv);
     srv_log(srv, "info", "reload");
     logfmt_str(&srv->log, "script", srv->script);
     logfmt_int(&srv->log, "generation", (long long)e->generation);
@@ -319,7 +321,6 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     srv->loop = loop;
     srv->eng = eng;
     srv->pid = (unsigned)getpid();
-    eng->srv = srv;
     buf_init(&srv->log);
     buf_init(&srv->logq);
     const struct config *cfg = &eng->cfg;
@@ -357,6 +358,7 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
         server_log_end(srv);
     }
     server_log_flush(srv);
+    engine_start(eng, srv);
     return 0;
 }
 

@@ -518,12 +518,10 @@ struct session *session_new(struct server *srv, int fd, bool implicit_tls,
     spool_init(&s->tx.spool);
     buf_init(&s->tx.added);
     s->tx.from_ref = s->tx.rcpts_ref = s->tx.msg_ref = LUA_NOREF;
-    s->co_ref = s->ud_ref = s->arg_ref = LUA_NOREF;
+    s->ud_ref = s->arg_ref = LUA_NOREF;
     s->cur_hook = HOOK_NONE;
     ev_timer_init(&s->timer, timeout_cb, 0, 0);
     s->timer.data = s;
-    ev_timer_init(&s->wait_timer, NULL, 0, 0);
-    s->wait_timer.data = s;
     s->next = srv->sessions;
     if (srv->sessions)
         srv->sessions->prev = s;
@@ -548,7 +546,6 @@ static void session_free(struct session *s)
     if (s->in_hook)
         return;
     ev_timer_stop(s->srv->loop, &s->timer);
-    ev_timer_stop(s->srv->loop, &s->wait_timer);
     session_tx_reset(s);
     engine_session_close(s);
     sasl_reset(&s->sasl);

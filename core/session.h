@@ -17,17 +17,10 @@
 #include "smtp_addr.h"
 #include "smtp_parser.h"
 #include "spool.h"
+#include "task.h"
 
 struct server;
 struct session;
-
-/* An operation a hook is suspended on (socket I/O, DNS query). */
-struct engine_waiter {
-    /* The wait ends without the operation: the session went away, the
-     * operation's timeout or the hook's time limit passed. Stop watchers;
-     * never wake the session from here. */
-    void (*cancel)(struct engine_waiter *w);
-};
 
 enum sstate {
     SS_GREETING,     /* connect hook running, no greeting sent yet */
@@ -118,25 +111,12 @@ struct session {
     struct buf scratch;
     bool scratch_utf8;               /* MAIL check -> proceed */
     /* Lua */
-    lua_State *co;                   /* this session's coroutine */
-    int co_ref;
+    struct task task;                /* runs the hooks (coroutine, budget, waits) */
     int ud_ref;                      /* kurir.session userdata */
     int arg_ref;                     /* argument object built by a check (address, cred) */
-    bool in_hook;                    /* coroutine running or waiting */
+    bool in_hook;                    /* a hook runs or waits */
     enum hook cur_hook;
     session_proceed_fn pending;      /* what to do with the running hook's result */
-    double hook_cpu_start;
-    bool cpu_exceeded;
-    ev_timer wait_timer;             /* kurir.sleep and hook wall-clock limit */
-    struct engine_waiter *waiter;    /* the operation the hook waits on (NULL: sleep) */
-    bool wake_pending;               /* completed; resumed at the next loop iteration */
-    bool resetting;                  /* the coroutine is being reset (__close handlers run) */
-    int wake_nres;
-    uint64_t wait_gen;
-    uint64_t wait_armed_gen;
-    double hook_deadline;            /* wall clock (monotonic) limit of the running hook */
-    bool wait_expired;
-    bool waiting;
     bool disconnect_done;
     bool processing;
 };
