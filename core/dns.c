@@ -131,7 +131,8 @@ void dns_free(struct dns *d)
     d->socks = NULL;
     d->nsocks = d->capsocks = 0;
     /* pending queries get ARES_EDESTRUCTION here; their owners were all
-     * cancelled when their sessions ended (the engine outlives them) */
+     * cancelled when their tasks ended (sessions and the engine's own
+     * tasks all end before lua_close) */
     ares_destroy(d->ch);
     d->live = false;
 }

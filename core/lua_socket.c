@@ -139,7 +139,7 @@ static void free_tls_settings(struct lsock *k)
 }
 
 /* Release fd, SSL and buffers. Safe to call twice; never touches Lua or a
- * session, so waiter.cancel and __gc may use it. */
+ * task, so waiter.cancel and __gc may use it. */
 static void sock_shut(struct lsock *k)
 {
     if (k->loop)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -219,11 +220,18 @@ void server_session_gone(struct server *srv, struct session *s)
     maybe_done(srv);
 }
 
+/* Session and queue ids: seconds since the epoch, the process id and a
+ * counter, 32 + 24 + 24 bits in 20 upper-case hex digits (safe in file
+ * names, sorted by time). Two live processes differ in the pid; a process
+ * never repeats an id unless it makes 2^24 of them in one second; a pid is
+ * not reused within the second a process started in. The counter starts
+ * at a random value, so that processes with equal pids in different pid
+ * namespaces sharing a spool are unlikely to collide either. */
 void server_new_id(struct server *srv, char out[24])
 {
     unsigned long long t = (unsigned long long)time_wall();
-    snprintf(out, 24, "%08llX%03X%05llX", t & 0xFFFFFFFFull, srv->pid & 0xFFF,
-             (unsigned long long)(srv->counter++ & 0xFFFFF));
+    snprintf(out, 24, "%08llX%06X%06llX", t & 0xFFFFFFFFull, srv->pid & 0xFFFFFF,
+             (unsigned long long)(srv->counter++ & 0xFFFFFF));
 }
 
 static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -321,6 +329,10 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     srv->loop = loop;
     srv->eng = eng;
     srv->pid = (unsigned)getpid();
+    uint32_t r;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = (uint32_t)(time_mono() * 1e9);
+    srv->counter = r & 0xFFFFFF;
     buf_init(&srv->log);
     buf_init(&srv->logq);
     const struct config *cfg = &eng->cfg;

@@ -60,7 +60,8 @@ void server_log_end(struct server *srv);
 void server_log_flush(struct server *srv);
 void server_forget_conn(struct server *srv, struct conn *c);
 void server_session_gone(struct server *srv, struct session *s);
-/* unique id (session ids and queue ids): 16 upper-case hex digits + NUL */
+/* unique id (session ids and queue ids): 20 upper-case hex digits + NUL,
+ * unique across processes and restarts (time, pid, counter) */
 void server_new_id(struct server *srv, char out[24]);
 int server_count_ip(struct server *srv, const char *ip);
 
