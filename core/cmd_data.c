@@ -199,6 +199,8 @@ static void finish_message(struct session *s)
         err = R_LOCAL_ERROR;
     else if (t->too_big)
         err = R_SIZE_EXCEEDED;
+    else if (t->scan.header_len > s->eng->cfg.header_size)
+        err = R_HEADER_TOO_BIG;
     else if (t->scan.bare_lf && s->eng->cfg.bare_lf_reject)
         err = R_BARE_LF;
     else if (s->eng->cfg.text_line_length && t->scan.max_line_seen > s->eng->cfg.text_line_length)

@@ -140,6 +140,7 @@ static void read_config(lua_State *L, int t, struct config *c)
     c->line_length = (size_t)get_num(L, l, "line_length", 2048);
     c->text_line_length = (size_t)get_num(L, l, "text_line_length", 0);
     c->message_size = (uint64_t)get_num(L, l, "message_size", 33554432);
+    c->header_size = (uint64_t)get_num(L, l, "header_size", 102400);
     c->recipients = (int)get_num(L, l, "recipients", 100);
     c->connections = (int)get_num(L, l, "connections", 1000);
     c->connections_per_ip = (int)get_num(L, l, "connections_per_ip", 50);

@@ -35,6 +35,7 @@ struct config {
     size_t line_length;
     size_t text_line_length;      /* 0 = unlimited */
     uint64_t message_size;
+    uint64_t header_size;      /* limits.header_size: most bytes of header section */
     int recipients;
     int connections;
     int connections_per_ip;

@@ -11,7 +11,9 @@
 #include "msg_scan.h"
 
 #define MESSAGE_MT "kurir.message"
-#define HEADER_READ_MAX (4u * 1024 * 1024)
+/* s->scratch is shrunk back to this after a header lookup, so that an idle
+ * session does not keep the copy of a large header section */
+#define SCRATCH_KEEP 4096
 
 struct lmessage {
     struct session *s;
@@ -25,12 +27,14 @@ static struct session *message_check(lua_State *L, int i)
     return m->s;
 }
 
-/* Read the header section into s->scratch. */
+/* Read the header section into s->scratch (at most limits.header_size:
+ * a longer section was already refused with 552 at the end of data). The
+ * caller gives the memory back with release_headers. */
 static int read_headers(lua_State *L, struct session *s)
 {
     uint64_t n = s->tx.scan.header_len;
-    if (n > HEADER_READ_MAX)
-        n = HEADER_READ_MAX;
+    if (n > s->eng->cfg.header_size)
+        n = s->eng->cfg.header_size;
     buf_reset(&s->scratch);
     char *p = buf_reserve(&s->scratch, (size_t)n);
     ssize_t r = n ? spool_pread(&s->tx.spool, p, (size_t)n, 0) : 0;
@@ -38,6 +42,12 @@ static int read_headers(lua_State *L, struct session *s)
         return luaL_error(L, "cannot read the message: %s", strerror(errno));
     buf_commit(&s->scratch, (size_t)r);
     return 0;
+}
+
+static void release_headers(struct session *s)
+{
+    buf_reset(&s->scratch);
+    buf_shrink(&s->scratch, SCRATCH_KEEP);
 }
 
 struct collect {
@@ -67,6 +77,7 @@ static int l_header(lua_State *L)
     read_headers(L, s);
     struct collect c = {L, 0, true};
     msg_headers_each(buf_peek(&s->scratch), buf_used(&s->scratch), name, collect_cb, &c);
+    release_headers(s);
     if (c.n == 0)
         lua_pushnil(L);
     return 1;
@@ -81,6 +92,7 @@ static int l_headers(lua_State *L)
     lua_newtable(L);
     struct collect c = {L, 0, false};
     msg_headers_each(buf_peek(&s->scratch), buf_used(&s->scratch), name, collect_cb, &c);
+    release_headers(s);
     return 1;
 }
 

@@ -822,6 +822,9 @@ static int l_receive(lua_State *L)
     if (lua_type(L, 2) == LUA_TNUMBER) {
         lua_Integer n = luaL_checkinteger(L, 2);
         luaL_argcheck(L, n >= 0, 2, "byte count must not be negative");
+        if ((lua_Unsigned)n > (lua_Unsigned)k->max_size)
+            return luaL_error(L, "receive(%I): byte count above the socket's max_size (%I)", n,
+                              (lua_Integer)k->max_size);
         kind = RECV_COUNT;
         count = (size_t)n;
     } else if (!lua_isnoneornil(L, 2)) {

@@ -189,6 +189,9 @@ void session_tx_reset(struct session *s)
     spool_init(&t->spool);
     buf_init(&t->added);
     t->from_ref = t->rcpts_ref = t->msg_ref = LUA_NOREF;
+    /* a hook error between a header read and its release left the copy */
+    buf_reset(&s->scratch);
+    buf_shrink(&s->scratch, 4096);
     if (s->state == SS_MAIL || s->state == SS_RCPT || s->state == SS_DATA || s->state == SS_BDAT)
         s->state = SS_READY;
 }

@@ -29,6 +29,7 @@ config.defaults = {
     line_length = 2048,
     text_line_length = 0,
     message_size = 33554432,
+    header_size = 102400,
     recipients = 100,
     connections = 1000,
     connections_per_ip = 50,
@@ -280,6 +281,9 @@ local LIMITS = {
   end,
   message_size = function(v, n)
     return expect_integer(v, n, 1, math.maxinteger, "a positive integer")
+  end,
+  header_size = function(v, n)
+    return expect_integer(v, n, 1024, math.maxinteger, "an integer >= 1024")
   end,
   recipients = function(v, n) return expect_integer(v, n, 1, INT_MAX, "a positive integer") end,
   connections = function(v, n) return expect_integer(v, n, 1, INT_MAX, "a positive integer") end,
