@@ -122,6 +122,9 @@ static void read_config(lua_State *L, int t, struct config *c)
     c->spool = get_str(L, t, "spool");
     if (!c->spool)
         c->spool = xstrdup("/tmp");
+    c->user = get_str(L, t, "user");
+    c->group = get_str(L, t, "group");
+    c->run_as_root = get_bool(L, t, "run_as_root");
     lua_getfield(L, t, "listen");
     int n = (int)luaL_len(L, -1);
     c->listen = xcalloc((size_t)(n ? n : 1), sizeof(*c->listen));
@@ -221,6 +224,8 @@ static void free_config(struct config *c)
 {
     free(c->hostname);
     free(c->spool);
+    free(c->user);
+    free(c->group);
     for (int i = 0; i < c->nlisten; i++)
         free(c->listen[i].host);
     free(c->listen);

@@ -30,6 +30,8 @@ struct listen_cfg {
 struct config {
     char *hostname;
     char *spool;
+    char *user, *group;           /* privilege drop after binding (privdrop.c) */
+    bool run_as_root;
     struct listen_cfg *listen;
     int nlisten;
     size_t line_length;

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "logfmt.h"
+#include "privdrop.h"
 #include "server.h"
 
 static const char usage[] =
@@ -162,6 +164,30 @@ int main(int argc, char **argv)
         server_free(&srv);
         free(listen);
         return 1;
+    }
+    /* listeners bound, TLS keys read: root is no longer needed */
+    struct privdrop_info who;
+    char perr[512];
+    enum privdrop_result pr = privdrop_apply(&e->cfg, &who, perr, sizeof(perr));
+    if (pr == PRIVDROP_FAILED) {
+        fprintf(stderr, "kurir: %s: %s\n", script, perr);
+        server_free(&srv);
+        free(listen);
+        return 1;
+    }
+    if (pr == PRIVDROP_DROPPED || pr == PRIVDROP_ROOT_ALLOWED || pr == PRIVDROP_ROOT_WARN) {
+        logfmt_begin(&srv.log, pr == PRIVDROP_ROOT_WARN ? "warn" : "info", NULL,
+                     pr == PRIVDROP_DROPPED ? "privileges_dropped" : "running_as_root");
+        if (pr == PRIVDROP_DROPPED) {
+            logfmt_str(&srv.log, "user", e->cfg.user);
+            logfmt_int(&srv.log, "uid", (long long)who.uid);
+            logfmt_int(&srv.log, "gid", (long long)who.gid);
+        } else {
+            logfmt_str(&srv.log, "why", pr == PRIVDROP_ROOT_ALLOWED ? "run_as_root = true"
+                                        : "no user configured (set user = \"...\" to drop root)");
+        }
+        server_log_end(&srv);
+        server_log_flush(&srv);
     }
     srv.script = script;
     srv.argc = sargc;

@@ -370,6 +370,16 @@ local DNS = {
   tries = function(v, n) return expect_integer(v, n, 1, 100, "an integer 1-100") end,
 }
 
+-- A user or group: a name from the system's databases or a numeric id.
+local function check_account(v, n)
+  if math.type(v) == "integer" and v >= 0 and v < 4294967295 then return tostring(v) end
+  expect_string(v, n)
+  if #v > 64 or v:find("[%s%c:/]") then
+    fail("%s: expected a user or group name or a numeric id, got %s", n, describe(v))
+  end
+  return v
+end
+
 local function check_policy(v, n)
   return expect_choice(v, n, POLICIES, "\"tempfail\", \"reject\", \"continue\"")
 end
@@ -392,6 +402,9 @@ local TOP = {
   end,
   listen = check_listen_list,
   spool = expect_string,
+  user = check_account,
+  group = check_account,
+  run_as_root = expect_boolean,
   limits = function(v, n) return section(LIMITS, v, n) end,
   timeouts = function(v, n) return section(TIMEOUTS, v, n) end,
   cpu_budget = expect_positive_number,
@@ -407,7 +420,7 @@ local TOP = {
 }
 
 -- Sections whose keys merge one by one across configure calls; the others
--- (hostname, listen, spool, cpu_budget) are replaced as a whole.
+-- (hostname, listen, spool, user, group, ...) are replaced as a whole.
 local MERGED = { limits = true, timeouts = true, on_error = true, tls = true, auth = true, dns = true }
 
 --- A fresh configuration state for one script load.
@@ -490,6 +503,15 @@ function config.finalize(state, overrides, default_hostname)
   cfg.spool = v.spool or os.getenv("TMPDIR") or "/tmp"
   if cfg.spool == "" then cfg.spool = "/tmp" end
   cfg.cpu_budget = v.cpu_budget or d.cpu_budget
+  cfg.user = v.user
+  cfg.group = v.group
+  cfg.run_as_root = v.run_as_root == true
+  if cfg.group and not cfg.user then
+    raise_at(state, "group", "group: needs user as well (kurir drops to user, with group as its group)")
+  end
+  if cfg.run_as_root and cfg.user then
+    raise_at(state, "run_as_root", "run_as_root = true cannot be combined with user")
+  end
 
   local listen_key = "listen"
   if overrides and overrides.listen ~= nil then
