@@ -160,6 +160,10 @@ static void message_done(struct session *s, const struct hook_result *r)
         code = r->code;
     }
     log_summary(s, code, at);
+    if (code / 100 == 2 && !s->tx.handed)
+        session_log(s, "warn", "message_dropped", "ss", "id", s->tx.id, "why",
+                    "the data hook accepted the message without storing or routing it; "
+                    "call msg:discard() (or route to kurir.discard()) if that is intended");
     if (s->state != SS_CLOSED)
         end_transaction(s);
 }

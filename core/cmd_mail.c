@@ -117,6 +117,12 @@ static int rcpt_check(struct session *s, struct smtp_span arg)
 
 static void rcpt_proceed(struct session *s, const struct hook_result *r)
 {
+    if (session_result_ok(r) && !engine_check_route(s, s->arg_ref)) {
+        /* a script bug: tempfail now rather than a misleading 451 at DATA */
+        engine_release_ref(s, &s->arg_ref);
+        session_reply(s, R_HOOK_ERROR);
+        return;
+    }
     if (session_result_ok(r)) {
         engine_tx_add_rcpt(s, s->arg_ref);
         s->arg_ref = LUA_NOREF;

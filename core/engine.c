@@ -298,6 +298,7 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
     for (int h = 0; h < HOOK_COUNT; h++)
         e->hook_ref[h] = LUA_NOREF;
     e->default_data_ref = LUA_NOREF;
+    e->check_route_ref = LUA_NOREF;
     lua_State *L = luaL_newstate();
     if (!L) {
         *err = xstrdup("cannot create a Lua state");
@@ -352,6 +353,8 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
         goto fail;
     lua_getfield(L, -1, "data");
     e->default_data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "check_route");
+    e->check_route_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
 
     /* configuration: kurir.config.finalize(state, overrides, hostname) */
@@ -475,6 +478,33 @@ static void session_task_error(struct task *t, const char *msg, const char *tb)
     log_hook_error(session_of(t), msg, tb);
 }
 
+/* A hook returned something that is not a result: name the hook function
+ * (file:line where it is defined) and show the value, clipped. */
+static void log_bad_return(struct session *s, lua_State *co, int idx, const char *msg)
+{
+    lua_State *L = s->eng->L;
+    int ref = s->eng->hook_ref[s->cur_hook];
+    if (s->cur_hook == HOOK_DATA && ref == LUA_NOREF)
+        ref = s->eng->default_data_ref;
+    char where[300] = "?";
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_Debug ar;
+    if (lua_isfunction(L, -1) && lua_getinfo(L, ">S", &ar))
+        snprintf(where, sizeof(where), "%s:%d", ar.short_src, ar.linedefined);
+    else
+        lua_pop(L, 1);
+    size_t vlen;
+    const char *v = luaL_tolstring(co, idx, &vlen);
+    char value[140];
+    if (lua_type(co, idx) == LUA_TSTRING)
+        snprintf(value, sizeof(value), "\"%.*s%s\"", vlen > 120 ? 120 : (int)vlen, v, vlen > 120 ? "..." : "");
+    else
+        snprintf(value, sizeof(value), "%.*s (%s)", vlen > 100 ? 100 : (int)vlen, v, luaL_typename(co, idx));
+    lua_pop(co, 1);
+    session_log(s, "error", "hook_error", "ssss", "hook", engine_hook_name(s->cur_hook), "error", msg, "where",
+                where, "returned", value);
+}
+
 /* The one place where what a hook returned becomes a hook_result. The
  * values are on co's stack at [top-nres+1 .. top]. */
 static struct hook_result convert_result(struct session *s, lua_State *co, int nres)
@@ -491,9 +521,11 @@ static struct hook_result convert_result(struct session *s, lua_State *co, int n
     int isint = 0;
     lua_Integer code = lua_tointegerx(co, first, &isint);
     if (!isint || code < 200 || code > 599) {
-        const char *what = luaL_typename(co, first);
-        log_hook_error(s, isint ? "hook returned a reply code outside 200..599"
-                                : "hook returned neither nil, a boolean nor a reply code", what);
+        log_bad_return(s, co, first,
+                       isint ? "hook returned a reply code outside 200..599"
+                       : lua_type(co, first) == LUA_TSTRING
+                           ? "hook returned a string: return the code and the text apart, e.g. return 550, \"5.7.1 go away\""
+                           : "hook returned neither nil, a boolean nor a reply code");
         r.kind = HR_ERROR;
         return r;
     }
@@ -502,8 +534,7 @@ static struct hook_result convert_result(struct session *s, lua_State *co, int n
     buf_reset(&s->hook_text);
     if (nres >= 2 && !lua_isnil(co, first + 1)) {
         if (!lua_isstring(co, first + 1)) {
-            log_hook_error(s, "hook returned a reply text that is not a string",
-                           luaL_typename(co, first + 1));
+            log_bad_return(s, co, first + 1, "hook returned a reply text that is not a string");
             r.kind = HR_ERROR;
             return r;
         }
@@ -792,6 +823,29 @@ void engine_tx_add_rcpt(struct session *s, int ref)
     }
     lua_pop(L, 1);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+bool engine_check_route(struct session *s, int ref)
+{
+    lua_State *L = s->eng->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->eng->check_route_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 2);
+        return true;
+    }
+    lua_pushliteral(L, "route");
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    int rc = lua_pcall(L, 1, 1, 0);
+    if (rc == LUA_OK && lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return true;
+    }
+    const char *why = lua_tostring(L, -1);
+    session_log(s, "error", "bad_route", "ss", "hook", "rcpt", "error", why ? why : "?");
+    lua_pop(L, 1);
+    return false;
 }
 
 void engine_tx_release(struct session *s)

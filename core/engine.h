@@ -64,6 +64,7 @@ struct engine {
     int refs;
     int hook_ref[HOOK_COUNT];     /* LUA_NOREF when the script has none */
     int default_data_ref;         /* kurir.default.data */
+    int check_route_ref;          /* kurir.default.check_route */
     struct config cfg;
     struct tls_ctx *tls;
     char *script;                 /* path as given */

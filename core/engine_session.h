@@ -33,6 +33,9 @@ int engine_push_cred(struct session *s, lua_State *co);
 /* Transaction objects */
 void engine_tx_set_from(struct session *s, int ref);
 void engine_tx_add_rcpt(struct session *s, int ref);
+/* rcpt.route of the RCPT argument table ref, if set, must be a delivery
+ * agent: false (and an error logged) otherwise. */
+bool engine_check_route(struct session *s, int ref);
 void engine_tx_release(struct session *s);   /* drop refs, close the message object */
 void engine_unref(struct engine *e);
 void engine_release_ref(struct session *s, int *ref);

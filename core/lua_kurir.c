@@ -1,5 +1,6 @@
 /* lua_kurir.c - the `kurir` module table that `require "kurir"` returns:
- * kurir.on (hook table that refuses unknown names), kurir.sleep,
+ * kurir.on (hook table that refuses unknown names and cannot be replaced),
+ * kurir.sleep, kurir.now/kurir.time (clocks),
  * kurir.spawn / kurir.every (detached tasks, engine.c),
  * kurir.log, kurir.version, kurir.hostname, kurir.configure (through the
  * shipped kurir.config module) and kurir.maildir (kurir.maildir module). */
@@ -52,6 +53,30 @@ static int on_index(lua_State *L)
     lua_getfield(L, LUA_REGISTRYINDEX, "kurir.hooks");
     lua_pushvalue(L, 2);
     lua_rawget(L, -2);
+    return 1;
+}
+
+/* (table, key, value) -> () ; kurir.<key> = value, except kurir.on */
+static int kurir_newindex(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "on"))
+        return luaL_error(L, "kurir.on cannot be replaced by a table; set each hook on it: "
+                             "function kurir.on.rcpt(s, rcpt) ... end");
+    lua_rawset(L, 1);
+    return 0;
+}
+
+/* () -> number ; monotonic clock, fractional seconds */
+static int k_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)time_mono());
+    return 1;
+}
+
+/* () -> number ; wall clock, seconds since the epoch, fractional */
+static int k_time(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)time_wall());
     return 1;
 }
 
@@ -185,6 +210,8 @@ static const luaL_Reg kurir_funcs[] = {
     {"log", k_log},
     {"hostname", k_hostname},
     {"connect", lua_socket_connect},
+    {"now", k_now},
+    {"time", k_time},
     {NULL, NULL},
 };
 
@@ -193,6 +220,7 @@ static const char configure_chunk[] =
     "local state = config.new()\n"
     "kurir.configure = function(t) config.merge(state, t, 2) end\n"
     "kurir.maildir = maildir.new\n"
+    "kurir.discard = function() return require(\"kurir.default\").discard() end\n"
     "kurir.connect = net.wrap(kurir.connect, kurir.dns)\n"
     "return state\n";
 
@@ -216,7 +244,17 @@ void lua_kurir_open(lua_State *L, struct engine *e)
     lua_pushliteral(L, "kurir.on");
     lua_setfield(L, -2, "__name");
     lua_setmetatable(L, -2);
+    /* kurir.on lives in kurir's metatable, so that assigning it reaches
+     * __newindex and is refused */
+    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, -3);
     lua_setfield(L, -2, "on");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, kurir_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_remove(L, -2);
+    lua_setmetatable(L, -2);
 
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");

@@ -107,7 +107,16 @@ static int l_raw(lua_State *L)
     if (r < 0 || (uint64_t)r != size)
         return luaL_error(L, "cannot read the message: %s", strerror(errno));
     luaL_pushresultsize(&b, (size_t)r);
+    s->tx.handed = true;   /* the script took the bytes somewhere itself */
     return 1;
+}
+
+/* (message) -> () ; the script drops the message on purpose (no warning) */
+static int l_discard(lua_State *L)
+{
+    struct session *s = message_check(L, 1);
+    s->tx.handed = true;
+    return 0;
 }
 
 static bool valid_field_name(const char *n, size_t len)
@@ -168,6 +177,7 @@ static int l_store_maildir(lua_State *L)
         lua_pushfstring(L, "%s: %s", dir, err);
         return 2;
     }
+    s->tx.handed = true;
     lua_pushstring(L, name);
     return 1;
 }
@@ -194,6 +204,8 @@ static int l_index(lua_State *L)
         lua_pushcfunction(L, l_add_header);
     else if (!strcmp(k, "store_maildir"))
         lua_pushcfunction(L, l_store_maildir);
+    else if (!strcmp(k, "discard"))
+        lua_pushcfunction(L, l_discard);
     else
         lua_pushnil(L);
     return 1;

@@ -26,7 +26,10 @@ static const char usage[] =
     "  -h, --help                       this text\n"
     "\n"
     "With no SCRIPT, kurir runs the built-in mock server (scripts/mock.lua):\n"
-    "SMTP on 127.0.0.1:1025, every message stored in the Maildir ./mail.\n";
+    "SMTP on 127.0.0.1:1025, every message stored in the Maildir ./mail.\n"
+    "\n"
+    "Started as root, kurir drops to the script's `user` once the listeners are\n"
+    "bound; without one it refuses a port below 1024 unless run_as_root = true.\n";
 
 /* [smtps://|smtp://]HOST:PORT with HOST an IPv4 literal, [IPv6] or
  * localhost: a bad -l is a bad command line (exit 2), not a bad script. */

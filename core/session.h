@@ -81,6 +81,7 @@ struct tx {
     uint64_t bdat_size;
     struct buf added;                /* headers prepended by add_header + Received */
     int msg_ref;                     /* kurir.message userdata while the data hook runs */
+    bool handed;                     /* stored, read whole (raw) or discarded on purpose */
 };
 
 struct session {

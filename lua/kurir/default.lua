@@ -26,6 +26,31 @@ local function log(s, event, fields)
   end
 end
 
+local Discard = {}
+Discard.__index = Discard
+Discard.__tostring = function() return "kurir.discard" end
+
+--- Drop the message on purpose: deliver succeeds and stores nothing.
+function Discard.deliver(_, msg)
+  msg:discard()
+  return true
+end
+
+--- kurir.discard(): a route (or agent) that drops messages on purpose,
+-- so that no "message_dropped" warning is logged.
+function default.discard()
+  return setmetatable({}, Discard)
+end
+
+--- Checked when the rcpt hook returns: nil when route is unset or a
+-- delivery agent, else why not.
+function default.check_route(route)
+  if route == nil or deliver_method(route) then return nil end
+  local shown = type(route) == "string" and string.format("string %q", route) or type(route)
+  return "rcpt.route must be a delivery agent with a deliver method (e.g. kurir.maildir \"mail/%{user}\"), got " ..
+    shown
+end
+
 --- Deliver msg to the route of each recipient; return nothing on success
 -- (the engine's normal 250) or 451 with the reason.
 function default.data(s, msg)
