@@ -1,6 +1,7 @@
 -- kurir.mock: the developer mock server (scripts/mock.lua, and what
 -- `kurir` runs with no script). Every sender and recipient is accepted,
--- every message is stored in one Maildir and logged on one line; with
+-- every message is stored in one Maildir and logged on one line (the
+-- Subject decoded from RFC 2047 encoded words); with
 -- --tls any AUTH credentials are accepted and logged (never the secret).
 
 local config = require "kurir.config"
@@ -84,6 +85,79 @@ function mock.parse(arg)
   return opts
 end
 
+-- RFC 2047 encoded words -----------------------------------------------------
+
+local B64 = {}
+do
+  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  for i = 1, 64 do B64[alphabet:byte(i)] = i - 1 end
+end
+
+local function base64_decode(s)
+  s = s:gsub("=+$", "")
+  if s:find("[^%w+/]") or #s % 4 == 1 then return nil end
+  local out, bits, n = {}, 0, 0
+  for i = 1, #s do
+    bits = (bits << 6) | B64[s:byte(i)]
+    n = n + 6
+    if n >= 8 then
+      n = n - 8
+      out[#out + 1] = string.char((bits >> n) & 0xFF)
+    end
+  end
+  return table.concat(out)
+end
+
+local function q_decode(s)
+  if s:find("[%s?]") then return nil end
+  local bad = false
+  local out = s:gsub("_", " "):gsub("=(..)", function(h)
+    if not h:match("^%x%x$") then bad = true return "" end
+    return string.char(tonumber(h, 16))
+  end)
+  if bad or out:find("=", 1, true) then return nil end
+  return out
+end
+
+-- Bytes in charset -> UTF-8, or nil when the charset is not known.
+local function to_utf8(bytes, charset)
+  charset = charset:lower():gsub("%*.*$", "")   -- RFC 2231 language suffix
+  if charset == "utf-8" or charset == "utf8" or charset == "us-ascii" then
+    if not utf8.len(bytes) then return nil end
+    if charset == "us-ascii" and bytes:find("[\128-\255]") then return nil end
+    return bytes
+  elseif charset == "iso-8859-1" or charset == "latin1" or charset == "iso_8859-1" then
+    return (bytes:gsub("[\128-\255]", function(c) return utf8.char(c:byte()) end))
+  end
+  return nil
+end
+
+local function decode_word(charset, enc, text)
+  local bytes
+  enc = enc:upper()
+  if enc == "B" then bytes = base64_decode(text) elseif enc == "Q" then bytes = q_decode(text) end
+  return bytes and to_utf8(bytes, charset)
+end
+
+--- Decode the RFC 2047 encoded words of a header value (charsets UTF-8,
+-- US-ASCII, ISO-8859-1; B and Q). Whitespace between two encoded words
+-- goes; a word that cannot be decoded stays as it is.
+function mock.decode_header(value)
+  local out, pos, last_decoded = {}, 1, false
+  while true do
+    local s, e, charset, enc, text = value:find("=%?([^?%s]+)%?([BbQq])%?([^?%s]*)%?=", pos)
+    if not s then break end
+    local between = value:sub(pos, s - 1)
+    local decoded = decode_word(charset, enc, text)
+    if not (decoded and last_decoded and between:match("^%s*$")) then out[#out + 1] = between end
+    out[#out + 1] = decoded or value:sub(s, e)
+    last_decoded = decoded ~= nil
+    pos = e + 1
+  end
+  out[#out + 1] = value:sub(pos)
+  return table.concat(out)
+end
+
 local function recipients(msg)
   local list = {}
   for i, r in ipairs(msg.rcpts) do list[i] = r.address end
@@ -130,7 +204,7 @@ function mock.setup(kurir, arg)
       id = msg.id,
       from = msg.from.address,
       to = recipients(msg),
-      subject = msg:header("Subject") or "",
+      subject = mock.decode_header(msg:header("Subject") or ""),
       size = msg.size,
       file = table.concat(files, ","),
     })

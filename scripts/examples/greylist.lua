@@ -44,6 +44,8 @@ function kurir.on.connect(s)
 end
 
 function kurir.on.rcpt(s, rcpt)
+  -- <postmaster> (no domain) must always be accepted (RFC 5321 4.5.1)
+  if rcpt.domain == "" and rcpt.user:lower() == "postmaster" then return end
   if s.refused > 0 then
     kurir.sleep(math.min(s.refused, 10))
   end
