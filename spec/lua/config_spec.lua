@@ -39,7 +39,11 @@ describe("kurir.config defaults", function()
     assert.same({
       line_length = 2048, text_line_length = 0, message_size = 33554432, recipients = 100,
       connections = 1000, connections_per_ip = 50, errors = 10, bare_lf = "reject",
+      header_size = 102400,
     }, cfg.limits)
+    assert.is_nil(cfg.user)
+    assert.is_nil(cfg.group)
+    assert.is_false(cfg.run_as_root)
     assert.same({ command = 300, data = 180, handshake = 30, hook = 60, shutdown = 30 }, cfg.timeouts)
     assert.same(1.0, cfg.cpu_budget)
     assert.is_nil(cfg.tls)
