@@ -69,6 +69,7 @@ static void test_canned_rows(void)
         { R_GENERIC_REJECT, "550 5.7.1 Rejected\r\n" },
         { R_TOO_MANY_RCPTS, "452 4.5.3 Too many recipients\r\n" },
         { R_SIZE_EXCEEDED, "552 5.3.4 Message size exceeds fixed maximum message size\r\n" },
+        { R_HEADER_TOO_BIG, "552 5.3.4 Message header section exceeds the limit\r\n" },
         { R_BARE_LF, "554 5.6.0 Message contains bare LF line endings (not CRLF); fix the client\r\n" },
         { R_DATA_LINE_TOO_LONG, "554 5.6.0 Message contains a line longer than the limit\r\n" },
         { R_HOOK_ERROR, "451 4.3.0 Temporary server error, try again later\r\n" },
