@@ -160,6 +160,8 @@ static void message_done(struct session *s, const struct hook_result *r)
         code = r->code;
     }
     log_summary(s, code, at);
+    if (code / 100 == 2)
+        session_junk_clear(s);
     if (s->state != SS_CLOSED)
         end_transaction(s);
 }

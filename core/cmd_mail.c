@@ -122,10 +122,12 @@ static void rcpt_proceed(struct session *s, const struct hook_result *r)
         s->arg_ref = LUA_NOREF;
         s->tx.nrcpts++;
         s->state = SS_RCPT;
-    } else {
-        engine_release_ref(s, &s->arg_ref);
+        session_reply_result(s, r, R_RCPT_OK, R_RCPT_REJECT, STAGE_RCPT);
+        return;
     }
+    engine_release_ref(s, &s->arg_ref);
     session_reply_result(s, r, R_RCPT_OK, R_RCPT_REJECT, STAGE_RCPT);
+    session_junk(s);   /* a refused recipient: a directory harvest counts */
 }
 
 const struct cmd cmd_mail_table[] = {

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "client_key.h"
 #include "logfmt.h"
 #include "reply.h"
 #include "session.h"
@@ -68,12 +69,18 @@ fail:
     return -1;
 }
 
-int server_count_ip(struct server *srv, const char *ip)
+int server_count_ip(struct server *srv, const struct sockaddr_storage *peer)
 {
+    /* clients are counted by key: an IPv6 client's whole /N counts as one */
+    int prefix = srv->eng->cfg.ipv6_prefix;
+    char key[CLIENT_KEY_MAX], other[CLIENT_KEY_MAX];
+    client_key_text(peer, prefix, key, sizeof(key));
     int n = 0;
-    for (struct session *s = srv->sessions; s; s = s->next)
-        if (strcmp(s->conn.peer_ip, ip) == 0)
+    for (struct session *s = srv->sessions; s; s = s->next) {
+        client_key_text(&s->conn.peer, prefix, other, sizeof(other));
+        if (strcmp(other, key) == 0)
             n++;
+    }
     return n;
 }
 
@@ -128,7 +135,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         int port;
         conn_addr_text(&ss, ip, sizeof(ip), &port);
         const struct config *cfg = &srv->eng->cfg;
-        if (srv->nsessions >= cfg->connections || server_count_ip(srv, ip) >= cfg->connections_per_ip) {
+        if (srv->nsessions >= cfg->connections || server_count_ip(srv, &ss) >= cfg->connections_per_ip) {
             refuse(srv, fd, ip);
             continue;
         }
