@@ -203,6 +203,8 @@ static void finish_message(struct session *s)
         err = R_SIZE_EXCEEDED;
     else if (t->scan.bare_lf && s->eng->cfg.bare_lf_reject)
         err = R_BARE_LF;
+    else if (t->scan.bare_cr && s->eng->cfg.bare_cr_reject)
+        err = R_BARE_CR;
     else if (s->eng->cfg.text_line_length && t->scan.max_line_seen > s->eng->cfg.text_line_length)
         err = R_DATA_LINE_TOO_LONG;
     s->state = SS_RCPT;

@@ -28,6 +28,27 @@ static void srv_log(struct server *srv, const char *level, const char *event)
     logfmt_begin(&srv->log, level, NULL, event);
 }
 
+/* A spool in RAM loses every accepted message at a reboot: say so once. */
+static void warn_spool(struct server *srv)
+{
+    const char *dir = srv->eng->cfg.spool;
+    uint64_t avail;
+    bool tmpfs;
+    if (spool_space(dir, &avail, &tmpfs) < 0) {
+        srv_log(srv, "warn", "spool_unavailable");
+        logfmt_str(&srv->log, "dir", dir);
+        logfmt_str(&srv->log, "error", strerror(errno));
+        server_log_end(srv);
+        return;
+    }
+    if (tmpfs) {
+        srv_log(srv, "warn", "spool_on_tmpfs");
+        logfmt_str(&srv->log, "dir", dir);
+        logfmt_str(&srv->log, "hint", "tmpfs is RAM: messages are lost at a reboot; set spool to a disk directory");
+        server_log_end(srv);
+    }
+}
+
 static int listen_one(struct server *srv, struct listener *l, const struct listen_cfg *lc)
 {
     struct sockaddr_storage ss;
@@ -376,6 +397,7 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
         logfmt_str(&srv->log, "address", srv->ls[i].name);
         server_log_end(srv);
     }
+    warn_spool(srv);
     server_log_flush(srv);
     engine_start(eng, srv);
     return 0;
