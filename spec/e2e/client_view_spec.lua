@@ -44,8 +44,8 @@ kurir.configure { hostname = "mx.view.test" }
     assert.equals(250, code, text)
     assert.falsy(lines[1]:find("<", 1, true), lines[1])
     assert.falsy(lines[1]:find("(", 1, true), lines[1])
-    assert.truthy(lines[1]:match("^250%-mx%.view%.test Hello %[x:%?img%?src%?x%?onerror%?alert%?1%?%?%] %[127%.0%.0%.1%]$"),
-      lines[1])
+    local want = "^250%-mx%.view%.test Hello %[x:%?img%?src%?x%?onerror%?alert%?1%?%?%] %[127%.0%.0%.1%]$"
+    assert.truthy(lines[1]:match(want), lines[1])
     code, text = c:cmd("HELO [x:<img/src=x/onerror=alert(1)>]")
     assert.equals(250, code, text)
     assert.falsy(text:find("<", 1, true), text)
