@@ -20,6 +20,14 @@ static void auth_abort(struct session *s, enum reply_id id)
     session_error(s);
 }
 
+static void auth_failed_reply(struct session *s)
+{
+    buf_append(&s->conn.out, buf_peek(&s->scratch), buf_used(&s->scratch));
+    buf_reset(&s->scratch);
+    session_flush(s);
+    session_error(s);
+}
+
 static void auth_hook_done(struct session *s, const struct hook_result *r)
 {
     const char *mech = sasl_mech_name(s->sasl.mech);
@@ -38,8 +46,23 @@ static void auth_hook_done(struct session *s, const struct hook_result *r)
     }
     session_log(s, "warn", "auth", "sss", "mechanism", mech, "user", user, "result", "failed");
     free(user);
-    session_reply_result(s, r, R_AUTH_OK, R_AUTH_FAILED, STAGE_AUTH);
-    session_error(s);
+    if (r->kind == HR_REPLY && r->code == 421) {
+        session_reply_result(s, r, R_AUTH_OK, R_AUTH_FAILED, STAGE_AUTH);   /* closes */
+        return;
+    }
+    /* The refusal waits auth.failure_delay (a timer: other sessions go on
+     * meanwhile), so that one connection cannot try passwords at the
+     * speed of the network. The reply is formatted now, sent then. */
+    const char *host = s->eng->cfg.hostname;
+    buf_reset(&s->scratch);
+    if (r->kind == HR_REPLY) {
+        const char *text = r->tlen ? r->text : reply_default_text(r->code, STAGE_AUTH);
+        size_t tlen = r->tlen ? r->tlen : strlen(text);
+        reply_format(&s->scratch, r->code, NULL, text, tlen, s->enhanced, STAGE_AUTH, host);
+    }
+    else
+        reply_canned(&s->scratch, R_AUTH_FAILED, s->enhanced, host);
+    session_pause(s, s->eng->cfg.auth_failure_delay, auth_failed_reply);
 }
 
 static void auth_result(struct session *s, enum sasl_result res, struct buf *challenge)

@@ -52,11 +52,55 @@ static bool auth_offered(struct session *s)
            (s->tls || c->auth_plaintext);
 }
 
-static void ehlo_reply(struct session *s)
+/* The client's name as the reply shows it: never verbatim (it is the
+ * client's text in our reply, and unbounded). Only what a domain or an
+ * address literal may hold is kept, anything else becomes '?', and the
+ * whole is clipped so that the reply line stays within RFC 5321's 512. */
+#define HELO_ECHO_MAX 64
+
+static void append_helo_echo(struct buf *o, const char *name)
+{
+    size_t n = strlen(name);
+    size_t keep = n > HELO_ECHO_MAX ? HELO_ECHO_MAX : n;
+    for (size_t i = 0; i < keep; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '-' || ch == '.' || ch == ':' || ch == '[' || ch == ']';
+        buf_append(o, ok ? (const char *)&name[i] : "?", 1);
+    }
+    if (keep < n)
+        buf_appends(o, "...");
+}
+
+/* First line of the EHLO/HELO reply: "250-" or "250 ", then either the
+ * script's text (one line, control bytes neutralised, clipped) or the
+ * standard "host Hello name [ip]". */
+static void greeting_line(struct session *s, const char *sep, const struct hook_result *r)
 {
     const struct config *c = &s->eng->cfg;
     struct buf *o = &s->conn.out;
-    buf_printf(o, "250-%s Hello %s [%s]\r\n", c->hostname, s->helo, s->conn.peer_ip);
+    buf_printf(o, "250%s", sep);
+    if (r && r->kind == HR_REPLY && r->tlen) {
+        size_t n = r->tlen > 400 ? 400 : r->tlen;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)r->text[i];
+            if (ch == '\r' || ch == '\n')
+                break;   /* the first line only: the extension list follows */
+            buf_append(o, ch < 32 || ch == 127 ? "?" : &r->text[i], 1);
+        }
+        buf_appends(o, "\r\n");
+        return;
+    }
+    buf_printf(o, "%s Hello ", c->hostname);
+    append_helo_echo(o, s->helo);
+    buf_printf(o, " [%s]\r\n", s->conn.peer_ip);
+}
+
+static void ehlo_reply(struct session *s, const struct hook_result *r)
+{
+    const struct config *c = &s->eng->cfg;
+    struct buf *o = &s->conn.out;
+    greeting_line(s, "-", r);
     buf_appends(o, "250-PIPELINING\r\n");
     buf_printf(o, "250-SIZE %llu\r\n", (unsigned long long)c->message_size);
     buf_appends(o, "250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n");
@@ -72,8 +116,10 @@ static void ehlo_reply(struct session *s)
 }
 
 /* HELO and EHLO: a rejected greeting leaves the state as it was; an
- * accepted one resets the transaction and answers with the hook's reply or
- * the standard one (EHLO: with the extension list). */
+ * accepted one resets the transaction and answers with the standard reply
+ * (EHLO: with the extension list), the first line's text replaced by the
+ * hook's when it returned 2xx with a text (SPEC 2.1). HELO with a hook
+ * reply is exactly that reply. */
 static void helo_proceed(struct session *s, const struct hook_result *r)
 {
     if (!session_result_ok(r)) {
@@ -82,15 +128,14 @@ static void helo_proceed(struct session *s, const struct hook_result *r)
         return;
     }
     set_helo(s);
-    if (r->kind == HR_REPLY) {   /* exactly the script's reply (SPEC 2.1) */
+    if (s->esmtp) {
+        ehlo_reply(s, r);
+    } else if (r->kind == HR_REPLY) {
         session_reply_code(s, r->code, r->text, r->tlen, STAGE_HELO);
         return;
+    } else {
+        greeting_line(s, " ", NULL);
     }
-    if (s->esmtp)
-        ehlo_reply(s);
-    else
-        buf_printf(&s->conn.out, "250 %s Hello %s [%s]\r\n", s->eng->cfg.hostname, s->helo,
-                   s->conn.peer_ip);
     session_flush(s);
 }
 
@@ -111,12 +156,14 @@ static void rset_proceed(struct session *s, const struct hook_result *r)
 {
     session_tx_reset(s);
     session_reply_result(s, r, R_ACCEPT, R_GENERIC_REJECT, STAGE_RESET);
+    session_junk(s);
 }
 
 static void noop_proceed(struct session *s, const struct hook_result *r)
 {
     (void)r;
     session_reply(s, R_ACCEPT);
+    session_junk(s);
 }
 
 static void quit_proceed(struct session *s, const struct hook_result *r)
@@ -141,17 +188,20 @@ static int need_arg(struct session *s, struct smtp_span arg)
 static void vrfy_proceed(struct session *s, const struct hook_result *r)
 {
     session_reply_result(s, r, R_VRFY_DEFAULT, R_GENERIC_REJECT, STAGE_VRFY);
+    session_junk(s);
 }
 
 static void expn_proceed(struct session *s, const struct hook_result *r)
 {
     session_reply_result(s, r, R_EXPN_DEFAULT, R_EXPN_DEFAULT, STAGE_EXPN);
+    session_junk(s);
 }
 
 static void help_proceed(struct session *s, const struct hook_result *r)
 {
     (void)r;
     session_reply(s, R_HELP);
+    session_junk(s);
 }
 
 #define ALL_STATES (ST(SS_INIT) | ST(SS_READY) | ST(SS_MAIL) | ST(SS_RCPT) | ST(SS_REFUSED))

@@ -164,6 +164,8 @@ static void message_done(struct session *s, const struct hook_result *r)
         session_log(s, "warn", "message_dropped", "ss", "id", s->tx.id, "why",
                     "the data hook accepted the message without storing or routing it; "
                     "call msg:discard() (or route to kurir.discard()) if that is intended");
+    if (code / 100 == 2)
+        session_junk_clear(s);
     if (s->state != SS_CLOSED)
         end_transaction(s);
 }
@@ -207,6 +209,8 @@ static void finish_message(struct session *s)
         err = R_HEADER_TOO_BIG;
     else if (t->scan.bare_lf && s->eng->cfg.bare_lf_reject)
         err = R_BARE_LF;
+    else if (t->scan.bare_cr && s->eng->cfg.bare_cr_reject)
+        err = R_BARE_CR;
     else if (s->eng->cfg.text_line_length && t->scan.max_line_seen > s->eng->cfg.text_line_length)
         err = R_DATA_LINE_TOO_LONG;
     s->state = SS_RCPT;

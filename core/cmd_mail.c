@@ -26,6 +26,20 @@ static int reply_text(struct session *s, int code, const char *text, enum reply_
     return -1;
 }
 
+/* limits.spool_reserve: below it no message is taken (RFC 5321 4.5.3.1.10:
+ * 452 at MAIL, so the client has sent nothing it must send again). */
+static bool spool_short(struct session *s)
+{
+    uint64_t reserve = s->eng->cfg.spool_reserve, avail;
+    bool tmpfs;
+    if (!reserve || spool_space(s->eng->cfg.spool, &avail, &tmpfs) < 0 || avail >= reserve)
+        return false;
+    session_log(s, "warn", "spool_full", "sii", "dir", s->eng->cfg.spool, "available", (long long)avail,
+                "reserve", (long long)reserve);
+    session_reply(s, R_SPOOL_FULL);
+    return true;
+}
+
 /* MAIL FROM:<path> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [AUTH=xtext] */
 static int mail_check(struct session *s, struct smtp_span arg)
 {
@@ -70,6 +84,8 @@ static int mail_check(struct session *s, struct smtp_span arg)
         session_reply(s, R_SIZE_EXCEEDED);
         return -1;
     }
+    if (spool_short(s))
+        return -1;
     engine_release_ref(s, &s->arg_ref);
     s->arg_ref = engine_address_ref(s, &p);
     s->scratch_utf8 = utf8;
@@ -128,10 +144,12 @@ static void rcpt_proceed(struct session *s, const struct hook_result *r)
         s->arg_ref = LUA_NOREF;
         s->tx.nrcpts++;
         s->state = SS_RCPT;
-    } else {
-        engine_release_ref(s, &s->arg_ref);
+        session_reply_result(s, r, R_RCPT_OK, R_RCPT_REJECT, STAGE_RCPT);
+        return;
     }
+    engine_release_ref(s, &s->arg_ref);
     session_reply_result(s, r, R_RCPT_OK, R_RCPT_REJECT, STAGE_RCPT);
+    session_junk(s);   /* a refused recipient: a directory harvest counts */
 }
 
 const struct cmd cmd_mail_table[] = {

@@ -151,6 +151,13 @@ static void read_config(lua_State *L, int t, struct config *c)
     char *blf = get_str(L, l, "bare_lf");
     c->bare_lf_reject = !blf || strcmp(blf, "accept") != 0;
     free(blf);
+    char *bcr = get_str(L, l, "bare_cr");
+    c->bare_cr_reject = bcr && strcmp(bcr, "reject") == 0;
+    free(bcr);
+    c->min_data_rate = (int)get_num(L, l, "min_data_rate", 500);
+    c->junk_commands = (int)get_num(L, l, "junk_commands", 100);
+    c->ipv6_prefix = (int)get_num(L, l, "ipv6_prefix", 64);
+    c->spool_reserve = (uint64_t)get_num(L, l, "spool_reserve", 16777216);
     lua_pop(L, 1);
 
     lua_getfield(L, t, "timeouts");
@@ -192,6 +199,7 @@ static void read_config(lua_State *L, int t, struct config *c)
         int a = lua_gettop(L);
         c->auth_plaintext = get_bool(L, a, "plaintext");
         c->auth_required = get_bool(L, a, "required");
+        c->auth_failure_delay = get_num(L, a, "failure_delay", 1.0);
         lua_getfield(L, a, "mechanisms");
         if (lua_istable(L, -1)) {
             int m = (int)luaL_len(L, -1);
@@ -216,6 +224,7 @@ static void read_config(lua_State *L, int t, struct config *c)
         c->auth_order[1] = SASL_LOGIN;
         c->auth_order[2] = SASL_CRAM_MD5;
         c->nauth_order = 3;
+        c->auth_failure_delay = 1.0;
     }
     lua_pop(L, 1);
 }

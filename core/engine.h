@@ -43,6 +43,11 @@ struct config {
     int connections_per_ip;
     int errors;
     bool bare_lf_reject;
+    bool bare_cr_reject;
+    int min_data_rate;            /* bytes/s that extend the DATA deadline; 0 = off */
+    int junk_commands;            /* 0 = unlimited */
+    int ipv6_prefix;              /* IPv6 clients in one /N count as one */
+    uint64_t spool_reserve;       /* free bytes the spool keeps; 0 = no check */
     double t_command, t_data, t_handshake, t_hook, t_shutdown;
     double cpu_budget;
     enum err_policy on_error[HOOK_COUNT];
@@ -52,6 +57,7 @@ struct config {
     int tls_client_cert;
     bool auth_plaintext;
     bool auth_required;
+    double auth_failure_delay;
     unsigned auth_mechs;          /* bit (1 << enum sasl_mech) */
     int auth_order[4];            /* enum sasl_mech, in the configured order */
     int nauth_order;

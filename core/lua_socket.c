@@ -194,11 +194,16 @@ static void note_addresses(struct lsock *k)
         addr_text(&ss, k->local_ip, sizeof(k->local_ip), &k->local_port);
 }
 
-/* TLS options of connect/starttls from the table at index t (may be none). */
-static void read_tls_opts(lua_State *L, int t, struct lsock *k)
+/* TLS options of connect/starttls from the table at index t (may be none).
+ * connect starts from the defaults (verify, no CA, the host as name);
+ * starttls (keep) starts from what connect was given, so that a name and
+ * CA passed to kurir.connect still hold for the later handshake. */
+static void read_tls_opts(lua_State *L, int t, struct lsock *k, bool keep)
 {
-    free_tls_settings(k);
-    k->verify = true;
+    if (!keep) {
+        free_tls_settings(k);
+        k->verify = true;
+    }
     if (lua_isnoneornil(L, t))
         return;
     lua_getfield(L, t, "verify");
@@ -210,12 +215,14 @@ static void read_tls_opts(lua_State *L, int t, struct lsock *k)
     lua_getfield(L, t, "ca");
     if (!lua_isnil(L, -1)) {
         luaL_argexpected(L, lua_type(L, -1) == LUA_TSTRING, t, "string opts.ca");
+        free(k->ca);
         k->ca = xstrdup(lua_tostring(L, -1));
     }
     lua_pop(L, 1);
     lua_getfield(L, t, "servername");
     if (!lua_isnil(L, -1)) {
         luaL_argexpected(L, lua_type(L, -1) == LUA_TSTRING, t, "string opts.servername");
+        free(k->servername);
         k->servername = xstrdup(lua_tostring(L, -1));
     }
     lua_pop(L, 1);
@@ -775,7 +782,7 @@ int lua_socket_connect(lua_State *L)
         lua_getfield(L, 3, "tls");
         k->want_tls = lua_toboolean(L, -1);
         lua_pop(L, 1);
-        read_tls_opts(L, 3, k);
+        read_tls_opts(L, 3, k, false);
     }
 
     k->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -865,7 +872,7 @@ static int l_starttls(lua_State *L)
     }
     if (k->ssl)
         return luaL_error(L, "TLS is already active on this socket");
-    read_tls_opts(L, 2, k);
+    read_tls_opts(L, 2, k, true);
     /* bytes that came before the handshake are not part of the TLS
      * stream; keeping them would let a peer inject cleartext */
     buf_reset(&k->rbuf);

@@ -65,6 +65,11 @@ static const struct reply_def reply_table[R_COUNT] = {
     [R_SHUTDOWN]           = { 421, "4.3.2", "%h Service shutting down, closing connection" },
     [R_BDAT_SYNTAX]        = { 501, "5.5.4", "Syntax: BDAT size [LAST]" },
     [R_BDAT_MIXED]         = { 503, "5.5.1", "DATA not allowed after BDAT" },
+    [R_BARE_CR]            = { 554, "5.6.0", "Message contains bare CR (not part of CRLF); fix the client" },
+    [R_TOO_SLOW]           = { 421, "4.4.2", "%h Data received too slowly, closing connection" },
+    [R_TOO_MANY_JUNK]      = { 421, "4.7.0", "%h Too many commands without mail, closing connection" },
+    [R_SPOOL_FULL]         = { 452, "4.3.1", "Insufficient system storage, try again later" },
+    [R_HOOK_ERROR_CLOSE]   = { 421, "4.3.0", "%h Temporary server error, closing connection" },
 };
 
 const struct reply_def *reply_get(enum reply_id id)

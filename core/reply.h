@@ -71,6 +71,11 @@ enum reply_id {
     R_SHUTDOWN,          /* 421 4.3.2 <host> Service shutting down, closing connection */
     R_BDAT_SYNTAX,       /* 501 5.5.4 Syntax: BDAT size [LAST] */
     R_BDAT_MIXED,        /* 503 5.5.1 DATA not allowed after BDAT */
+    R_BARE_CR,           /* 554 5.6.0 Message contains bare CR (not part of CRLF) */
+    R_TOO_SLOW,          /* 421 4.4.2 <host> Data too slow, closing connection */
+    R_TOO_MANY_JUNK,     /* 421 4.7.0 <host> Too many commands without a transaction, closing connection */
+    R_SPOOL_FULL,        /* 452 4.3.1 Insufficient system storage, try again later */
+    R_HOOK_ERROR_CLOSE,  /* 421 4.3.0 <host> Temporary server error, closing connection */
     R_COUNT
 };
 

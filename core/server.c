@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "client_key.h"
 #include "logfmt.h"
 #include "reply.h"
 #include "session.h"
@@ -25,6 +26,27 @@ static void srv_log(struct server *srv, const char *level, const char *event)
 {
     buf_reset(&srv->log);
     logfmt_begin(&srv->log, level, NULL, event);
+}
+
+/* A spool in RAM loses every accepted message at a reboot: say so once. */
+static void warn_spool(struct server *srv)
+{
+    const char *dir = srv->eng->cfg.spool;
+    uint64_t avail;
+    bool tmpfs;
+    if (spool_space(dir, &avail, &tmpfs) < 0) {
+        srv_log(srv, "warn", "spool_unavailable");
+        logfmt_str(&srv->log, "dir", dir);
+        logfmt_str(&srv->log, "error", strerror(errno));
+        server_log_end(srv);
+        return;
+    }
+    if (tmpfs) {
+        srv_log(srv, "warn", "spool_on_tmpfs");
+        logfmt_str(&srv->log, "dir", dir);
+        logfmt_str(&srv->log, "hint", "tmpfs is RAM: messages are lost at a reboot; set spool to a disk directory");
+        server_log_end(srv);
+    }
 }
 
 static int listen_one(struct server *srv, struct listener *l, const struct listen_cfg *lc)
@@ -68,12 +90,18 @@ fail:
     return -1;
 }
 
-int server_count_ip(struct server *srv, const char *ip)
+int server_count_ip(struct server *srv, const struct sockaddr_storage *peer)
 {
+    /* clients are counted by key: an IPv6 client's whole /N counts as one */
+    int prefix = srv->eng->cfg.ipv6_prefix;
+    char key[CLIENT_KEY_MAX], other[CLIENT_KEY_MAX];
+    client_key_text(peer, prefix, key, sizeof(key));
     int n = 0;
-    for (struct session *s = srv->sessions; s; s = s->next)
-        if (strcmp(s->conn.peer_ip, ip) == 0)
+    for (struct session *s = srv->sessions; s; s = s->next) {
+        client_key_text(&s->conn.peer, prefix, other, sizeof(other));
+        if (strcmp(other, key) == 0)
             n++;
+    }
     return n;
 }
 
@@ -128,7 +156,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         int port;
         conn_addr_text(&ss, ip, sizeof(ip), &port);
         const struct config *cfg = &srv->eng->cfg;
-        if (srv->nsessions >= cfg->connections || server_count_ip(srv, ip) >= cfg->connections_per_ip) {
+        if (srv->nsessions >= cfg->connections || server_count_ip(srv, &ss) >= cfg->connections_per_ip) {
             refuse(srv, fd, ip);
             continue;
         }
@@ -369,6 +397,7 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
         logfmt_str(&srv->log, "address", srv->ls[i].name);
         server_log_end(srv);
     }
+    warn_spool(srv);
     server_log_flush(srv);
     engine_start(eng, srv);
     return 0;

@@ -63,6 +63,7 @@ void server_session_gone(struct server *srv, struct session *s);
 /* unique id (session ids and queue ids): 20 upper-case hex digits + NUL,
  * unique across processes and restarts (time, pid, counter) */
 void server_new_id(struct server *srv, char out[24]);
-int server_count_ip(struct server *srv, const char *ip);
+/* sessions whose peer has the same client key (client_key.h) as peer */
+int server_count_ip(struct server *srv, const struct sockaddr_storage *peer);
 
 #endif

@@ -137,7 +137,54 @@ void session_error(struct session *s)
     }
 }
 
+void session_junk(struct session *s)
+{
+    int limit = s->eng->cfg.junk_commands;
+    if (s->state == SS_CLOSED || s->conn.closing || limit <= 0)
+        return;
+    if (++s->junk > limit) {
+        session_log(s, "warn", "too_many_junk_commands", "i", "commands", (long long)s->junk);
+        session_reply(s, R_TOO_MANY_JUNK);
+        session_close(s);
+    }
+}
+
+void session_junk_clear(struct session *s)
+{
+    s->junk = 0;
+}
+
 /* ---- timers ---------------------------------------------------------- */
+
+static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct session *s = w->data;
+    ev_timer_stop(loop, w);
+    void (*then)(struct session *) = s->pause_then;
+    s->pausing = false;
+    s->pause_then = NULL;
+    if (s->state == SS_CLOSED || s->conn.closing || s->conn.closed)
+        return;
+    arm_timer(s, s->eng->cfg.t_command);
+    if (then)
+        then(s);
+    if (!s->in_hook && !s->processing && s->state != SS_CLOSED)
+        session_process(s);
+}
+
+void session_pause(struct session *s, double secs, void (*then)(struct session *s))
+{
+    if (secs <= 0) {
+        then(s);
+        return;
+    }
+    s->pausing = true;
+    s->pause_then = then;
+    conn_set_reading(&s->conn, false);
+    ev_timer_set(&s->pause_timer, secs, 0);
+    ev_timer_start(s->conn.loop, &s->pause_timer);
+}
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -148,10 +195,17 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
         conn_close(&s->conn, false);   /* the client does not read its last replies */
         return;
     }
-    if (s->in_hook)
-        return;   /* hooks have their own limit (engine.c) */
-    session_log(s, "info", "timeout", "s", "state",
-                s->state == SS_DATA || s->state == SS_BDAT ? "data" : "command");
+    if (s->in_hook || s->pausing)
+        return;   /* hooks have their own limit (engine.c); a pause ends by itself */
+    bool data = s->state == SS_DATA || s->state == SS_BDAT;
+    if (data && s->tx.data_deadline > 0 && ev_now(loop) >= s->tx.data_deadline) {
+        session_log(s, "info", "timeout", "ssi", "state", "data", "reason", "min_data_rate", "bytes",
+                    (long long)s->tx.spool.size);
+        session_reply(s, R_TOO_SLOW);
+        session_close(s);
+        return;
+    }
+    session_log(s, "info", "timeout", "s", "state", data ? "data" : "command");
     session_reply(s, R_TIMEOUT);
     session_close(s);
 }
@@ -162,6 +216,28 @@ static void arm_timer(struct session *s, double secs)
 {
     s->timer.repeat = secs;
     ev_timer_again(s->conn.loop, &s->timer);
+}
+
+/* The message deadline (DATA, BDAT): timeouts.data from the first chunk,
+ * extended by one second per limits.min_data_rate bytes received, so a
+ * client that trickles cannot hold the session. The timer fires at the
+ * earlier of that deadline and timeouts.data without input. */
+static void arm_data_timer(struct session *s, size_t nread)
+{
+    const struct config *c = &s->eng->cfg;
+    double now = ev_now(s->conn.loop);
+    double secs = c->t_data;
+    if (c->min_data_rate > 0) {
+        if (s->tx.data_deadline <= 0)
+            s->tx.data_deadline = now + c->t_data;
+        s->tx.data_deadline += (double)nread / c->min_data_rate;
+        double left = s->tx.data_deadline - now;
+        if (left < secs)
+            secs = left;
+        if (secs < 0.001)
+            secs = 0.001;   /* past the deadline: fire at once (repeat 0 would stop the timer) */
+    }
+    arm_timer(s, secs);
 }
 
 /* ---- transactions ---------------------------------------------------- */
@@ -245,8 +321,12 @@ void session_hook_finished(struct session *s, const struct hook_result *res)
         return;
     }
     /* the timer did not fire for us while the hook ran: start it again */
-    if (!s->conn.closing && s->state != SS_TLS)
-        arm_timer(s, (s->state == SS_DATA || s->state == SS_BDAT) ? s->eng->cfg.t_data : s->eng->cfg.t_command);
+    if (!s->conn.closing && s->state != SS_TLS) {
+        if (s->state == SS_DATA || s->state == SS_BDAT)
+            arm_data_timer(s, 0);
+        else
+            arm_timer(s, s->eng->cfg.t_command);
+    }
     if (p)
         p(s, &r);
     if (!s->in_hook && !s->processing && s->state != SS_CLOSED) {
@@ -262,6 +342,19 @@ void session_timeouts_reset(struct session *s)
     arm_timer(s, s->eng->cfg.t_command);
 }
 
+/* A canned reply with its enhanced code even before EHLO (the greeting
+ * stage, where the client cannot have asked for them yet). */
+static void reply_with_esc(struct session *s, enum reply_id id, enum reply_stage stage)
+{
+    const struct reply_def *d = reply_get(id);
+    buf_reset(&s->hook_text);
+    buf_printf(&s->hook_text, "%s %s", d->esc, d->text);
+    session_reply_code(s, d->code, buf_peek(&s->hook_text), buf_used(&s->hook_text), stage);
+}
+
+/* SPEC 2.1 at connect: a greeting is 220, 421 (and close) or 554 (then
+ * only QUIT), whatever code the script chose: RFC 5321 3.1 and 4.1.1.1
+ * allow no other greeting. A hook error (tempfail) is 421 4.3.0. */
 static void connect_done(struct session *s, const struct hook_result *r)
 {
     s->state = SS_INIT;
@@ -277,16 +370,23 @@ static void connect_done(struct session *s, const struct hook_result *r)
         break;
     case HR_ERROR:
     case HR_REPLY:
-        /* exactly the script's reply (SPEC 2.1); 421 closes (in
-         * session_reply_code). A hook error is 451 4.3.0 and the session
-         * goes on; a 4xx/5xx the script chose refuses the session: every
-         * command but QUIT then gets 503. */
-        session_reply_code(s, r->code, r->text, r->tlen, STAGE_CONNECT);
-        if (r->code >= 400 && !r->error)
+        if (r->error) {
+            reply_with_esc(s, R_HOOK_ERROR_CLOSE, STAGE_CONNECT);   /* closes */
+        } else if (r->code < 400) {
+            if (r->tlen)
+                session_reply_code(s, 220, r->text, r->tlen, STAGE_CONNECT);
+            else
+                session_reply(s, R_GREETING);
+        } else if (r->code < 500) {
+            session_reply_code(s, 421, r->text, r->tlen, STAGE_CONNECT);   /* closes */
+        } else {
+            session_reply_code(s, 554, r->text, r->tlen, STAGE_CONNECT);
             s->state = SS_REFUSED;
+        }
         break;
     }
-    conn_set_reading(&s->conn, true);
+    if (!s->conn.closing)
+        conn_set_reading(&s->conn, true);
 }
 
 void session_greet(struct session *s)
@@ -386,7 +486,7 @@ static void session_process(struct session *s)
     if (s->processing || s->state == SS_CLOSED)
         return;
     s->processing = true;
-    while (!s->in_hook && !s->conn.closing && !s->conn.closed && s->state != SS_TLS &&
+    while (!s->in_hook && !s->pausing && !s->conn.closing && !s->conn.closed && s->state != SS_TLS &&
            s->state != SS_GREETING) {
         if (s->shutdown && !s->tx.active && (s->state == SS_INIT || s->state == SS_READY)) {
             session_reply(s, R_SHUTDOWN);
@@ -401,6 +501,8 @@ static void session_process(struct session *s)
         switch (ev.type) {
         case SMTP_EV_COMMAND:
             handle_command(s, ev.ptr, ev.len);
+            if ((s->state == SS_DATA || s->state == SS_BDAT) && !s->conn.closing)
+                arm_data_timer(s, 0);   /* the message deadline starts (or goes on) */
             break;
         case SMTP_EV_LINE_TOO_LONG:
             session_log(s, "info", "line_too_long", "i", "bytes", (long long)ev.len);
@@ -430,8 +532,8 @@ static void session_process(struct session *s)
     if (smtp_parser_pending(&s->parser) == 0 && s->state != SS_DATA && s->state != SS_BDAT)
         smtp_parser_shrink(&s->parser);   /* idle sessions keep no input buffer */
     if (s->state != SS_CLOSED && !s->conn.closing)
-        conn_set_reading(&s->conn, !s->in_hook && s->state != SS_GREETING);
-    if (s->conn.eof && !s->in_hook && !s->conn.closing)
+        conn_set_reading(&s->conn, !s->in_hook && !s->pausing && s->state != SS_GREETING);
+    if (s->conn.eof && !s->in_hook && !s->pausing && !s->conn.closing)
         conn_close(&s->conn, true);   /* the peer may only have shut its sending side */
 }
 
@@ -446,7 +548,7 @@ static void on_readable(struct conn *c)
         if (n > 0) {
             smtp_parser_commit(&s->parser, (size_t)n);
             if (s->state == SS_DATA || s->state == SS_BDAT)
-                arm_timer(s, s->eng->cfg.t_data);
+                arm_data_timer(s, (size_t)n);
             if ((size_t)n < READ_CHUNK && !c->tr->pending(c))
                 break;
             continue;
@@ -486,6 +588,8 @@ static void on_closed(struct conn *c)
     struct session *s = from_conn(c);
     s->state = SS_CLOSED;
     ev_timer_stop(c->loop, &s->timer);
+    ev_timer_stop(c->loop, &s->pause_timer);
+    s->pausing = false;
     server_forget_conn(s->srv, c);
     if (s->in_hook)
         engine_abort_hook(s);   /* the client left; its waiting hook is abandoned */
@@ -525,6 +629,8 @@ struct session *session_new(struct server *srv, int fd, bool implicit_tls,
     s->cur_hook = HOOK_NONE;
     ev_timer_init(&s->timer, timeout_cb, 0, 0);
     s->timer.data = s;
+    ev_timer_init(&s->pause_timer, pause_cb, 0, 0);
+    s->pause_timer.data = s;
     s->next = srv->sessions;
     if (srv->sessions)
         srv->sessions->prev = s;
@@ -549,6 +655,7 @@ static void session_free(struct session *s)
     if (s->in_hook)
         return;
     ev_timer_stop(s->srv->loop, &s->timer);
+    ev_timer_stop(s->srv->loop, &s->pause_timer);
     session_tx_reset(s);
     engine_session_close(s);
     sasl_reset(&s->sasl);

@@ -82,6 +82,7 @@ struct tx {
     struct buf added;                /* headers prepended by add_header + Received */
     int msg_ref;                     /* kurir.message userdata while the data hook runs */
     bool handed;                     /* stored, read whole (raw) or discarded on purpose */
+    double data_deadline;            /* loop time the message must be in by; 0 = not started */
 };
 
 struct session {
@@ -101,6 +102,7 @@ struct session {
     bool tls_required;               /* implicit-TLS listener: handshake first */
     char *user;                      /* authenticated identity */
     int errors;
+    int junk;                        /* commands that changed nothing (session_junk) */
     bool greeted;
     bool shutdown;                   /* server stopping: close after this transaction */
     struct smtp_parser parser;
@@ -120,6 +122,9 @@ struct session {
     session_proceed_fn pending;      /* what to do with the running hook's result */
     bool disconnect_done;
     bool processing;
+    ev_timer pause_timer;            /* session_pause: no command is read meanwhile */
+    bool pausing;
+    void (*pause_then)(struct session *s);
 };
 
 /* server.c hands over an accepted socket */
@@ -139,6 +144,14 @@ void session_reply_result(struct session *s, const struct hook_result *r, enum r
 bool session_result_ok(const struct hook_result *r);
 void session_error(struct session *s);            /* count an error; 421 past the limit */
 void session_close(struct session *s);            /* flush and close */
+/* count a command that changed nothing (NOOP, RSET, HELP, VRFY, EXPN, a
+ * refused RCPT); 421 past limits.junk_commands. Call after its reply. */
+void session_junk(struct session *s);
+/* a message was accepted: the client is doing real work */
+void session_junk_clear(struct session *s);
+/* read no further command for secs seconds (other sessions go on), then
+ * call then(s); nothing is called if the connection closes meanwhile */
+void session_pause(struct session *s, double secs, void (*then)(struct session *s));
 
 /* Run hook h (if the script has it) then call proceed with the result.
  * push may be NULL (no extra arguments). */

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define SPOOL_BUFSZ (64 * 1024)
@@ -280,4 +282,19 @@ void spool_close(struct spool *s)
     free(s->dir);
     buf_free(&s->wbuf);
     spool_init(s);
+}
+
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+
+int spool_space(const char *dir, uint64_t *avail, bool *tmpfs)
+{
+    struct statvfs v;
+    struct statfs f;
+    if (statvfs(dir, &v) < 0 || statfs(dir, &f) < 0)
+        return -1;
+    *avail = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+    *tmpfs = f.f_type == TMPFS_MAGIC;
+    return 0;
 }

@@ -6,6 +6,7 @@
 #ifndef KURIR_SPOOL_H
 #define KURIR_SPOOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -32,5 +33,8 @@ ssize_t spool_pread(struct spool *s, void *dst, size_t n, uint64_t off);
 /* Copy the whole body to fd (after spool_finish). 0 or -1. */
 int spool_copy_to(struct spool *s, int fd);
 void spool_close(struct spool *s);
+/* Space of the file system holding dir: bytes an unprivileged writer may
+ * still use, and whether it is tmpfs (RAM: lost at reboot). 0 or -1. */
+int spool_space(const char *dir, uint64_t *avail, bool *tmpfs);
 
 #endif

@@ -305,6 +305,32 @@ static int tls_client_certs(SSL_CTX *ctx, const struct tls_config *cfg, char *er
     return 0;
 }
 
+/* ALPACA (cross-protocol attacks, alpaca-attack.com): a client that names
+ * application protocols and not SMTP was sent here for something else, say
+ * a browser talking HTTPS to port 465. Refuse its handshake (alert
+ * no_application_protocol, RFC 7301 3.2); a client that names "smtp" gets
+ * it; a client with no ALPN (most mail clients) never reaches this. */
+static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                           const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    static const unsigned char smtp[] = {'s', 'm', 't', 'p'};
+    unsigned int i = 0;
+    while (i < inlen) {
+        unsigned int n = in[i];
+        if (n == 0 || i + 1 + n > inlen)
+            break;   /* malformed list */
+        if (n == sizeof(smtp) && memcmp(in + i + 1, smtp, n) == 0) {
+            *out = in + i + 1;
+            *outlen = (unsigned char)n;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + n;
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
 struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errlen)
 {
     struct tls_ctx *t = NULL;
@@ -324,6 +350,7 @@ struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errl
         goto fail;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)TLS_SESSION_ID_CONTEXT,
                                    sizeof TLS_SESSION_ID_CONTEXT - 1);

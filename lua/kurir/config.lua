@@ -35,11 +35,19 @@ config.defaults = {
     connections_per_ip = 50,
     errors = 10,
     bare_lf = "reject",
+    bare_cr = "accept",
+    min_data_rate = 500,
+    junk_commands = 100,
+    ipv6_prefix = 64,
+    spool_reserve = 16777216,
   },
   timeouts = { command = 300, data = 180, handshake = 30, hook = 60, shutdown = 30 },
   cpu_budget = 1.0,
   on_error = "tempfail",
-  auth = { plaintext = false, required = false, mechanisms = { "PLAIN", "LOGIN", "CRAM-MD5" } },
+  auth = {
+    plaintext = false, required = false, mechanisms = { "PLAIN", "LOGIN", "CRAM-MD5" },
+    failure_delay = 1.0,
+  },
   -- servers = nil: the system's resolv.conf
   dns = { timeout = 5, tries = 2 },
 }
@@ -292,6 +300,21 @@ local LIMITS = {
   bare_lf = function(v, n)
     return expect_choice(v, n, { reject = true, accept = true }, "\"reject\", \"accept\"")
   end,
+  bare_cr = function(v, n)
+    return expect_choice(v, n, { reject = true, accept = true }, "\"reject\", \"accept\"")
+  end,
+  min_data_rate = function(v, n)
+    return expect_integer(v, n, 0, INT_MAX, "bytes per second, an integer >= 0 (0 = no rate deadline)")
+  end,
+  junk_commands = function(v, n)
+    return expect_integer(v, n, 0, INT_MAX, "an integer >= 0 (0 = unlimited)")
+  end,
+  ipv6_prefix = function(v, n)
+    return expect_integer(v, n, 1, 128, "a prefix length 1-128")
+  end,
+  spool_reserve = function(v, n)
+    return expect_integer(v, n, 0, math.maxinteger, "bytes, an integer >= 0 (0 = no check)")
+  end,
 }
 
 local TIMEOUTS = {}
@@ -328,7 +351,15 @@ local function check_mechanisms(v, name)
   return out
 end
 
-local AUTH = { plaintext = expect_boolean, required = expect_boolean, mechanisms = check_mechanisms }
+local AUTH = {
+  plaintext = expect_boolean, required = expect_boolean, mechanisms = check_mechanisms,
+  failure_delay = function(v, n)
+    if type(v) ~= "number" or v ~= v or v < 0 or v > 60 then
+      fail("%s: expected seconds between 0 and 60, got %s", n, describe(v))
+    end
+    return v + 0.0
+  end,
+}
 
 -- A DNS server "ADDR", "ADDR:PORT", "IPv6" or "[IPv6]:PORT" (port 53 by
 -- default), normalised to "ADDR:PORT" / "[IPv6]:PORT" for c-ares.
@@ -551,6 +582,7 @@ function config.finalize(state, overrides, default_hostname)
     plaintext = a.plaintext == true,
     required = a.required == true,
     mechanisms = copy_list(a.mechanisms or d.auth.mechanisms),
+    failure_delay = a.failure_delay or d.auth.failure_delay,
   }
 
   local dn = v.dns or {}

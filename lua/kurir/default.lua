@@ -52,7 +52,8 @@ function default.check_route(route)
 end
 
 --- Deliver msg to the route of each recipient; return nothing on success
--- (the engine's normal 250) or 451 with the reason.
+-- (the engine's normal 250) or 451 (the reason of a failed delivery is
+-- logged, not sent to the client).
 function default.data(s, msg)
   local routes, groups = {}, {}
   for _, rcpt in ipairs(msg.rcpts) do
@@ -73,7 +74,8 @@ function default.data(s, msg)
     if not ok then
       err = err ~= nil and tostring(err) or "no reason given"
       log(s, "delivery_failed", { id = msg.id, route = tostring(route), error = err })
-      return 451, "4.3.0 Delivery failed: " .. err
+      -- the reason stays in the log: it may name server paths or local parts
+      return 451, "4.3.0 Delivery failed, try again later"
     end
   end
 end

@@ -2,9 +2,10 @@
 --
 -- maildir.new(template) returns an agent; the template may contain
 -- %{user}, %{domain} and %{address}, expanded per recipient. Expanded
--- values cannot escape the directory: "/" and control characters become
--- "_", as does a leading "." (so "." and ".." never appear), and an empty
--- value becomes "_". deliver() groups the recipients by expanded directory
+-- values cannot escape the directory and two addresses never share one by
+-- accident: the encoding is reversible, like a URL's. "%", "/", control
+-- characters and a leading "." (so "." and ".." never appear) become %XX
+-- (hex), and an empty value becomes "%" alone. deliver() groups the recipients by expanded directory
 -- and stores one copy per directory through the engine's
 -- msg:store_maildir(dir, prefix) (tmp -> new, fsync'ed), with Return-Path
 -- and one Delivered-To line per recipient of that copy, as a local
@@ -18,11 +19,14 @@ Agent.kind = "maildir"
 
 local FIELDS = { user = true, domain = true, address = true }
 
+local function hex(c)
+  return string.format("%%%02X", c:byte())
+end
+
 local function safe(v)
   v = tostring(v or "")
-  v = v:gsub("[%c/]", "_"):gsub("^%.", "_")
-  if v == "" then v = "_" end
-  return v
+  if v == "" then return "%" end
+  return (v:gsub("[%%%c/\127]", hex):gsub("^%.", hex))
 end
 
 -- Header values come from SMTP command lines, which cannot hold CR or LF;

@@ -196,7 +196,8 @@ function mock.setup(kurir, arg)
     local ok, names = store:deliver(msg)
     if not ok then
       s:log("store_failed", { id = msg.id, error = names })
-      return 451, "4.3.0 Could not store the message: " .. tostring(names)
+      -- the detail (paths, local parts) is for the log, not the client
+      return 451, "4.3.0 Could not store the message, try again later"
     end
     local files = {}
     for i, name in ipairs(names) do files[i] = dir .. "/" .. name end

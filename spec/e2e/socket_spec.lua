@@ -198,6 +198,23 @@ function cases.starttls()
     bye:sub(1, 3), t.version))
 end
 
+-- starttls() with no options: the CA (and name) given to kurir.connect hold
+local function starttls_plain(opts)
+  local c = assert(kurir.connect("127.0.0.1", ca_plain, opts))
+  reply(c)
+  c:send("EHLO x\r\nSTARTTLS\r\n")
+  reply(c)
+  reply(c)
+  local okk, err = c:starttls()
+  if not okk then return fail(err) end
+  c:send("QUIT\r\n")
+  local bye = reply(c)
+  c:close()
+  return ok("after starttls " .. bye:sub(1, 3))
+end
+function cases.starttlskeep() return starttls_plain { ca = ca } end
+function cases.starttlskeepname() return starttls_plain { ca = ca, servername = "wrong.example" } end
+
 function cases.starttlsverify()
   local c = assert(kurir.connect("127.0.0.1", ca_plain))
   reply(c)
@@ -457,6 +474,14 @@ describe("kurir.connect (TCP/TLS client socket in hooks)", function()
     local code, text = rcpt("starttls")
     assert.equals(250, code, text)
     assert.matches("^250 2%.1%.5 220 250 220 250 221 TLSv1%.[23]$", text)
+  end)
+
+  it("starttls() keeps the CA and the name given to kurir.connect as its defaults", function()
+    local code, text = rcpt("starttlskeep")
+    assert.equals("250 2.1.5 after starttls 221", text, code)
+    code, text = rcpt("starttlskeepname")
+    assert.equals(451, code, text)
+    assert.matches("^451 4%.4%.0 tls: certificate verify failed %(hostname mismatch%)", text)
   end)
 
   it("a failed starttls() returns nil, tls error and closes the socket", function()

@@ -40,6 +40,8 @@ describe("kurir.config defaults", function()
       line_length = 2048, text_line_length = 0, message_size = 33554432, recipients = 100,
       connections = 1000, connections_per_ip = 50, errors = 10, bare_lf = "reject",
       header_size = 102400,
+      bare_cr = "accept", min_data_rate = 500, junk_commands = 100, ipv6_prefix = 64,
+      spool_reserve = 16777216,
     }, cfg.limits)
     assert.is_nil(cfg.user)
     assert.is_nil(cfg.group)
@@ -47,7 +49,8 @@ describe("kurir.config defaults", function()
     assert.same({ command = 300, data = 180, handshake = 30, hook = 60, shutdown = 30 }, cfg.timeouts)
     assert.same(1.0, cfg.cpu_budget)
     assert.is_nil(cfg.tls)
-    assert.same({ plaintext = false, required = false, mechanisms = { "PLAIN", "LOGIN", "CRAM-MD5" } }, cfg.auth)
+    assert.same({ plaintext = false, required = false, mechanisms = { "PLAIN", "LOGIN", "CRAM-MD5" },
+                  failure_delay = 1.0 }, cfg.auth)
   end)
 
   it("gives every hook an error policy, tempfail by default", function()
@@ -85,12 +88,14 @@ describe("kurir.config values", function()
                  { host = "::1", port = 2587 }, { host = "localhost", port = 25, tls = true } },
       spool = "/var/tmp",
       limits = { line_length = 512, text_line_length = 998, message_size = 1e6, recipients = 5,
-                 connections = 10, connections_per_ip = 2, errors = 3, bare_lf = "accept" },
+                 connections = 10, connections_per_ip = 2, errors = 3, bare_lf = "accept",
+                 bare_cr = "reject", min_data_rate = 0, junk_commands = 7, ipv6_prefix = 48,
+                 spool_reserve = 0 },
       timeouts = { command = 10, data = 20, handshake = 5, hook = 0.5, shutdown = 1 },
       cpu_budget = 0.25,
       on_error = { default = "reject", rcpt = "continue", data = "tempfail" },
       tls = { cert = "c.pem", key = "k.pem", chain = "ch.pem", ca = "ca.pem", client_cert = "request" },
-      auth = { plaintext = true, required = true, mechanisms = { "cram-md5", "PLAIN" } },
+      auth = { plaintext = true, required = true, mechanisms = { "cram-md5", "PLAIN" }, failure_delay = 0.05 },
     }, nil, "ignored")
     assert.same("mx.example.test", cfg.hostname)
     assert.same({
@@ -105,6 +110,11 @@ describe("kurir.config values", function()
     assert.same("integer", math.type(cfg.limits.message_size))
     assert.same(998, cfg.limits.text_line_length)
     assert.same("accept", cfg.limits.bare_lf)
+    assert.same("reject", cfg.limits.bare_cr)
+    assert.same(0, cfg.limits.min_data_rate)
+    assert.same(7, cfg.limits.junk_commands)
+    assert.same(48, cfg.limits.ipv6_prefix)
+    assert.same(0, cfg.limits.spool_reserve)
     assert.same(0.5, cfg.timeouts.hook)
     assert.same(0.25, cfg.cpu_budget)
     assert.same("continue", cfg.on_error.rcpt)
@@ -113,7 +123,8 @@ describe("kurir.config values", function()
     assert.is_nil(cfg.on_error.default)
     assert.same({ cert = "c.pem", key = "k.pem", chain = "ch.pem", ca = "ca.pem",
                   self_signed = false, client_cert = 1 }, cfg.tls)
-    assert.same({ plaintext = true, required = true, mechanisms = { "CRAM-MD5", "PLAIN" } }, cfg.auth)
+    assert.same({ plaintext = true, required = true, mechanisms = { "CRAM-MD5", "PLAIN" }, failure_delay = 0.05 },
+      cfg.auth)
   end)
 
   it("accepts a single listen string and an on_error string", function()
@@ -217,6 +228,14 @@ describe("kurir.config validation", function()
       "limits.connections_per_ip: expected a positive integer, got -5" },
     { { limits = { errors = 2 ^ 40 } }, "limits.errors: expected a positive integer" },
     { { limits = { bare_lf = "fix" } }, 'limits.bare_lf: expected one of "reject", "accept", got "fix"' },
+    { { limits = { bare_cr = true } }, 'limits.bare_cr: expected one of "reject", "accept", got true' },
+    { { limits = { min_data_rate = -1 } },
+      "limits.min_data_rate: expected bytes per second, an integer >= 0 (0 = no rate deadline), got -1" },
+    { { limits = { junk_commands = 1.5 } }, "limits.junk_commands: expected an integer >= 0 (0 = unlimited), got 1.5" },
+    { { limits = { ipv6_prefix = 129 } }, "limits.ipv6_prefix: expected a prefix length 1-128, got 129" },
+    { { limits = { spool_reserve = "1G" } },
+      'limits.spool_reserve: expected bytes, an integer >= 0 (0 = no check), got "1G"' },
+    { { auth = { failure_delay = -0.5 } }, "auth.failure_delay: expected seconds between 0 and 60, got -0.5" },
     { { timeouts = { command = 0 } }, "timeouts.command: expected a positive number, got 0" },
     { { timeouts = { data = -1 } }, "timeouts.data: expected a positive number, got -1" },
     { { timeouts = { hook = "5" } }, 'timeouts.hook: expected a positive number, got "5"' },
@@ -342,7 +361,8 @@ describe("kurir.config merging", function()
     local state, configure = new_configure()
     configure({ auth = { mechanisms = { "PLAIN", "LOGIN" }, plaintext = true } })
     configure({ auth = { mechanisms = { "CRAM-MD5" } } })
-    assert.same({ plaintext = true, required = false, mechanisms = { "CRAM-MD5" } }, config.finalize(state).auth)
+    assert.same({ plaintext = true, required = false, mechanisms = { "CRAM-MD5" }, failure_delay = 1.0 },
+      config.finalize(state).auth)
   end)
 
   it("merges on_error default and per-hook entries from separate calls", function()

@@ -61,14 +61,26 @@ describe("kurir.maildir expansion", function()
   end)
 
   it("cannot escape the directory", function()
-    assert.same("mail/_._.._etc", expand("mail/%{user}", "../../etc@x.test"))
-    assert.same("mail/_..", expand("mail/%{user}", "...@x.test"))
-    assert.same("mail/_", expand("mail/%{user}", ".@x.test"))
-    assert.same("mail/a_b", expand("mail/%{user}", "a/b@x.test"))
-    assert.same("mail/a_b_c", expand("mail/%{user}", "a\0b\nc@x.test"))
-    assert.same("mail/_x@y", expand("mail/%{address}", ".x@y"))
-    assert.same("mail/_/postmaster", expand("mail/%{domain}/%{user}", "postmaster"))
-    assert.same("mail/_", expand("mail/%{user}", "@x.test"))
+    assert.same("mail/%2E.%2F..%2Fetc", expand("mail/%{user}", "../../etc@x.test"))
+    assert.same("mail/%2E..", expand("mail/%{user}", "...@x.test"))
+    assert.same("mail/%2E", expand("mail/%{user}", ".@x.test"))
+    assert.same("mail/a%2Fb", expand("mail/%{user}", "a/b@x.test"))
+    assert.same("mail/a%00b%0Ac%7F", expand("mail/%{user}", "a\0b\nc\127@x.test"))
+    assert.same("mail/%2Ex@y", expand("mail/%{address}", ".x@y"))
+    assert.same("mail/%/postmaster", expand("mail/%{domain}/%{user}", "postmaster"))
+    assert.same("mail/%", expand("mail/%{user}", "@x.test"))
+  end)
+
+  it("never maps two local parts to one Maildir (the encoding is reversible)", function()
+    local seen = {}
+    for _, a in ipairs { "a/b@x.test", "a_b@x.test", "a%2Fb@x.test", "a%b@x.test", "_@x.test", "@x.test",
+                         ".a@x.test", "%2Ea@x.test" } do
+      local d = expand("mail/%{user}", a)
+      assert.is_nil(seen[d], a .. " and " .. tostring(seen[d]) .. " share " .. d)
+      seen[d] = a
+    end
+    assert.same("mail/a_b", expand("mail/%{user}", "a_b@x.test"))
+    assert.same("mail/a%252Fb", expand("mail/%{user}", "a%2Fb@x.test"))
   end)
 
   it("does not expand ~/", function()

@@ -81,6 +81,11 @@ static void test_canned_rows(void)
         { R_SHUTDOWN, "421 4.3.2 mx.test Service shutting down, closing connection\r\n" },
         { R_BDAT_SYNTAX, "501 5.5.4 Syntax: BDAT size [LAST]\r\n" },
         { R_BDAT_MIXED, "503 5.5.1 DATA not allowed after BDAT\r\n" },
+        { R_BARE_CR, "554 5.6.0 Message contains bare CR (not part of CRLF); fix the client\r\n" },
+        { R_TOO_SLOW, "421 4.4.2 mx.test Data received too slowly, closing connection\r\n" },
+        { R_TOO_MANY_JUNK, "421 4.7.0 mx.test Too many commands without mail, closing connection\r\n" },
+        { R_SPOOL_FULL, "452 4.3.1 Insufficient system storage, try again later\r\n" },
+        { R_HOOK_ERROR_CLOSE, "421 4.3.0 mx.test Temporary server error, closing connection\r\n" },
     };
     size_t nrows = sizeof(rows) / sizeof(rows[0]);
     CHECK(nrows == R_COUNT);
