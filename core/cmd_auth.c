@@ -40,11 +40,19 @@ static void auth_hook_done(struct session *s, const struct hook_result *r)
     if (session_result_ok(r)) {
         free(s->user);
         s->user = user;
-        session_log(s, "info", "auth", "sss", "mechanism", mech, "user", user, "result", "ok");
+        struct buf *b = session_log_begin(s, "info", "auth");
+        logfmt_str(b, "mechanism", mech);
+        logfmt_str(b, "user", user ? user : "");
+        logfmt_str(b, "result", "ok");
+        session_log_end(s);
         session_reply_result(s, r, R_AUTH_OK, R_AUTH_FAILED, STAGE_AUTH);
         return;
     }
-    session_log(s, "warn", "auth", "sss", "mechanism", mech, "user", user, "result", "failed");
+    struct buf *b = session_log_begin(s, "warn", "auth");
+    logfmt_str(b, "mechanism", mech);
+    logfmt_str(b, "user", user ? user : "");
+    logfmt_str(b, "result", "failed");
+    session_log_end(s);
     free(user);
     if (r->kind == HR_REPLY && r->code == 421) {
         session_reply_result(s, r, R_AUTH_OK, R_AUTH_FAILED, STAGE_AUTH);   /* closes */

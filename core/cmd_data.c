@@ -17,7 +17,10 @@ static int open_body(struct session *s)
     if (s->tx.body_started)
         return 0;
     if (spool_open(&s->tx.spool, s->eng->cfg.spool) < 0) {
-        session_log(s, "error", "spool_failed", "ss", "dir", s->eng->cfg.spool, "error", strerror(errno));
+        struct buf *b = session_log_begin(s, "error", "spool_failed");
+        logfmt_str(b, "dir", s->eng->cfg.spool);
+        logfmt_str(b, "error", strerror(errno));
+        session_log_end(s);
         return -1;
     }
     msg_scan_init(&s->tx.scan);
@@ -118,9 +121,14 @@ static void log_summary(struct session *s, int code, size_t reply_at)
                 from = lua_tolstring(L, -1, &flen);
         }
     }
-    session_log(s, code < 300 ? "info" : "warn", "message", "smmiim", "id", s->tx.id, "from", from ? from : "",
-                flen, "rcpts", buf_peek(rc), buf_used(rc), "size", (long long)s->tx.spool.size, "code",
-                (long long)code, "reply", reply, rlen);
+    struct buf *b = session_log_begin(s, code < 300 ? "info" : "warn", "message");
+    logfmt_str(b, "id", s->tx.id);
+    logfmt_mem(b, "from", from ? from : "", flen);
+    logfmt_mem(b, "rcpts", buf_peek(rc), buf_used(rc));
+    logfmt_int(b, "size", (long long)s->tx.spool.size);
+    logfmt_int(b, "code", code);
+    logfmt_mem(b, "reply", reply, rlen);
+    session_log_end(s);
     lua_pop(L, pushed);
 }
 
@@ -160,10 +168,13 @@ static void message_done(struct session *s, const struct hook_result *r)
         code = r->code;
     }
     log_summary(s, code, at);
-    if (code / 100 == 2 && !s->tx.handed)
-        session_log(s, "warn", "message_dropped", "ss", "id", s->tx.id, "why",
-                    "the data hook accepted the message without storing or routing it; "
-                    "call msg:discard() (or route to kurir.discard()) if that is intended");
+    if (code / 100 == 2 && !s->tx.handed) {
+        struct buf *b = session_log_begin(s, "warn", "message_dropped");
+        logfmt_str(b, "id", s->tx.id);
+        logfmt_str(b, "why", "the data hook accepted the message without storing or routing it; "
+                             "call msg:discard() (or route to kurir.discard()) if that is intended");
+        session_log_end(s);
+    }
     if (code / 100 == 2)
         session_junk_clear(s);
     if (s->state != SS_CLOSED)

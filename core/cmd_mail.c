@@ -34,8 +34,11 @@ static bool spool_short(struct session *s)
     bool tmpfs;
     if (!reserve || spool_space(s->eng->cfg.spool, &avail, &tmpfs) < 0 || avail >= reserve)
         return false;
-    session_log(s, "warn", "spool_full", "sii", "dir", s->eng->cfg.spool, "available", (long long)avail,
-                "reserve", (long long)reserve);
+    struct buf *b = session_log_begin(s, "warn", "spool_full");
+    logfmt_str(b, "dir", s->eng->cfg.spool);
+    logfmt_int(b, "available", (long long)avail);
+    logfmt_int(b, "reserve", (long long)reserve);
+    session_log_end(s);
     session_reply(s, R_SPOOL_FULL);
     return true;
 }

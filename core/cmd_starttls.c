@@ -18,7 +18,8 @@ static void handshake_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     struct session *s = w->data;
     if (s->state != SS_TLS)
         return;
-    session_log(s, "info", "tls_timeout", "", NULL);
+    session_log_begin(s, "info", "tls_timeout");
+    session_log_end(s);
     s->conn.eof = true;
     conn_close(&s->conn, false);
 }
@@ -33,7 +34,8 @@ void starttls_begin(struct session *s)
     smtp_parser_discard(&s->parser);
     void *st = s->eng->tls ? tls_conn_new(s->eng->tls, s->conn.fd) : NULL;
     if (!st) {
-        session_log(s, "error", "tls_failed", "s", "error", "cannot create TLS state");
+        logfmt_str(session_log_begin(s, "error", "tls_failed"), "error", "cannot create TLS state");
+        session_log_end(s);
         s->conn.eof = true;
         conn_close(&s->conn, false);
         return;
@@ -67,8 +69,11 @@ void starttls_done(struct session *s, bool ok)
     session_timeouts_reset(s);
     struct tls_info ti;
     tls_conn_info(&s->conn, &ti);
-    session_log(s, "info", "tls", "sss", "version", ti.version ? ti.version : "", "cipher",
-                ti.cipher ? ti.cipher : "", "client_subject", ti.peer_subject ? ti.peer_subject : "");
+    struct buf *b = session_log_begin(s, "info", "tls");
+    logfmt_str(b, "version", ti.version ? ti.version : "");
+    logfmt_str(b, "cipher", ti.cipher ? ti.cipher : "");
+    logfmt_str(b, "client_subject", ti.peer_subject ? ti.peer_subject : "");
+    session_log_end(s);
     session_run_hook(s, HOOK_STARTTLS, NULL, starttls_hook_done);
 }
 

@@ -208,13 +208,6 @@ ssize_t conn_read(struct conn *c, void *buf, size_t n)
     return r;
 }
 
-void conn_queue(struct conn *c, const void *p, size_t n)
-{
-    if (c->closed)
-        return;
-    buf_append(&c->out, p, n);
-}
-
 size_t conn_queued(const struct conn *c)
 {
     return buf_used(&c->out);

@@ -52,7 +52,7 @@ struct conn {
     ev_io rio, wio;
     ev_idle closer;                 /* deferred close runs from here */
     const struct conn_transport *tr;
-    void *tls;                      /* SSL * while the TLS transport is active */
+    void *tls;                      /* struct tls_conn * (tls.c) while the TLS transport is active */
     const struct conn_ops *ops;
     struct buf out;                 /* replies waiting to be written */
     size_t out_high;                /* stop reading above this many queued bytes */
@@ -84,8 +84,6 @@ void conn_set_reading(struct conn *c, bool on);
 /* >0 bytes, 0 EOF, CONN_ERROR, CONN_AGAIN (no data now) */
 ssize_t conn_read(struct conn *c, void *buf, size_t n);
 
-/* Queue bytes; they go out at the next conn_flush(). */
-void conn_queue(struct conn *c, const void *p, size_t n);
 /* Try to write the queue now. Returns 0, or -1 when the connection failed
  * (a close is then scheduled). */
 int conn_flush(struct conn *c);

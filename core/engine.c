@@ -42,9 +42,9 @@ static bool file_exists(const char *p)
     return access(p, R_OK) == 0;
 }
 
-/* The shipped Lua modules: next to an installed binary
- * (<prefix>/bin/kurir -> <prefix>/share/kurir/lua), else the source tree
- * the binary was built from. KURIR_LUA_DIR overrides both. */
+/* Where the shipped Lua modules (lua/) and scripts (scripts/) live: next to
+ * an installed binary (<prefix>/bin/kurir -> <prefix>/share/kurir), else
+ * the source tree the binary was built from. KURIR_HOME overrides both. */
 static void data_dir(char *out, size_t cap)
 {
     const char *env = getenv("KURIR_HOME");
@@ -89,15 +89,40 @@ void engine_default_script(char *out, size_t cap)
 
 /* ---- configuration read-back ------------------------------------------ */
 
-static double get_num(lua_State *L, int t, const char *k, double dflt)
+/* kurir.config.finalize fills in every key with its default (the defaults
+ * live there only); a key missing here is a bug in that module, reported
+ * as a load error naming the key. */
+struct reader {
+    lua_State *L;
+    const char *missing;
+};
+
+static bool field(struct reader *r, int t, const char *k, int type)
 {
-    lua_getfield(L, t, k);
-    double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : dflt;
-    lua_pop(L, 1);
+    lua_getfield(r->L, t, k);
+    if (lua_type(r->L, -1) == type)
+        return true;
+    if (!r->missing)
+        r->missing = k;
+    return false;
+}
+
+static double get_num(struct reader *r, int t, const char *k)
+{
+    double v = field(r, t, k, LUA_TNUMBER) ? lua_tonumber(r->L, -1) : 0;
+    lua_pop(r->L, 1);
     return v;
 }
 
-static char *get_str(lua_State *L, int t, const char *k)
+static char *get_str(struct reader *r, int t, const char *k)
+{
+    char *v = field(r, t, k, LUA_TSTRING) ? xstrdup(lua_tostring(r->L, -1)) : NULL;
+    lua_pop(r->L, 1);
+    return v;
+}
+
+/* absent (nil) is allowed: NULL */
+static char *get_opt_str(lua_State *L, int t, const char *k)
 {
     lua_getfield(L, t, k);
     char *v = lua_type(L, -1) == LUA_TSTRING ? xstrdup(lua_tostring(L, -1)) : NULL;
@@ -113,96 +138,96 @@ static bool get_bool(lua_State *L, int t, const char *k)
     return v;
 }
 
-static void read_config(lua_State *L, int t, struct config *c)
+/* 0, or the name of a key kurir.config.finalize left out */
+static const char *read_config(lua_State *L, int t, struct config *c)
 {
+    struct reader r = {L, NULL};
     t = lua_absindex(L, t);
-    c->hostname = get_str(L, t, "hostname");
-    if (!c->hostname)
-        c->hostname = xstrdup("localhost");
-    c->spool = get_str(L, t, "spool");
-    if (!c->spool)
-        c->spool = xstrdup("/tmp");
-    c->user = get_str(L, t, "user");
-    c->group = get_str(L, t, "group");
+    c->hostname = get_str(&r, t, "hostname");
+    c->spool = get_str(&r, t, "spool");
+    c->user = get_opt_str(L, t, "user");     /* absent: no privilege drop */
+    c->group = get_opt_str(L, t, "group");
     c->run_as_root = get_bool(L, t, "run_as_root");
-    lua_getfield(L, t, "listen");
-    int n = (int)luaL_len(L, -1);
-    c->listen = xcalloc((size_t)(n ? n : 1), sizeof(*c->listen));
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, i);
-        struct listen_cfg *lc = &c->listen[c->nlisten++];
-        lc->host = get_str(L, -1, "host");
-        lc->port = (int)get_num(L, -1, "port", 0);
-        lc->tls = get_bool(L, -1, "tls");
-        lua_pop(L, 1);
+    if (field(&r, t, "listen", LUA_TTABLE)) {
+        int n = (int)lua_rawlen(L, -1);
+        c->listen = xcalloc((size_t)(n ? n : 1), sizeof(*c->listen));
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            struct listen_cfg *lc = &c->listen[c->nlisten++];
+            lc->host = get_str(&r, -1, "host");
+            lc->port = (int)get_num(&r, lua_gettop(L), "port");
+            lc->tls = get_bool(L, -1, "tls");
+            lua_pop(L, 1);
+        }
     }
     lua_pop(L, 1);
 
-    lua_getfield(L, t, "limits");
-    int l = lua_gettop(L);
-    c->line_length = (size_t)get_num(L, l, "line_length", 2048);
-    c->text_line_length = (size_t)get_num(L, l, "text_line_length", 0);
-    c->message_size = (uint64_t)get_num(L, l, "message_size", 33554432);
-    c->header_size = (uint64_t)get_num(L, l, "header_size", 102400);
-    c->recipients = (int)get_num(L, l, "recipients", 100);
-    c->connections = (int)get_num(L, l, "connections", 1000);
-    c->connections_per_ip = (int)get_num(L, l, "connections_per_ip", 50);
-    c->errors = (int)get_num(L, l, "errors", 10);
-    char *blf = get_str(L, l, "bare_lf");
-    c->bare_lf_reject = !blf || strcmp(blf, "accept") != 0;
-    free(blf);
-    char *bcr = get_str(L, l, "bare_cr");
-    c->bare_cr_reject = bcr && strcmp(bcr, "reject") == 0;
-    free(bcr);
-    c->min_data_rate = (int)get_num(L, l, "min_data_rate", 500);
-    c->junk_commands = (int)get_num(L, l, "junk_commands", 100);
-    c->ipv6_prefix = (int)get_num(L, l, "ipv6_prefix", 64);
-    c->spool_reserve = (uint64_t)get_num(L, l, "spool_reserve", 16777216);
-    lua_pop(L, 1);
-
-    lua_getfield(L, t, "timeouts");
-    int to = lua_gettop(L);
-    c->t_command = get_num(L, to, "command", 300);
-    c->t_data = get_num(L, to, "data", 180);
-    c->t_handshake = get_num(L, to, "handshake", 30);
-    c->t_hook = get_num(L, to, "hook", 60);
-    c->t_shutdown = get_num(L, to, "shutdown", 30);
-    lua_pop(L, 1);
-    c->cpu_budget = get_num(L, t, "cpu_budget", 1.0);
-
-    lua_getfield(L, t, "on_error");
-    for (int h = 0; h < HOOK_COUNT; h++) {
-        char *p = lua_istable(L, -1) ? get_str(L, -1, hook_names[h]) : NULL;
-        c->on_error[h] = !p ? ERR_TEMPFAIL
-                       : !strcmp(p, "reject") ? ERR_REJECT
-                       : !strcmp(p, "continue") ? ERR_CONTINUE : ERR_TEMPFAIL;
-        free(p);
+    if (field(&r, t, "limits", LUA_TTABLE)) {
+        int l = lua_gettop(L);
+        c->line_length = (size_t)get_num(&r, l, "line_length");
+        c->text_line_length = (size_t)get_num(&r, l, "text_line_length");
+        c->message_size = (uint64_t)get_num(&r, l, "message_size");
+        c->header_size = (uint64_t)get_num(&r, l, "header_size");
+        c->recipients = (int)get_num(&r, l, "recipients");
+        c->connections = (int)get_num(&r, l, "connections");
+        c->connections_per_ip = (int)get_num(&r, l, "connections_per_ip");
+        c->errors = (int)get_num(&r, l, "errors");
+        char *blf = get_str(&r, l, "bare_lf");
+        c->bare_lf_reject = !blf || strcmp(blf, "accept") != 0;
+        free(blf);
+        char *bcr = get_str(&r, l, "bare_cr");
+        c->bare_cr_reject = bcr && strcmp(bcr, "reject") == 0;
+        free(bcr);
+        c->min_data_rate = (int)get_num(&r, l, "min_data_rate");
+        c->junk_commands = (int)get_num(&r, l, "junk_commands");
+        c->ipv6_prefix = (int)get_num(&r, l, "ipv6_prefix");
+        c->spool_reserve = (uint64_t)get_num(&r, l, "spool_reserve");
     }
     lua_pop(L, 1);
 
-    lua_getfield(L, t, "tls");
+    if (field(&r, t, "timeouts", LUA_TTABLE)) {
+        int to = lua_gettop(L);
+        c->t_command = get_num(&r, to, "command");
+        c->t_data = get_num(&r, to, "data");
+        c->t_handshake = get_num(&r, to, "handshake");
+        c->t_hook = get_num(&r, to, "hook");
+        c->t_shutdown = get_num(&r, to, "shutdown");
+    }
+    lua_pop(L, 1);
+    c->cpu_budget = get_num(&r, t, "cpu_budget");
+
+    if (field(&r, t, "on_error", LUA_TTABLE)) {
+        int oe = lua_gettop(L);
+        for (int h = 0; h < HOOK_COUNT; h++) {
+            char *p = get_str(&r, oe, hook_names[h]);
+            c->on_error[h] = !p ? ERR_TEMPFAIL
+                           : !strcmp(p, "reject") ? ERR_REJECT
+                           : !strcmp(p, "continue") ? ERR_CONTINUE : ERR_TEMPFAIL;
+            free(p);
+        }
+    }
+    lua_pop(L, 1);
+
+    lua_getfield(L, t, "tls");   /* absent: no TLS */
     if (lua_istable(L, -1)) {
         int x = lua_gettop(L);
         c->tls_enabled = true;
-        c->tls_cert = get_str(L, x, "cert");
-        c->tls_key = get_str(L, x, "key");
-        c->tls_chain = get_str(L, x, "chain");
-        c->tls_ca = get_str(L, x, "ca");
+        c->tls_cert = get_opt_str(L, x, "cert");
+        c->tls_key = get_opt_str(L, x, "key");
+        c->tls_chain = get_opt_str(L, x, "chain");
+        c->tls_ca = get_opt_str(L, x, "ca");
         c->tls_self_signed = get_bool(L, x, "self_signed");
-        c->tls_client_cert = (int)get_num(L, x, "client_cert", 0);
+        c->tls_client_cert = (int)get_num(&r, x, "client_cert");
     }
     lua_pop(L, 1);
 
-    lua_getfield(L, t, "auth");
-    c->auth_mechs = 0;
-    if (lua_istable(L, -1)) {
+    if (field(&r, t, "auth", LUA_TTABLE)) {
         int a = lua_gettop(L);
         c->auth_plaintext = get_bool(L, a, "plaintext");
         c->auth_required = get_bool(L, a, "required");
-        c->auth_failure_delay = get_num(L, a, "failure_delay", 1.0);
-        lua_getfield(L, a, "mechanisms");
-        if (lua_istable(L, -1)) {
-            int m = (int)luaL_len(L, -1);
+        c->auth_failure_delay = get_num(&r, a, "failure_delay");
+        if (field(&r, a, "mechanisms", LUA_TTABLE)) {
+            int m = (int)lua_rawlen(L, -1);
             for (int i = 1; i <= m; i++) {
                 lua_rawgeti(L, -1, i);
                 size_t len;
@@ -218,15 +243,9 @@ static void read_config(lua_State *L, int t, struct config *c)
             }
         }
         lua_pop(L, 1);
-    } else {
-        c->auth_mechs = (1u << SASL_PLAIN) | (1u << SASL_LOGIN) | (1u << SASL_CRAM_MD5);
-        c->auth_order[0] = SASL_PLAIN;
-        c->auth_order[1] = SASL_LOGIN;
-        c->auth_order[2] = SASL_CRAM_MD5;
-        c->nauth_order = 3;
-        c->auth_failure_delay = 1.0;
     }
     lua_pop(L, 1);
+    return r.missing;
 }
 
 static void free_config(struct config *c)
@@ -327,9 +346,19 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
     lua_session_register(L);
     lua_message_register(L);
     lua_cred_register(L);
-    lua_kurir_open(L, e);
-    if (lua_gettop(L) != 0)
-        lua_settop(L, 0);
+    lua_kurir_open(L);
+    /* the parts of `kurir` written in Lua; kurir.api.complete returns the
+     * configuration state kurir.configure merges into */
+    if (require_module(L, "kurir.api", err) < 0)
+        goto fail;
+    lua_getfield(L, -1, "complete");
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "kurir");
+    lua_remove(L, -2);
+    if (pcall_msg(L, 1, 1, err) < 0)
+        goto fail;
+    lua_setfield(L, LUA_REGISTRYINDEX, "kurir.config_state");
+    lua_settop(L, 0);
 
     /* arg, as the lua command sets it */
     lua_createtable(L, argc, 1);
@@ -397,10 +426,16 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
         free(m);
         goto fail;
     }
-    read_config(L, -1, &e->cfg);
+    const char *missing = read_config(L, -1, &e->cfg);
+    if (missing) {
+        size_t need = strlen(missing) + 64;
+        *err = xmalloc(need);
+        snprintf(*err, need, "kurir.config.finalize: no value for '%s'", missing);
+        goto fail;
+    }
     lua_getfield(L, -1, "dns");
     lua_setfield(L, LUA_REGISTRYINDEX, "kurir.dns_config");
-    char *tls_where = get_str(L, -1, "tls_where");
+    char *tls_where = get_opt_str(L, -1, "tls_where");
     lua_pop(L, 2);
 
     if (e->cfg.tls_enabled) {
@@ -478,8 +513,11 @@ static struct session *session_of(struct task *t)
 
 static void log_hook_error(struct session *s, const char *msg, const char *tb)
 {
-    session_log(s, "error", "hook_error", "sss", "hook", engine_hook_name(s->cur_hook), "error",
-                msg ? msg : "?", "traceback", tb ? tb : "");
+    struct buf *b = session_log_begin(s, "error", "hook_error");
+    logfmt_str(b, "hook", engine_hook_name(s->cur_hook));
+    logfmt_str(b, "error", msg ? msg : "?");
+    logfmt_str(b, "traceback", tb ? tb : "");
+    session_log_end(s);
 }
 
 static void session_task_error(struct task *t, const char *msg, const char *tb)
@@ -510,8 +548,12 @@ static void log_bad_return(struct session *s, lua_State *co, int idx, const char
     else
         snprintf(value, sizeof(value), "%.*s (%s)", vlen > 100 ? 100 : (int)vlen, v, luaL_typename(co, idx));
     lua_pop(co, 1);
-    session_log(s, "error", "hook_error", "ssss", "hook", engine_hook_name(s->cur_hook), "error", msg, "where",
-                where, "returned", value);
+    struct buf *b = session_log_begin(s, "error", "hook_error");
+    logfmt_str(b, "hook", engine_hook_name(s->cur_hook));
+    logfmt_str(b, "error", msg ? msg : "?");
+    logfmt_str(b, "where", where);
+    logfmt_str(b, "returned", value);
+    session_log_end(s);
 }
 
 /* The one place where what a hook returned becomes a hook_result. The
@@ -852,7 +894,10 @@ bool engine_check_route(struct session *s, int ref)
         return true;
     }
     const char *why = lua_tostring(L, -1);
-    session_log(s, "error", "bad_route", "ss", "hook", "rcpt", "error", why ? why : "?");
+    struct buf *b = session_log_begin(s, "error", "bad_route");
+    logfmt_str(b, "hook", "rcpt");
+    logfmt_str(b, "error", why ? why : "?");
+    session_log_end(s);
     lua_pop(L, 1);
     return false;
 }

@@ -1,9 +1,10 @@
-/* logfmt.c - builds one logfmt line per event in a caller's struct buf and
- * writes it with a single write(2), so lines from several processes sharing
- * a log fd never interleave. Every value goes through logfmt_value(), which
- * quotes and escapes anything that could start a new field or a new line:
- * client bytes are logged faithfully but can never forge either. Pure apart
- * from the one write in logfmt_emit(); owns no state. */
+/* logfmt.c - builds one logfmt line per event in a caller's struct buf.
+ * Every value goes through logfmt_value(), which quotes and escapes
+ * anything that could start a new field or a new line: client bytes are
+ * logged faithfully but can never forge either. The server queues finished
+ * lines and writes them once per loop iteration (server_log_end); only
+ * lines made before the loop runs (kurir.log while the script loads) go
+ * out through logfmt_emit(), one write(2) each. Owns no state. */
 #include "logfmt.h"
 
 #include <errno.h>

@@ -5,6 +5,7 @@
 #include <lauxlib.h>
 #include <string.h>
 
+#include "binding.h"
 #include "engine_session.h"
 #include "sasl.h"
 
@@ -32,21 +33,38 @@ static int l_verify(lua_State *L)
     return 1;
 }
 
-static int l_index(lua_State *L)
+/* (cred) -> string */
+static int f_mechanism(lua_State *L)
 {
-    struct session *s = cred_check(L, 1);
-    const char *k = luaL_checkstring(L, 2);
-    const struct sasl *a = &s->sasl;
-    if (!strcmp(k, "mechanism"))
-        lua_pushstring(L, sasl_mech_name(a->mech));
-    else if (!strcmp(k, "user"))
-        lua_pushstring(L, a->user ? a->user : "");
-    else if (!strcmp(k, "password") && a->password)
+    lua_pushstring(L, sasl_mech_name(cred_check(L, 1)->sasl.mech));
+    return 1;
+}
+
+/* (cred) -> string */
+static int f_user(lua_State *L)
+{
+    const struct sasl *a = &cred_check(L, 1)->sasl;
+    lua_pushstring(L, a->user ? a->user : "");
+    return 1;
+}
+
+/* (cred) -> string|nil ; PLAIN and LOGIN only */
+static int f_password(lua_State *L)
+{
+    const struct sasl *a = &cred_check(L, 1)->sasl;
+    if (a->password)
         lua_pushstring(L, a->password);
-    else if (!strcmp(k, "authzid") && a->authzid)
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* (cred) -> string|nil */
+static int f_authzid(lua_State *L)
+{
+    const struct sasl *a = &cred_check(L, 1)->sasl;
+    if (a->authzid)
         lua_pushstring(L, a->authzid);
-    else if (!strcmp(k, "verify"))
-        lua_pushcfunction(L, l_verify);
     else
         lua_pushnil(L);
     return 1;
@@ -64,16 +82,30 @@ static int l_tostring(lua_State *L)
 }
 
 static const luaL_Reg cred_meta[] = {
-    {"__index", l_index},
     {"__tostring", l_tostring},
     {NULL, NULL},
 };
 
+static const luaL_Reg cred_methods[] = {
+    {"verify", l_verify},
+    {NULL, NULL},
+};
+
+static const luaL_Reg cred_fields[] = {
+    {"mechanism", f_mechanism},
+    {"user", f_user},
+    {"password", f_password},
+    {"authzid", f_authzid},
+    {NULL, NULL},
+};
+
+static const struct binding_class cred_class = {
+    CRED_MT, cred_meta, cred_methods, cred_fields, NULL, NULL,
+};
+
 void lua_cred_register(lua_State *L)
 {
-    luaL_newmetatable(L, CRED_MT);
-    luaL_setfuncs(L, cred_meta, 0);
-    lua_pop(L, 1);
+    binding_register(L, &cred_class);
 }
 
 void lua_cred_push_new(lua_State *L, struct session *s)

@@ -2,8 +2,9 @@
  * kurir.on (hook table that refuses unknown names and cannot be replaced),
  * kurir.sleep, kurir.now/kurir.time (clocks),
  * kurir.spawn / kurir.every (detached tasks, engine.c),
- * kurir.log, kurir.version, kurir.hostname, kurir.configure (through the
- * shipped kurir.config module) and kurir.maildir (kurir.maildir module). */
+ * kurir.log, kurir.version, kurir.hostname, kurir.connect (lua_socket.c),
+ * kurir.dns (lua_dns.c). The shipped kurir.api module adds the parts
+ * written in Lua (kurir.configure, kurir.maildir, kurir.connect by name). */
 #include <lauxlib.h>
 #include <lualib.h>
 #include <string.h>
@@ -28,16 +29,23 @@ static struct engine *engine_of(lua_State *L)
 /* (table, string, function) -> () ; kurir.on.<name> = fn */
 static int on_newindex(lua_State *L)
 {
-    size_t len;
-    const char *name = lua_tolstring(L, 2, &len);
+    const char *name = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
     bool known = false;
     for (int h = 0; name && h < HOOK_COUNT; h++)
         if (!strcmp(name, engine_hook_name(h)))
             known = true;
-    if (!known || lua_type(L, 2) != LUA_TSTRING)
-        return luaL_error(L, "unknown hook '%s' (hooks: connect, helo, starttls, auth, mail, rcpt, "
-                             "data, vrfy, expn, command, reset, disconnect)",
-                          name ? name : luaL_typename(L, 2));
+    if (!known) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (int h = 0; h < HOOK_COUNT; h++) {
+            if (h > 0)
+                luaL_addstring(&b, ", ");
+            luaL_addstring(&b, engine_hook_name(h));
+        }
+        luaL_pushresult(&b);
+        return luaL_error(L, "unknown hook '%s' (hooks: %s)", name ? name : luaL_typename(L, 2),
+                          lua_tostring(L, -1));
+    }
     if (!lua_isfunction(L, 3) && !lua_isnil(L, 3))
         return luaL_error(L, "hook '%s' must be a function, got %s", name, luaL_typename(L, 3));
     lua_getfield(L, LUA_REGISTRYINDEX, "kurir.hooks");
@@ -141,13 +149,11 @@ void lua_log_fields(lua_State *L, int first, struct buf *b)
         lua_call(L, 1, 0);
         for (int i = 1; i <= n; i++) {
             lua_rawgeti(L, keys, i);
-            const char *k = lua_tostring(L, -1);
             lua_gettable(L, first + 1);
             size_t vl;
             const char *v = luaL_tolstring(L, -1, &vl);
             lua_rawgeti(L, keys, i);
             logfmt_mem(b, lua_tostring(L, -1), v, vl);
-            (void)k;
             lua_pop(L, 3);
         }
         lua_settop(L, top);
@@ -215,22 +221,13 @@ static const luaL_Reg kurir_funcs[] = {
     {NULL, NULL},
 };
 
-static const char configure_chunk[] =
-    "local kurir, config, maildir, net = ...\n"
-    "local state = config.new()\n"
-    "kurir.configure = function(t) config.merge(state, t, 2) end\n"
-    "kurir.maildir = maildir.new\n"
-    "kurir.discard = function() return require(\"kurir.default\").discard() end\n"
-    "kurir.connect = net.wrap(kurir.connect, kurir.dns)\n"
-    "return state\n";
-
-void lua_kurir_open(lua_State *L, struct engine *e)
+void lua_kurir_open(lua_State *L)
 {
-    (void)e;
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, "kurir.hooks");
     lua_socket_register(L);
 
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     luaL_newlib(L, kurir_funcs);
     lua_dns_open(L);
     lua_pushstring(L, KURIR_VERSION);
@@ -255,32 +252,8 @@ void lua_kurir_open(lua_State *L, struct engine *e)
     lua_setfield(L, -2, "__newindex");
     lua_remove(L, -2);
     lua_setmetatable(L, -2);
-
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_pushvalue(L, -3);
+    /* kurir.configure, kurir.maildir, kurir.discard and kurir.connect by
+     * name come from the shipped kurir.api module (engine_load) */
     lua_setfield(L, -2, "kurir");
-    lua_pop(L, 2);
-
-    /* kurir.configure / kurir.maildir come from the shipped modules; if
-     * they fail to load the script's own load will report it. */
-    if (luaL_loadstring(L, configure_chunk) == LUA_OK) {
-        lua_pushvalue(L, -2);
-        lua_getglobal(L, "require");
-        lua_pushliteral(L, "kurir.config");
-        int ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
-        lua_getglobal(L, "require");
-        lua_pushliteral(L, "kurir.maildir");
-        ok = (lua_pcall(L, 1, 1, 0) == LUA_OK) && ok;
-        lua_getglobal(L, "require");
-        lua_pushliteral(L, "kurir.net");
-        ok = (lua_pcall(L, 1, 1, 0) == LUA_OK) && ok;
-        if (ok && lua_pcall(L, 4, 1, 0) == LUA_OK) {
-            lua_setfield(L, LUA_REGISTRYINDEX, "kurir.config_state");
-        } else {
-            lua_settop(L, 0);
-            return;
-        }
-    }
-    lua_settop(L, 0);
+    lua_pop(L, 1);
 }

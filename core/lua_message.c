@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "binding.h"
 #include "engine_session.h"
 #include "maildir.h"
 #include "msg_scan.h"
@@ -182,32 +183,31 @@ static int l_store_maildir(lua_State *L)
     return 1;
 }
 
-static int l_index(lua_State *L)
+/* (message) -> string */
+static int f_id(lua_State *L)
 {
-    struct session *s = message_check(L, 1);
-    const char *k = luaL_checkstring(L, 2);
-    if (!strcmp(k, "id"))
-        lua_pushstring(L, s->tx.id);
-    else if (!strcmp(k, "size"))
-        lua_pushinteger(L, (lua_Integer)s->tx.spool.size);
-    else if (!strcmp(k, "from"))
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.from_ref);
-    else if (!strcmp(k, "rcpts"))
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
-    else if (!strcmp(k, "header"))
-        lua_pushcfunction(L, l_header);
-    else if (!strcmp(k, "headers"))
-        lua_pushcfunction(L, l_headers);
-    else if (!strcmp(k, "raw"))
-        lua_pushcfunction(L, l_raw);
-    else if (!strcmp(k, "add_header"))
-        lua_pushcfunction(L, l_add_header);
-    else if (!strcmp(k, "store_maildir"))
-        lua_pushcfunction(L, l_store_maildir);
-    else if (!strcmp(k, "discard"))
-        lua_pushcfunction(L, l_discard);
-    else
-        lua_pushnil(L);
+    lua_pushstring(L, message_check(L, 1)->tx.id);
+    return 1;
+}
+
+/* (message) -> integer */
+static int f_size(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)message_check(L, 1)->tx.spool.size);
+    return 1;
+}
+
+/* (message) -> address table */
+static int f_from(lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, message_check(L, 1)->tx.from_ref);
+    return 1;
+}
+
+/* (message) -> {address table...} */
+static int f_rcpts(lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, message_check(L, 1)->tx.rcpts_ref);
     return 1;
 }
 
@@ -222,16 +222,35 @@ static int l_tostring(lua_State *L)
 }
 
 static const luaL_Reg message_meta[] = {
-    {"__index", l_index},
     {"__tostring", l_tostring},
     {NULL, NULL},
 };
 
+static const luaL_Reg message_methods[] = {
+    {"header", l_header},
+    {"headers", l_headers},
+    {"raw", l_raw},
+    {"add_header", l_add_header},
+    {"store_maildir", l_store_maildir},
+    {"discard", l_discard},
+    {NULL, NULL},
+};
+
+static const luaL_Reg message_fields[] = {
+    {"id", f_id},
+    {"size", f_size},
+    {"from", f_from},
+    {"rcpts", f_rcpts},
+    {NULL, NULL},
+};
+
+static const struct binding_class message_class = {
+    MESSAGE_MT, message_meta, message_methods, message_fields, NULL, NULL,
+};
+
 void lua_message_register(lua_State *L)
 {
-    luaL_newmetatable(L, MESSAGE_MT);
-    luaL_setfuncs(L, message_meta, 0);
-    lua_pop(L, 1);
+    binding_register(L, &message_class);
 }
 
 void lua_message_push_new(lua_State *L, struct session *s)

@@ -4,8 +4,8 @@
  * closed". The script's own per-session values live in the userdata's user
  * value table, so they survive across hooks of one session. */
 #include <lauxlib.h>
-#include <string.h>
 
+#include "binding.h"
 #include "engine_session.h"
 #include "logfmt.h"
 #include "server.h"
@@ -64,116 +64,113 @@ static void push_tls(lua_State *L, struct session *s)
     lua_setfield(L, -2, "verified");
 }
 
-static const char *const builtin[] = {
-    "id", "remote_ip", "remote_port", "local_ip", "local_port", "helo", "esmtp", "tls",
-    "user", "from", "rcpts", "log", NULL,
-};
-
-static bool is_builtin(const char *k)
+/* (session) -> string */
+static int f_id(lua_State *L)
 {
-    for (int i = 0; builtin[i]; i++)
-        if (!strcmp(k, builtin[i]))
-            return true;
-    return false;
+    lua_pushstring(L, session_check(L, 1)->id);
+    return 1;
 }
 
-/* (session, key) -> value */
-static int l_index(lua_State *L)
+/* (session) -> string */
+static int f_remote_ip(lua_State *L)
+{
+    lua_pushstring(L, session_check(L, 1)->conn.peer_ip);
+    return 1;
+}
+
+/* (session) -> integer */
+static int f_remote_port(lua_State *L)
+{
+    lua_pushinteger(L, session_check(L, 1)->conn.peer_port);
+    return 1;
+}
+
+/* (session) -> string */
+static int f_local_ip(lua_State *L)
+{
+    lua_pushstring(L, session_check(L, 1)->conn.local_ip);
+    return 1;
+}
+
+/* (session) -> integer */
+static int f_local_port(lua_State *L)
+{
+    lua_pushinteger(L, session_check(L, 1)->conn.local_port);
+    return 1;
+}
+
+/* (session) -> string|nil */
+static int f_helo(lua_State *L)
 {
     struct session *s = session_check(L, 1);
-    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
-    if (k) {
-        switch (k[0]) {
-        case 'i':
-            if (!strcmp(k, "id")) {
-                lua_pushstring(L, s->id);
-                return 1;
-            }
-            break;
-        case 'r':
-            if (!strcmp(k, "remote_ip")) {
-                lua_pushstring(L, s->conn.peer_ip);
-                return 1;
-            }
-            if (!strcmp(k, "remote_port")) {
-                lua_pushinteger(L, s->conn.peer_port);
-                return 1;
-            }
-            if (!strcmp(k, "rcpts")) {
-                if (s->tx.rcpts_ref == LUA_NOREF)
-                    lua_newtable(L);
-                else
-                    lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
-                return 1;
-            }
-            break;
-        case 'l':
-            if (!strcmp(k, "local_ip")) {
-                lua_pushstring(L, s->conn.local_ip);
-                return 1;
-            }
-            if (!strcmp(k, "local_port")) {
-                lua_pushinteger(L, s->conn.local_port);
-                return 1;
-            }
-            if (!strcmp(k, "log")) {
-                lua_pushcfunction(L, l_log);
-                return 1;
-            }
-            break;
-        case 'h':
-            if (!strcmp(k, "helo")) {
-                if (s->helo)
-                    lua_pushstring(L, s->helo);
-                else
-                    lua_pushnil(L);
-                return 1;
-            }
-            break;
-        case 'e':
-            if (!strcmp(k, "esmtp")) {
-                lua_pushboolean(L, s->esmtp);
-                return 1;
-            }
-            break;
-        case 't':
-            if (!strcmp(k, "tls")) {
-                push_tls(L, s);
-                return 1;
-            }
-            break;
-        case 'u':
-            if (!strcmp(k, "user")) {
-                if (s->user)
-                    lua_pushstring(L, s->user);
-                else
-                    lua_pushnil(L);
-                return 1;
-            }
-            break;
-        case 'f':
-            if (!strcmp(k, "from")) {
-                if (s->tx.from_ref == LUA_NOREF)
-                    lua_pushnil(L);
-                else
-                    lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.from_ref);
-                return 1;
-            }
-            break;
-        }
-    }
+    if (s->helo)
+        lua_pushstring(L, s->helo);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* (session) -> boolean */
+static int f_esmtp(lua_State *L)
+{
+    lua_pushboolean(L, session_check(L, 1)->esmtp);
+    return 1;
+}
+
+/* (session) -> table|nil */
+static int f_tls(lua_State *L)
+{
+    push_tls(L, session_check(L, 1));
+    return 1;
+}
+
+/* (session) -> string|nil */
+static int f_user(lua_State *L)
+{
+    struct session *s = session_check(L, 1);
+    if (s->user)
+        lua_pushstring(L, s->user);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* (session) -> address table|nil */
+static int f_from(lua_State *L)
+{
+    struct session *s = session_check(L, 1);
+    if (s->tx.from_ref == LUA_NOREF)
+        lua_pushnil(L);
+    else
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.from_ref);
+    return 1;
+}
+
+/* (session) -> {address table...} */
+static int f_rcpts(lua_State *L)
+{
+    struct session *s = session_check(L, 1);
+    if (s->tx.rcpts_ref == LUA_NOREF)
+        lua_newtable(L);
+    else
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
+    return 1;
+}
+
+/* (session, key) -> value ; the script's own per-session values */
+static int l_index(lua_State *L)
+{
+    session_check(L, 1);
     lua_getiuservalue(L, 1, 1);
     lua_pushvalue(L, 2);
     lua_rawget(L, -2);
     return 1;
 }
 
-/* (session, key, value) -> () ; script values, never the built-in fields */
+/* (session, key, value) -> () ; script values (built-in fields are read-only) */
 static int l_newindex(lua_State *L)
 {
     session_check(L, 1);
-    if (lua_type(L, 2) == LUA_TSTRING && is_builtin(lua_tostring(L, 2)))
-        return luaL_error(L, "session field '%s' is read-only", lua_tostring(L, 2));
     lua_getiuservalue(L, 1, 1);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
@@ -193,17 +190,37 @@ static int l_tostring(lua_State *L)
 }
 
 static const luaL_Reg session_meta[] = {
-    {"__index", l_index},
-    {"__newindex", l_newindex},
     {"__tostring", l_tostring},
     {NULL, NULL},
 };
 
+static const luaL_Reg session_methods[] = {
+    {"log", l_log},
+    {NULL, NULL},
+};
+
+static const luaL_Reg session_fields[] = {
+    {"id", f_id},
+    {"remote_ip", f_remote_ip},
+    {"remote_port", f_remote_port},
+    {"local_ip", f_local_ip},
+    {"local_port", f_local_port},
+    {"helo", f_helo},
+    {"esmtp", f_esmtp},
+    {"tls", f_tls},
+    {"user", f_user},
+    {"from", f_from},
+    {"rcpts", f_rcpts},
+    {NULL, NULL},
+};
+
+static const struct binding_class session_class = {
+    SESSION_MT, session_meta, session_methods, session_fields, l_index, l_newindex,
+};
+
 void lua_session_register(lua_State *L)
 {
-    luaL_newmetatable(L, SESSION_MT);
-    luaL_setfuncs(L, session_meta, 0);
-    lua_pop(L, 1);
+    binding_register(L, &session_class);
 }
 
 void lua_session_push_new(lua_State *L, struct session *s)

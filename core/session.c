@@ -8,7 +8,6 @@
  * the disconnect hook runs first, in the session's coroutine. */
 #include "session.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,37 +32,16 @@ static struct session *from_conn(struct conn *c)
     return (struct session *)((char *)c - offsetof(struct session, conn));
 }
 
-void session_log(struct session *s, const char *level, const char *event, const char *fmt, ...)
+struct buf *session_log_begin(struct session *s, const char *level, const char *event)
 {
-    /* fmt: pairs of "key", value given as: 's' string, 'm' (ptr,len), 'i' long long, 'd' double */
     struct buf *b = &s->srv->log;
     buf_reset(b);
     logfmt_begin(b, level, s->id, event);
-    va_list ap;
-    va_start(ap, fmt);
-    for (const char *f = fmt; f && *f; f++) {
-        const char *key = va_arg(ap, const char *);
-        switch (*f) {
-        case 's': {
-            const char *v = va_arg(ap, const char *);
-            logfmt_str(b, key, v ? v : "");
-            break;
-        }
-        case 'm': {
-            const char *v = va_arg(ap, const char *);
-            size_t n = va_arg(ap, size_t);
-            logfmt_mem(b, key, v, n);
-            break;
-        }
-        case 'i':
-            logfmt_int(b, key, va_arg(ap, long long));
-            break;
-        case 'd':
-            logfmt_dbl(b, key, va_arg(ap, double));
-            break;
-        }
-    }
-    va_end(ap);
+    return b;
+}
+
+void session_log_end(struct session *s)
+{
     server_log_end(s->srv);
 }
 
@@ -131,7 +109,8 @@ void session_error(struct session *s)
 {
     s->errors++;
     if (s->errors >= s->eng->cfg.errors) {
-        session_log(s, "warn", "too_many_errors", "i", "errors", (long long)s->errors);
+        logfmt_int(session_log_begin(s, "warn", "too_many_errors"), "errors", s->errors);
+        session_log_end(s);
         session_reply(s, R_TOO_MANY_ERRORS);
         session_close(s);
     }
@@ -143,7 +122,8 @@ void session_junk(struct session *s)
     if (s->state == SS_CLOSED || s->conn.closing || limit <= 0)
         return;
     if (++s->junk > limit) {
-        session_log(s, "warn", "too_many_junk_commands", "i", "commands", (long long)s->junk);
+        logfmt_int(session_log_begin(s, "warn", "too_many_junk_commands"), "commands", s->junk);
+        session_log_end(s);
         session_reply(s, R_TOO_MANY_JUNK);
         session_close(s);
     }
@@ -199,13 +179,17 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;   /* hooks have their own limit (engine.c); a pause ends by itself */
     bool data = s->state == SS_DATA || s->state == SS_BDAT;
     if (data && s->tx.data_deadline > 0 && ev_now(loop) >= s->tx.data_deadline) {
-        session_log(s, "info", "timeout", "ssi", "state", "data", "reason", "min_data_rate", "bytes",
-                    (long long)s->tx.spool.size);
+        struct buf *b = session_log_begin(s, "info", "timeout");
+        logfmt_str(b, "state", "data");
+        logfmt_str(b, "reason", "min_data_rate");
+        logfmt_int(b, "bytes", (long long)s->tx.spool.size);
+        session_log_end(s);
         session_reply(s, R_TOO_SLOW);
         session_close(s);
         return;
     }
-    session_log(s, "info", "timeout", "s", "state", data ? "data" : "command");
+    logfmt_str(session_log_begin(s, "info", "timeout"), "state", data ? "data" : "command");
+    session_log_end(s);
     session_reply(s, R_TIMEOUT);
     session_close(s);
 }
@@ -505,7 +489,8 @@ static void session_process(struct session *s)
                 arm_data_timer(s, 0);   /* the message deadline starts (or goes on) */
             break;
         case SMTP_EV_LINE_TOO_LONG:
-            session_log(s, "info", "line_too_long", "i", "bytes", (long long)ev.len);
+            logfmt_int(session_log_begin(s, "info", "line_too_long"), "bytes", (long long)ev.len);
+            session_log_end(s);
             if (s->state == SS_AUTH) {
                 s->state = s->state_before_auth;
                 sasl_reset(&s->sasl);
@@ -568,7 +553,8 @@ static void on_handshake(struct conn *c, bool ok)
 {
     struct session *s = from_conn(c);
     if (!ok) {
-        session_log(s, "info", "tls_failed", "", NULL);
+        session_log_begin(s, "info", "tls_failed");
+        session_log_end(s);
         c->eof = true;
         conn_close(c, false);
         return;
@@ -595,7 +581,8 @@ static void on_closed(struct conn *c)
         engine_abort_hook(s);   /* the client left; its waiting hook is abandoned */
     s->in_hook = false;
     s->pending = NULL;
-    session_log(s, "info", "disconnect", "i", "errors", (long long)s->errors);
+    logfmt_int(session_log_begin(s, "info", "disconnect"), "errors", s->errors);
+    session_log_end(s);
     if (!s->disconnect_done && engine_has_hook(s->eng, HOOK_DISCONNECT)) {
         session_run_hook(s, HOOK_DISCONNECT, NULL, disconnect_done);
         return;
@@ -637,9 +624,12 @@ struct session *session_new(struct server *srv, int fd, bool implicit_tls,
     srv->sessions = s;
     srv->nsessions++;
     engine_session_open(s);
-    session_log(s, "info", "connect", "sisi", "remote_ip", s->conn.peer_ip, "remote_port",
-                (long long)s->conn.peer_port, "local_ip", s->conn.local_ip, "local_port",
-                (long long)s->conn.local_port);
+    struct buf *b = session_log_begin(s, "info", "connect");
+    logfmt_str(b, "remote_ip", s->conn.peer_ip);
+    logfmt_int(b, "remote_port", s->conn.peer_port);
+    logfmt_str(b, "local_ip", s->conn.local_ip);
+    logfmt_int(b, "local_port", s->conn.local_port);
+    session_log_end(s);
     if (implicit_tls) {
         s->tls_required = true;
         s->state = SS_TLS;

@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 #include "conn.h"
 #include "engine.h"
+#include "logfmt.h"
 #include "msg_scan.h"
 #include "reply.h"
 #include "sasl.h"
@@ -168,7 +169,11 @@ struct smtp_span session_arg(struct session *s);
 void session_tx_reset(struct session *s);
 void session_tx_begin(struct session *s);
 void session_new_queue_id(struct session *s, char *out);
-void session_log(struct session *s, const char *level, const char *event, const char *fmt, ...);
+/* One log line about s: session_log_begin starts it (time, level, session
+ * id, event) and returns the buffer for typed logfmt_str/_int/_mem fields;
+ * session_log_end queues it. Nothing else may log in between. */
+struct buf *session_log_begin(struct session *s, const char *level, const char *event);
+void session_log_end(struct session *s);
 
 /* command tables of the cmd_*.c files */
 extern const struct cmd cmd_basic_table[];

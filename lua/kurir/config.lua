@@ -10,10 +10,8 @@
 
 local config = {}
 
-config.hook_names = {
-  "connect", "helo", "starttls", "auth", "mail", "rcpt", "data",
-  "vrfy", "expn", "command", "reset", "disconnect",
-}
+-- The hook names, as the engine lists them (core/engine.c), in its order.
+config.hook_names = require "kurir.hooks"
 
 local HOOKS = {}
 for _, name in ipairs(config.hook_names) do HOOKS[name] = true end
