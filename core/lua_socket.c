@@ -9,7 +9,8 @@
  *
  * Owns: the fd, the client SSL_CTX/SSL, a bounded read buffer and the
  * pending write of each socket; all are released by close() or __gc.
- * Uses: task.h (the waiting protocol), util.h (struct buf). */
+ * Uses: task.h (the waiting protocol), conn.h (address to text), util.h
+ * (struct buf). */
 #include "lua_socket.h"
 
 #include <arpa/inet.h>
@@ -27,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "engine_session.h"
 #include "task.h"
 #include "util.h"
@@ -166,32 +168,17 @@ static void sock_shut(struct lsock *k)
     free_tls_settings(k);
 }
 
-static void addr_text(const struct sockaddr_storage *ss, char *ip, size_t iplen, int *port)
-{
-    ip[0] = '\0';
-    *port = 0;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)iplen);
-        *port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)iplen);
-        *port = ntohs(a->sin6_port);
-    }
-}
-
 static void note_addresses(struct lsock *k)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
     memset(&ss, 0, sizeof(ss));
     if (getpeername(k->fd, (struct sockaddr *)&ss, &len) == 0)
-        addr_text(&ss, k->remote_ip, sizeof(k->remote_ip), &k->remote_port);
+        conn_addr_text(&ss, k->remote_ip, sizeof(k->remote_ip), &k->remote_port);
     len = sizeof(ss);
     memset(&ss, 0, sizeof(ss));
     if (getsockname(k->fd, (struct sockaddr *)&ss, &len) == 0)
-        addr_text(&ss, k->local_ip, sizeof(k->local_ip), &k->local_port);
+        conn_addr_text(&ss, k->local_ip, sizeof(k->local_ip), &k->local_port);
 }
 
 /* TLS options of connect/starttls from the table at index t (may be none).
