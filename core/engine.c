@@ -316,6 +316,55 @@ static int require_module(lua_State *L, const char *name, char **err)
     return pcall_msg(L, 1, 1, err);
 }
 
+/* A state with the standard libraries, package.path to the shipped
+ * modules, and package.loaded["kurir.hooks"]: the hook names in the
+ * engine's order (kurir.config validates on_error with them). */
+static lua_State *new_state(const char *script)
+{
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return NULL;
+    *(struct task **)lua_getextraspace(L) = NULL;   /* no task runs at load time */
+    luaL_openlibs(L);
+    char dir[PATH_MAX];
+    data_dir(dir, sizeof(dir));
+    set_package_path(L, dir, script);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_createtable(L, HOOK_COUNT, 0);
+    for (int h = 0; h < HOOK_COUNT; h++) {
+        lua_pushstring(L, hook_names[h]);
+        lua_rawseti(L, -2, h + 1);
+    }
+    lua_setfield(L, -2, "kurir.hooks");
+    lua_pop(L, 1);
+    return L;
+}
+
+bool engine_listen_ok(const char *arg, char *why, size_t cap)
+{
+    lua_State *L = new_state(".");
+    char *err = NULL;
+    bool ok = false;
+    if (!L) {
+        snprintf(why, cap, "cannot create a Lua state");
+        return false;
+    }
+    if (require_module(L, "kurir.config", &err) == 0) {
+        lua_getfield(L, -1, "parse_listen");
+        lua_pushstring(L, arg);
+        if (pcall_msg(L, 1, 2, &err) == 0) {
+            ok = !lua_isnil(L, -2);
+            if (!ok)
+                snprintf(why, cap, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "bad address");
+        }
+    }
+    if (err)
+        snprintf(why, cap, "%s", err);
+    free(err);
+    lua_close(L);
+    return ok;
+}
+
 struct engine *engine_load(const char *script, int argc, char **argv, char **listen_override,
                            int nlisten_override, char **err)
 {
@@ -327,7 +376,7 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
         e->hook_ref[h] = LUA_NOREF;
     e->default_data_ref = LUA_NOREF;
     e->check_route_ref = LUA_NOREF;
-    lua_State *L = luaL_newstate();
+    lua_State *L = new_state(script);
     if (!L) {
         *err = xstrdup("cannot create a Lua state");
         free(e->script);
@@ -335,14 +384,9 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
         return NULL;
     }
     e->L = L;
-    *(struct task **)lua_getextraspace(L) = NULL;   /* no task runs at load time */
-    luaL_openlibs(L);
     lua_pushlightuserdata(L, e);
     lua_setfield(L, LUA_REGISTRYINDEX, "kurir.engine");
 
-    char dir[PATH_MAX];
-    data_dir(dir, sizeof(dir));
-    set_package_path(L, dir, script);
     lua_session_register(L);
     lua_message_register(L);
     lua_cred_register(L);

@@ -104,6 +104,9 @@ void engine_stop_jobs(struct engine *e);
 /* kurir.spawn (period 0: fn and nargs arguments on top of L's stack) and
  * kurir.every (period > 0: fn on top). Pops them; -1 once e is stopped. */
 int engine_spawn(struct engine *e, lua_State *L, int nargs, double period);
+/* A -l argument in the listener grammar of kurir.config (parse_listen,
+ * the one grammar): true, or false with the reason in why. */
+bool engine_listen_ok(const char *arg, char *why, size_t cap);
 /* path of scripts/mock.lua (build tree or installed) */
 void engine_default_script(char *out, size_t cap);
 

@@ -50,7 +50,7 @@ void lua_message_invalidate(lua_State *L, int ref);
 void lua_cred_register(lua_State *L);
 void lua_cred_push_new(lua_State *L, struct session *s);
 void lua_cred_invalidate(lua_State *L, int ref);
-void lua_kurir_open(lua_State *L);   /* package.loaded.kurir (C part) and kurir.hooks */
+void lua_kurir_open(lua_State *L);   /* package.loaded.kurir, its C part */
 /* Log fields of kurir.log / s:log from stack index first on: (event,
  * table) gives sorted key=value pairs, anything else one msg="..." */
 void lua_log_fields(lua_State *L, int first, struct buf *b);

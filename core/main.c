@@ -1,13 +1,11 @@
 /* main.c - the command line (SPEC 1): options before SCRIPT are kurir's,
  * everything after it is the script's `arg`. Exit codes: 0 clean shutdown,
  * 1 bad script or configuration, 2 bad command line. */
-#include <arpa/inet.h>
 #include <ev.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -31,47 +29,6 @@ static const char usage[] =
     "Started as root, kurir drops to the script's `user` once the listeners are\n"
     "bound; without one it refuses a port below 1024 unless run_as_root = true.\n";
 
-/* [smtps://|smtp://]HOST:PORT with HOST an IPv4 literal, [IPv6] or
- * localhost: a bad -l is a bad command line (exit 2), not a bad script. */
-static int valid_listen(const char *s)
-{
-    if (!strncasecmp(s, "smtps://", 8))
-        s += 8;
-    else if (!strncasecmp(s, "smtp://", 7))
-        s += 7;
-    const char *colon;
-    char host[INET6_ADDRSTRLEN + 1];
-    unsigned char addr[16];
-    if (*s == '[') {
-        const char *end = strchr(s, ']');
-        if (!end || end[1] != ':' || (size_t)(end - s - 1) >= sizeof(host))
-            return 0;
-        memcpy(host, s + 1, (size_t)(end - s - 1));
-        host[end - s - 1] = '\0';
-        if (inet_pton(AF_INET6, host, addr) != 1)
-            return 0;
-        colon = end + 1;
-    } else {
-        colon = strchr(s, ':');
-        if (!colon || colon == s || (size_t)(colon - s) >= sizeof(host))
-            return 0;
-        memcpy(host, s, (size_t)(colon - s));
-        host[colon - s] = '\0';
-        if (strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, addr) != 1)
-            return 0;
-    }
-    const char *p = colon + 1;
-    if (!*p || strlen(p) > 5)
-        return 0;
-    long port = 0;
-    for (; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return 0;
-        port = port * 10 + (*p - '0');
-    }
-    return port >= 1 && port <= 65535;
-}
-
 int main(int argc, char **argv)
 {
     char **listen = xcalloc((size_t)argc + 1, sizeof(char *));
@@ -93,8 +50,10 @@ int main(int argc, char **argv)
                 return 2;
             }
             a = argv[++i];
-            if (!valid_listen(a)) {
-                fprintf(stderr, "kurir: bad listen address '%s' (expected [smtps://]ADDR:PORT)\n", a);
+            /* a bad -l is a bad command line (exit 2), not a bad script */
+            char why[256];
+            if (!engine_listen_ok(a, why, sizeof(why))) {
+                fprintf(stderr, "kurir: -l %s: %s\n", a, why);
                 free(listen);
                 return 2;
             }

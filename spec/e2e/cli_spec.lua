@@ -45,6 +45,20 @@ describe("command line", function()
     end
   end)
 
+  it("checks -l with the listener grammar of kurir.configure and says what is wrong (exit 2)", function()
+    for arg, why in pairs {
+      ["::1:2525"] = "IPv6 addresses need brackets",
+      ["127.0.0.1:99999"] = "bad port '99999'",
+      ["mail.example.test:25"] = "bad address 'mail.example.test'",
+      ["gopher://127.0.0.1:25"] = "unknown scheme 'gopher://'",
+      ["127.0.0.1"] = "missing port",
+    } do
+      local rc, out = harness.run { args = { "-l", arg, "--check", "{script}" }, script = "return" }
+      assert.equals(2, rc, arg .. ": " .. out)
+      assert.truthy(out:find("kurir: -l " .. arg .. ": " .. why, 1, true), arg .. ": " .. out)
+    end
+  end)
+
   it("exits 1 naming the file when the script does not exist", function()
     local rc, out = harness.run { args = { "/nonexistent/e2e-missing.lua" } }
     assert.equals(1, rc, out)
