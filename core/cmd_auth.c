@@ -32,7 +32,7 @@ static void auth_hook_done(struct session *s, const struct hook_result *r)
 {
     const char *mech = sasl_mech_name(s->sasl.mech);
     char *user = xstrdup(s->sasl.user ? s->sasl.user : "");
-    lua_cred_invalidate(s->eng->L, s->arg_ref);
+    lcred_invalidate(s->eng->L, s->arg_ref);
     engine_release_ref(s, &s->arg_ref);
     sasl_reset(&s->sasl);
     s->parser.max_line = s->eng->cfg.line_length;

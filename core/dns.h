@@ -26,6 +26,6 @@ void dns_free(struct dns *d);
 
 /* kurir.dns = { a, aaaa, addr, mx, txt, ptr } on the table at the top of
  * the stack. */
-void lua_dns_open(lua_State *L);
+void ldns_open(lua_State *L);
 
 #endif

@@ -387,10 +387,10 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
     lua_pushlightuserdata(L, e);
     lua_setfield(L, LUA_REGISTRYINDEX, "kurir.engine");
 
-    lua_session_register(L);
-    lua_message_register(L);
-    lua_cred_register(L);
-    lua_kurir_open(L);
+    lsession_register(L);
+    lmessage_register(L);
+    lcred_register(L);
+    lkurir_open(L);
     /* the parts of `kurir` written in Lua; kurir.api.complete returns the
      * configuration state kurir.configure merges into */
     if (require_module(L, "kurir.api", err) < 0)
@@ -659,7 +659,7 @@ void engine_session_open(struct session *s)
 {
     lua_State *L = s->eng->L;
     task_init(&s->task, s->eng, L, &session_task_ops, s->eng->cfg.t_hook);
-    lua_session_push_new(L, s);
+    lsession_push_new(L, s);
     s->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -675,8 +675,8 @@ void engine_session_close(struct session *s)
     lua_State *L = s->eng->L;
     if (!L)
         return;
-    lua_session_invalidate(L, s->ud_ref);
-    lua_cred_invalidate(L, s->arg_ref);   /* a cred the script kept must not outlive us */
+    lsession_invalidate(L, s->ud_ref);
+    lcred_invalidate(L, s->arg_ref);   /* a cred the script kept must not outlive us */
     engine_release_ref(s, &s->ud_ref);
     engine_release_ref(s, &s->arg_ref);
     task_close(&s->task);
@@ -698,7 +698,7 @@ void engine_start_hook(struct session *s, enum hook h, int (*push)(struct sessio
 void engine_abort_hook(struct session *s)
 {
     if (s->task.co)
-        lua_cred_invalidate(s->eng->L, s->arg_ref);
+        lcred_invalidate(s->eng->L, s->arg_ref);
     task_abort(&s->task);
 }
 
@@ -951,7 +951,7 @@ void engine_tx_release(struct session *s)
     if (!s->eng || !s->eng->L)
         return;
     if (s->tx.msg_ref != LUA_NOREF) {
-        lua_message_invalidate(s->eng->L, s->tx.msg_ref);
+        lmessage_invalidate(s->eng->L, s->tx.msg_ref);
         engine_release_ref(s, &s->tx.msg_ref);
     }
     engine_release_ref(s, &s->tx.from_ref);
@@ -961,7 +961,7 @@ void engine_tx_release(struct session *s)
 int engine_push_message(struct session *s, lua_State *co)
 {
     lua_State *L = s->eng->L;
-    lua_message_push_new(L, s);
+    lmessage_push_new(L, s);
     lua_pushvalue(L, -1);
     s->tx.msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_xmove(L, co, 1);
@@ -971,7 +971,7 @@ int engine_push_message(struct session *s, lua_State *co)
 int engine_push_cred(struct session *s, lua_State *co)
 {
     lua_State *L = s->eng->L;
-    lua_cred_push_new(L, s);
+    lcred_push_new(L, s);
     lua_pushvalue(L, -1);
     engine_release_ref(s, &s->arg_ref);
     s->arg_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -40,20 +40,21 @@ void engine_tx_release(struct session *s);   /* drop refs, close the message obj
 void engine_unref(struct engine *e);
 void engine_release_ref(struct session *s, int *ref);
 
-/* bindings (lua_session.c, lua_message.c, lua_cred.c, lua_kurir.c) */
-void lua_session_register(lua_State *L);
-void lua_session_push_new(lua_State *L, struct session *s);   /* new userdata */
-void lua_session_invalidate(lua_State *L, int ud_ref);
-void lua_message_register(lua_State *L);
-void lua_message_push_new(lua_State *L, struct session *s);
-void lua_message_invalidate(lua_State *L, int ref);
-void lua_cred_register(lua_State *L);
-void lua_cred_push_new(lua_State *L, struct session *s);
-void lua_cred_invalidate(lua_State *L, int ref);
-void lua_kurir_open(lua_State *L);   /* package.loaded.kurir, its C part */
+/* bindings (lua_session.c, lua_message.c, lua_cred.c, lua_kurir.c); their
+ * prefix is l + the class, never Lua's own lua_/luaL_ */
+void lsession_register(lua_State *L);
+void lsession_push_new(lua_State *L, struct session *s);   /* new userdata */
+void lsession_invalidate(lua_State *L, int ud_ref);
+void lmessage_register(lua_State *L);
+void lmessage_push_new(lua_State *L, struct session *s);
+void lmessage_invalidate(lua_State *L, int ref);
+void lcred_register(lua_State *L);
+void lcred_push_new(lua_State *L, struct session *s);
+void lcred_invalidate(lua_State *L, int ref);
+void lkurir_open(lua_State *L);   /* package.loaded.kurir, its C part */
 /* Log fields of kurir.log / s:log from stack index first on: (event,
  * table) gives sorted key=value pairs, anything else one msg="..." */
-void lua_log_fields(lua_State *L, int first, struct buf *b);
+void lkurir_log_fields(lua_State *L, int first, struct buf *b);
 /* the event loop of the engine that owns L (NULL while the script loads) */
 struct ev_loop *engine_loop(lua_State *L);
 

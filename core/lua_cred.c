@@ -103,19 +103,19 @@ static const struct binding_class cred_class = {
     CRED_MT, cred_meta, cred_methods, cred_fields, NULL, NULL,
 };
 
-void lua_cred_register(lua_State *L)
+void lcred_register(lua_State *L)
 {
     binding_register(L, &cred_class);
 }
 
-void lua_cred_push_new(lua_State *L, struct session *s)
+void lcred_push_new(lua_State *L, struct session *s)
 {
     struct lcred *c = lua_newuserdatauv(L, sizeof(*c), 0);
     c->s = s;
     luaL_setmetatable(L, CRED_MT);
 }
 
-void lua_cred_invalidate(lua_State *L, int ref)
+void lcred_invalidate(lua_State *L, int ref)
 {
     if (ref == LUA_NOREF)
         return;

@@ -366,7 +366,7 @@ static const luaL_Reg dns_funcs[] = {
     {NULL, NULL},
 };
 
-void lua_dns_open(lua_State *L)
+void ldns_open(lua_State *L)
 {
     luaL_newlib(L, dns_funcs);
     lua_setfield(L, -2, "dns");

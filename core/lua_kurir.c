@@ -127,7 +127,7 @@ static int k_every(lua_State *L)
     return 1;
 }
 
-void lua_log_fields(lua_State *L, int first, struct buf *b)
+void lkurir_log_fields(lua_State *L, int first, struct buf *b)
 {
     int top = lua_gettop(L);
     if (top >= first + 1 && lua_type(L, first) == LUA_TSTRING && lua_istable(L, first + 1)) {
@@ -185,7 +185,7 @@ static int k_log(lua_State *L)
     if (lua_gettop(L) >= 2 && lua_type(L, 1) == LUA_TSTRING && lua_istable(L, 2))
         event = lua_tostring(L, 1);
     logfmt_begin(b, "info", NULL, event);
-    lua_log_fields(L, 1, b);
+    lkurir_log_fields(L, 1, b);
     if (e->srv)
         server_log_end(e->srv);
     else
@@ -215,21 +215,21 @@ static const luaL_Reg kurir_funcs[] = {
     {"every", k_every},
     {"log", k_log},
     {"hostname", k_hostname},
-    {"connect", lua_socket_connect},
+    {"connect", lsocket_connect},
     {"now", k_now},
     {"time", k_time},
     {NULL, NULL},
 };
 
-void lua_kurir_open(lua_State *L)
+void lkurir_open(lua_State *L)
 {
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, "kurir.hooks");
-    lua_socket_register(L);
+    lsocket_register(L);
 
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     luaL_newlib(L, kurir_funcs);
-    lua_dns_open(L);
+    ldns_open(L);
     lua_pushstring(L, KURIR_VERSION);
     lua_setfield(L, -2, "version");
     lua_newtable(L);                 /* kurir.on: an empty proxy */

@@ -248,19 +248,19 @@ static const struct binding_class message_class = {
     MESSAGE_MT, message_meta, message_methods, message_fields, NULL, NULL,
 };
 
-void lua_message_register(lua_State *L)
+void lmessage_register(lua_State *L)
 {
     binding_register(L, &message_class);
 }
 
-void lua_message_push_new(lua_State *L, struct session *s)
+void lmessage_push_new(lua_State *L, struct session *s)
 {
     struct lmessage *m = lua_newuserdatauv(L, sizeof(*m), 0);
     m->s = s;
     luaL_setmetatable(L, MESSAGE_MT);
 }
 
-void lua_message_invalidate(lua_State *L, int ref)
+void lmessage_invalidate(lua_State *L, int ref)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
     struct lmessage *m = luaL_testudata(L, -1, MESSAGE_MT);

@@ -36,7 +36,7 @@ static int l_log(lua_State *L)
         event = lua_tostring(L, 2);
     buf_reset(b);   /* drop a line that an error left half-built */
     logfmt_begin(b, "info", s->id, event);
-    lua_log_fields(L, 2, b);
+    lkurir_log_fields(L, 2, b);
     server_log_end(s->srv);
     return 0;
 }
@@ -218,12 +218,12 @@ static const struct binding_class session_class = {
     SESSION_MT, session_meta, session_methods, session_fields, l_index, l_newindex,
 };
 
-void lua_session_register(lua_State *L)
+void lsession_register(lua_State *L)
 {
     binding_register(L, &session_class);
 }
 
-void lua_session_push_new(lua_State *L, struct session *s)
+void lsession_push_new(lua_State *L, struct session *s)
 {
     struct lsession *ls = lua_newuserdatauv(L, sizeof(*ls), 1);
     ls->s = s;
@@ -232,7 +232,7 @@ void lua_session_push_new(lua_State *L, struct session *s)
     luaL_setmetatable(L, SESSION_MT);
 }
 
-void lua_session_invalidate(lua_State *L, int ud_ref)
+void lsession_invalidate(lua_State *L, int ud_ref)
 {
     if (ud_ref == LUA_NOREF)
         return;

@@ -685,7 +685,7 @@ static double opt_timeout(lua_State *L, int arg, int i)
 }
 
 /* (host, port [, opts]) -> socket | nil, err */
-int lua_socket_connect(lua_State *L)
+int lsocket_connect(lua_State *L)
 {
     size_t hlen;
     const char *host = luaL_checklstring(L, 1, &hlen);
@@ -962,7 +962,7 @@ static const luaL_Reg socket_meta[] = {
     {NULL, NULL},
 };
 
-void lua_socket_register(lua_State *L)
+void lsocket_register(lua_State *L)
 {
     luaL_newmetatable(L, SOCKET_MT);
     luaL_setfuncs(L, socket_meta, 0);

@@ -7,8 +7,8 @@
 #include <lua.h>
 
 /* kurir.connect(host, port [, opts]) -> socket | nil, err */
-int lua_socket_connect(lua_State *L);
+int lsocket_connect(lua_State *L);
 /* Create the "kurir.socket" metatable. */
-void lua_socket_register(lua_State *L);
+void lsocket_register(lua_State *L);
 
 #endif
