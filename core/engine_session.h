@@ -37,7 +37,6 @@ void engine_tx_add_rcpt(struct session *s, int ref);
  * agent: false (and an error logged) otherwise. */
 bool engine_check_route(struct session *s, int ref);
 void engine_tx_release(struct session *s);   /* drop refs, close the message object */
-void engine_unref(struct engine *e);
 void engine_release_ref(struct session *s, int *ref);
 
 /* bindings (lua_session.c, lua_message.c, lua_cred.c, lua_kurir.c); their
