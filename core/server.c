@@ -79,6 +79,15 @@ static int listen_one(struct server *srv, struct listener *l, const struct liste
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, 511) < 0)
         goto fail;
+    /* Port 0 asks the kernel for an ephemeral port: name the one bound,
+     * since the `listening` log line is how a caller learns it (SPEC 1). */
+    if (getsockname(fd, (struct sockaddr *)&ss, &slen) < 0)
+        goto fail;
+    l->port = ntohs(ss.ss_family == AF_INET ? in4->sin_port : in6->sin6_port);
+    if (ss.ss_family == AF_INET)
+        snprintf(l->name, sizeof(l->name), "%s%s:%d", lc->tls ? "smtps://" : "", lc->host, l->port);
+    else
+        snprintf(l->name, sizeof(l->name), "%s[%s]:%d", lc->tls ? "smtps://" : "", lc->host, l->port);
     l->fd = fd;
     l->tls = lc->tls;
     l->srv = srv;
@@ -395,6 +404,7 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     for (int i = 0; i < srv->nls; i++) {
         srv_log(srv, "info", "listening");
         logfmt_str(&srv->log, "address", srv->ls[i].name);
+        logfmt_int(&srv->log, "port", srv->ls[i].port);
         server_log_end(srv);
     }
     warn_spool(srv);

@@ -18,7 +18,8 @@ struct listener {
     int fd;
     ev_io w;
     bool tls;
-    char name[96];
+    char name[96];                  /* [smtps://]ADDR:PORT with the port bound */
+    int port;                       /* the port bound (the kernel's pick for 0) */
     struct server *srv;
 };
 

@@ -178,10 +178,12 @@ local function check_host(host)
   return nil
 end
 
-local function check_port(p)
+-- A port number 1-65535 (0 too when allow_zero: a listener's "any free
+-- port", which the `listening` log line then names).
+local function check_port(p, allow_zero)
   local n = type(p) == "number" and math.tointeger(p) or nil
   if type(p) == "string" and p:match("^%d+$") and #p <= 5 then n = tonumber(p) end
-  if not n or n < 1 or n > 65535 then return nil end
+  if not n or n < (allow_zero and 0 or 1) or n > 65535 then return nil end
   return n
 end
 
@@ -223,9 +225,9 @@ function config.parse_listen(str)
     end
     host = h
   end
-  local n = check_port(port)
+  local n = check_port(port, true)
   if not n then
-    return nil, "bad port '" .. port .. "' (1-65535)"
+    return nil, "bad port '" .. port .. "' (0-65535; 0 = any free port)"
   end
   return { host = host, port = n, tls = tls }
 end
@@ -245,9 +247,9 @@ local function check_listener(v, name)
     if not h then
       fail("%s.host: expected an IPv4 or IPv6 address or localhost, got %s", name, describe(v.host))
     end
-    local port = check_port(v.port)
+    local port = check_port(v.port, true)
     if not port or type(v.port) ~= "number" then
-      fail("%s.port: expected a port number 1-65535, got %s", name, describe(v.port))
+      fail("%s.port: expected a port number 0-65535 (0 = any free port), got %s", name, describe(v.port))
     end
     local tls = false
     if v.tls ~= nil then tls = expect_boolean(v.tls, name .. ".tls") end

@@ -59,6 +59,49 @@ describe("command line", function()
     end
   end)
 
+  describe("port 0 (an ephemeral port)", function()
+    local function greets(port, host)
+      local c = assert(socket.connect(host or "127.0.0.1", port))
+      c:settimeout(5 * harness.scale)
+      local line = c:receive("*l")
+      c:close()
+      return line
+    end
+
+    it("-l ADDR:0 binds a free port on each listener and logs the port bound", function()
+      local srv = harness.start {
+        script_file = "scripts/mock.lua", args = { "--tls", "--maildir", "{dir}/mail" },
+        listen = { "127.0.0.1:0", "[::1]:0", "smtps://127.0.0.1:0" },
+      }
+      assert.equals(3, #srv.ports)
+      local lines = harness.log_lines(srv, { event = "listening" })
+      for i, want in ipairs { "^127%.0%.0%.1:(%d+)$", "^%[::1%]:(%d+)$", "^smtps://127%.0%.0%.1:(%d+)$" } do
+        local port = lines[i].fields.address:match(want)
+        assert.truthy(port, lines[i].line)
+        assert.equals(port, lines[i].fields.port, lines[i].line)
+        assert.is_true(tonumber(port) > 0, lines[i].line)
+      end
+      assert.are_not.equal(srv.ports[1], srv.ports[3])
+      assert.truthy((greets(srv.ports[1]) or ""):match("^220 "))
+      assert.truthy((greets(srv.ports[2], "::1") or ""):match("^220 "))
+      local tls = assert(socket.connect("127.0.0.1", srv.ports[3]))
+      tls:close()
+      harness.finish(srv)
+    end)
+
+    it("listen = { \"127.0.0.1:0\" } in a script binds a free port too", function()
+      local srv = harness.start { listen = false, script = [[
+local kurir = require "kurir"
+kurir.configure { hostname = "mx.e2e.test", listen = { "127.0.0.1:0", { host = "::1", port = 0 } } }
+function kurir.on.data() return 250 end
+]] }
+      assert.equals(2, #srv.ports)
+      assert.equals("220 mx.e2e.test ESMTP kurir", greets(srv.ports[1]))
+      assert.equals("220 mx.e2e.test ESMTP kurir", greets(srv.ports[2], "::1"))
+      harness.finish(srv)
+    end)
+  end)
+
   it("exits 1 naming the file when the script does not exist", function()
     local rc, out = harness.run { args = { "/nonexistent/e2e-missing.lua" } }
     assert.equals(1, rc, out)

@@ -258,14 +258,14 @@ describe("kurir.config validation", function()
     { { auth = { mechanisms = { "PLAIN", "plain" } } }, "auth.mechanisms: PLAIN is listed twice" },
     { { listen = {} }, "listen: expected at least one address" },
     { { listen = 25 }, "listen: expected a table, got 25" },
-    { { listen = { "127.0.0.1:0" } }, "listen[1]: bad port '0' (1-65535)" },
+    { { listen = { "127.0.0.1:65536" } }, "listen[1]: bad port '65536' (0-65535; 0 = any free port)" },
     { { listen = { "127.0.0.1:25", "example.test:25" } }, "listen[2]: bad address 'example.test'" },
     { { listen = { { host = "example.test", port = 25 } } },
       'listen[1].host: expected an IPv4 or IPv6 address or localhost, got "example.test"' },
     { { listen = { { host = "127.0.0.1", port = 70000 } } },
-      "listen[1].port: expected a port number 1-65535, got 70000" },
+      "listen[1].port: expected a port number 0-65535 (0 = any free port), got 70000" },
     { { listen = { { host = "127.0.0.1", port = "25" } } },
-      'listen[1].port: expected a port number 1-65535, got "25"' },
+      'listen[1].port: expected a port number 0-65535 (0 = any free port), got "25"' },
     { { listen = { { host = "127.0.0.1", port = 25, tls = "yes" } } },
       'listen[1].tls: expected true or false, got "yes"' },
     { { listen = { true } }, "listen[1]: expected \"ADDR:PORT\" or { host = ..., port = ... }, got true" },
@@ -454,6 +454,9 @@ describe("kurir.config.parse_listen", function()
     { "smtps://[::1]:465", "::1", 465, true },
     { "SMTPS://localhost:465", "127.0.0.1", 465, true },
     { "smtp://127.0.0.1:25", "127.0.0.1", 25, false },
+    { "127.0.0.1:0", "127.0.0.1", 0, false },
+    { "[::1]:0", "::1", 0, false },
+    { "smtps://localhost:0", "127.0.0.1", 0, true },
   }
   for _, g in ipairs(good) do
     it("parses " .. g[1], function()
@@ -464,7 +467,6 @@ describe("kurir.config.parse_listen", function()
   local bad = {
     { "127.0.0.1", "missing port in '127.0.0.1'" },
     { "127.0.0.1:", "bad port ''" },
-    { "127.0.0.1:0", "bad port '0' (1-65535)" },
     { "127.0.0.1:65536", "bad port '65536'" },
     { "127.0.0.1:99999999", "bad port '99999999'" },
     { "127.0.0.1:-1", "bad port '-1'" },
@@ -484,7 +486,6 @@ describe("kurir.config.parse_listen", function()
     { "[1:2:3:4:5:6:7]:25", "bad IPv6 address" },
     { "[12345::]:25", "bad IPv6 address" },
     { "[fe80::1%eth0]:25", "bad IPv6 address" },
-    { "[::1]:0", "bad port '0'" },
     { "http://127.0.0.1:80", "unknown scheme 'http://'" },
     { "", "missing port in ''" },
   }
