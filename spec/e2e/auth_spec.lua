@@ -426,13 +426,12 @@ describe("AUTH with real clients over TLS", function()
   lazy_setup(function()
     c_dir = harness.tmpdir()
     crt = certs.make(c_dir)
-    local plain = harness.free_port()
-    smtps = harness.free_port()
     srv = harness.start {
       script = AUTH_SCRIPT,
       args = { "{dir}", crt.cert, crt.key, "no", "yes", "10", "" },
-      listen = { "127.0.0.1:" .. plain, "smtps://127.0.0.1:" .. smtps },
+      listen = { "127.0.0.1:0", "smtps://127.0.0.1:0" },
     }
+    smtps = srv.ports[2]
   end)
 
   lazy_teardown(function()

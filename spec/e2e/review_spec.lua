@@ -124,14 +124,14 @@ end)
 
 describe("review: reload", function()
   it("an implicit-TLS listener survives a reload to a script without tls", function()
-    local port = harness.free_port()
     local srv = harness.start {
-      listen = false, wait_port = port,
-      script = 'local kurir = require "kurir"\nkurir.configure { listen = { "smtps://127.0.0.1:' ..
-        port .. '" }, tls = { self_signed = true } }\n',
+      listen = false,
+      script = 'local kurir = require "kurir"\nkurir.configure { listen = { "smtps://127.0.0.1:0" }, ' ..
+        'tls = { self_signed = true } }\n',
     }
+    local port = srv.port
     harness.write_file(srv.script, 'local kurir = require "kurir"\nkurir.configure { listen = { ' ..
-      '"127.0.0.1:' .. harness.free_port() .. '" } }\n')
+      '"127.0.0.1:0" } }\n')
     assert.is_true(srv:signal("HUP"))
     assert(srv:wait_log("event=reload", 10), srv:describe())
     -- a TCP connect to the old smtps listener starts a session on the new engine

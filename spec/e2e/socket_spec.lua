@@ -288,51 +288,49 @@ function kurir.on.rcpt(s, rcpt)
 end
 ]==]
 
-local function wait_listening(port)
-  return harness.wait_for(function() return harness.listening(port) end, 10)
-end
-
--- Start the line peer; returns its pid.
-local function start_echo(port)
+-- Start the line peer on an ephemeral port; returns its pid and port
+-- (read from the "listening PORT" line it prints once it accepts).
+local function start_echo()
   local dir = harness.tmpdir()
-  os.execute("python3 " .. q(harness.root .. "/spec/support/echo_server.py") .. " " .. port ..
-    " 300 </dev/null >/dev/null 2>&1 & echo $! > " .. q(dir .. "/pid"))
+  os.execute("python3 " .. q(harness.root .. "/spec/support/echo_server.py") ..
+    " 0 300 </dev/null >" .. q(dir .. "/out") .. " 2>&1 & echo $! > " .. q(dir .. "/pid"))
   local pid = harness.wait_for(function()
     local t = harness.read_file(dir .. "/pid")
     return t and t:match("%d+")
   end, 5)
+  local port = harness.wait_for(function()
+    return (harness.read_file(dir .. "/out") or ""):match("listening (%d+)")
+  end, 10)
+  local out = harness.read_file(dir .. "/out")
   harness.rmtree(dir)
   assert(pid, "echo server did not start")
-  assert(wait_listening(port), "echo server does not listen on " .. port)
-  return pid
+  assert(port, "echo server does not listen: " .. tostring(out))
+  return pid, tonumber(port)
 end
 
 describe("kurir.connect (TCP/TLS client socket in hooks)", function()
-  local srv, self_peer, ca_peer, echo_pid, crt_dir
+  local srv, self_peer, ca_peer, echo_pid, crt_dir, refused_sock
 
   setup(function()
     crt_dir = harness.tmpdir()
     local crt = certs.make(crt_dir)
-    local echo = harness.free_port()
-    echo_pid = start_echo(echo)
-    local refused = harness.free_port()
-    local self_smtps = harness.free_port()
+    local echo
+    echo_pid, echo = start_echo()
+    local refused
+    refused, refused_sock = harness.closed_port()
     self_peer = harness.start {
       script_file = "scripts/mock.lua",
       args = { "--tls", "--maildir", "{dir}/mail" },
-      listen = { "127.0.0.1:" .. harness.free_port(), "smtps://127.0.0.1:" .. self_smtps },
+      listen = { "127.0.0.1:0", "smtps://127.0.0.1:0" },
     }
-    assert(wait_listening(self_smtps))
-    local ca_plain, ca_smtps = harness.free_port(), harness.free_port()
     ca_peer = harness.start {
       script_file = "scripts/mock.lua",
       args = { "--cert", crt.cert, "--key", crt.key, "--maildir", "{dir}/mail" },
-      listen = { "127.0.0.1:" .. ca_plain, "smtps://127.0.0.1:" .. ca_smtps },
+      listen = { "127.0.0.1:0", "smtps://127.0.0.1:0" },
     }
-    assert(wait_listening(ca_smtps))
     srv = harness.start {
       script = SCRIPT,
-      args = { echo, refused, self_smtps, ca_plain, ca_smtps, crt.ca },
+      args = { echo, refused, self_peer.ports[2], ca_peer.ports[1], ca_peer.ports[2], crt.ca },
     }
   end)
 
@@ -341,6 +339,7 @@ describe("kurir.connect (TCP/TLS client socket in hooks)", function()
     if self_peer then harness.finish(self_peer) end
     if ca_peer then harness.finish(ca_peer) end
     if echo_pid then os.execute("kill " .. echo_pid .. " 2>/dev/null") end
+    if refused_sock then refused_sock:close() end
     harness.rmtree(crt_dir)
     harness.cleanup()
   end)

@@ -256,13 +256,12 @@ describe("implicit TLS and third-party clients (mock --tls)", function()
   local srv, smtps, maildir
 
   lazy_setup(function()
-    local plain = harness.free_port()
-    smtps = harness.free_port()
     srv = harness.start {
       script_file = "scripts/mock.lua",
       args = { "--tls", "--maildir", "{dir}/mail" },
-      listen = { "127.0.0.1:" .. plain, "smtps://127.0.0.1:" .. smtps },
+      listen = { "127.0.0.1:0", "smtps://127.0.0.1:0" },
     }
+    smtps = srv.ports[2]
     maildir = srv.dir .. "/mail"
   end)
 
@@ -447,7 +446,7 @@ describe("certificates", function()
 
   it("a key that does not match stops kurir at start-up too, naming the file", function()
     local rc, out = harness.run { script = TLS_SCRIPT,
-      args = { "-l", "127.0.0.1:" .. harness.free_port(), "{script}", "{dir}", crt.cert, crt.other_key } }
+      args = { "-l", "127.0.0.1:0", "{script}", "{dir}", crt.cert, crt.other_key } }
     assert.equals(1, rc, out)
     assert.truthy(out:find(crt.other_key, 1, true), out)
   end)
@@ -563,13 +562,12 @@ describe("bad TLS input on an implicit-TLS listener (timeouts.handshake = 2)", f
   lazy_setup(function()
     c_dir = harness.tmpdir()
     crt = certs.make(c_dir)
-    plain = harness.free_port()
-    smtps = harness.free_port()
     srv = harness.start {
       script = TLS_SCRIPT,
       args = { "{dir}", crt.cert, crt.key, "", "", "2" },
-      listen = { "smtps://127.0.0.1:" .. smtps, "127.0.0.1:" .. plain },
+      listen = { "smtps://127.0.0.1:0", "127.0.0.1:0" },
     }
+    smtps, plain = srv.ports[1], srv.ports[2]
   end)
 
   lazy_teardown(function()

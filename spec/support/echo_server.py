@@ -3,7 +3,8 @@
 
     python3 echo_server.py PORT [LIFETIME]
 
-Listens on 127.0.0.1:PORT and answers every connection line by line:
+Listens on 127.0.0.1:PORT (0: an ephemeral port), prints "listening PORT"
+with the port bound once it accepts, and answers every connection line by line:
 
     CLOSE        -> "bye" (no line end), then closes the connection
     SILENT       -> reads on but never answers again
@@ -64,6 +65,7 @@ def main():
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
     srv.listen(64)
+    print("listening", srv.getsockname()[1], flush=True)
     srv.settimeout(1.0)
     deadline = time.monotonic() + lifetime
     while time.monotonic() < deadline:

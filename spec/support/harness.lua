@@ -87,17 +87,6 @@ function harness.rmtree(path)
   end
 end
 
--- A TCP port that is free right now on host (bind to port 0, read, close).
-function harness.free_port(host)
-  host = host or "127.0.0.1"
-  local s = host:find(":", 1, true) and assert(socket.tcp6()) or assert(socket.tcp())
-  assert(s:bind(host, 0))
-  assert(s:listen(1))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
-
 -- True when something listens on TCP port (from /proc/net/tcp{,6}); nil
 -- when /proc cannot be read.
 local function proc_listening(port)
@@ -117,6 +106,17 @@ local function proc_listening(port)
   return false
 end
 harness.listening = proc_listening
+
+-- A TCP port on host that refuses connections for as long as the returned
+-- socket stays open (bound, never listening: the kernel answers RST, and
+-- nobody else can take the port). Returns port, socket; close it after.
+function harness.closed_port(host)
+  host = host or "127.0.0.1"
+  local s = host:find(":", 1, true) and assert(socket.tcp6()) or assert(socket.tcp())
+  assert(s:bind(host, 0))
+  local _, port = s:getsockname()
+  return tonumber(port), s
+end
 
 -- Poll fn every step seconds until it returns a true value or timeout
 -- seconds (scaled) pass. Returns fn's value or nil.
@@ -205,17 +205,23 @@ function Server:describe()
   return "kurir log (" .. self.dir .. "):\n" .. self:log()
 end
 
--- Start kurir in the background.
+-- Start kurir in the background and wait until it listens.
 --   o.script       Lua source, written to DIR/script.lua
 --   o.script_file  an existing script instead (path relative to the repo)
 --   o.args         script arguments; "{dir}" is replaced by DIR
---   o.listen       listener strings (default: one free 127.0.0.1 port);
---                  false for no -l option at all
+--   o.listen       listener strings (default: { "127.0.0.1:0" }, an
+--                  ephemeral port); false for no -l option at all (the
+--                  script's own listeners)
 --   o.extra        further kurir options (before the script)
 --   o.env          environment variables for kurir
 --   o.cwd          working directory (default DIR)
---   o.wait_port    port to wait for (default: the first listener's)
 --   o.max_files    open-file limit (ulimit -n) for kurir
+-- The ports actually bound are read from kurir's `listening` log lines
+-- (SPEC 1), so port 0 needs no guessing and no bind-close-reuse race:
+--   server.ports[i]      the port of the i-th listener, in the order given
+--   server.addresses[i]  its address as logged ("127.0.0.1:41234",
+--                        "[::1]:40001", "smtps://127.0.0.1:40002")
+--   server.port          server.ports[1]
 function harness.start(o)
   o = o or {}
   local self = setmetatable({}, Server)
@@ -230,7 +236,7 @@ function harness.start(o)
   self.script = script
 
   local listen = o.listen
-  if listen == nil then listen = { "127.0.0.1:" .. harness.free_port() } end
+  if listen == nil then listen = { "127.0.0.1:0" } end
   local argv = { q(harness.bin) }
   for _, l in ipairs(listen or {}) do
     argv[#argv + 1] = "-l"
@@ -245,8 +251,6 @@ function harness.start(o)
   local envs = #env > 0 and ("env " .. table.concat(env, " ") .. " ") or ""
 
   self.listen = listen or {}
-  local first = self.listen[1]
-  self.port = o.wait_port or (first and tonumber(first:match(":(%d+)$")))
   local d = q(self.dir)
   local ulimit = o.max_files and ("ulimit -n " .. math.tointeger(o.max_files) .. "; ") or ""
   local inner = "cd " .. q(o.cwd and substitute(o.cwd, self.dir) or self.dir) .. " && { " .. ulimit ..
@@ -264,26 +268,26 @@ function harness.start(o)
   self.pid = tonumber(pid)
   started[self] = true
 
-  if self.port then
-    local up = harness.wait_for(function()
-      if self:exit_code(0) then return "exited" end
-      local l = proc_listening(self.port)
-      if l == nil then
-        local c = socket.tcp()
-        c:settimeout(0.2)
-        local okc = c:connect("127.0.0.1", self.port)
-        c:close()
-        return okc and "up"
-      end
-      return l and "up"
-    end, 10)
-    if up ~= "up" then
-      local log = self:log()
-      self:stop()
-      error("kurir did not listen on port " .. tostring(self.port) .. " (" ..
-        tostring(up) .. "); command: " .. inner .. "\nlog:\n" .. log, 2)
-    end
+  -- Every listener is bound before the first `listening` line is written,
+  -- and all of them are logged together; with -l we know how many to expect.
+  local want = #self.listen > 0 and #self.listen or 1
+  local up = harness.wait_for(function()
+    local lines = harness.log_lines(self, { event = "listening" })
+    if #lines >= want then return lines end
+    if self:exit_code(0) then return "exited" end
+  end, 10)
+  if type(up) ~= "table" then
+    local log = self:log()
+    self:stop()
+    error("kurir did not log `listening` (" .. tostring(up or "timeout") .. "); command: " ..
+      inner .. "\nlog:\n" .. log, 2)
   end
+  self.ports, self.addresses = {}, {}
+  for i, l in ipairs(up) do
+    self.addresses[i] = l.fields.address
+    self.ports[i] = tonumber(l.fields.port or l.fields.address:match(":(%d+)$"))
+  end
+  self.port = self.ports[1]
   return self
 end
 
