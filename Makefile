@@ -5,10 +5,17 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 LUA        ?= lua5.4
 BUSTED     := $(LUA) /usr/bin/busted
 
+# Everything the build, the tests, the fuzzers and the tools drive. swaks's
+# TLS and SASL modules are only recommendations of the swaks package, and
+# deps installs without recommendations, so they are named here; clang's
+# libFuzzer runtime is libclang-rt-14-dev (also only recommended).
 DEB_PACKAGES := build-essential cmake pkg-config liblua5.4-dev lua5.4 libev-dev \
-  libssl-dev openssl lua-busted lua-socket lua-check swaks python3 curl libc-ares-dev
+  libssl-dev openssl lua-busted lua-socket lua-check swaks python3 curl libc-ares-dev \
+  libnet-ssleay-perl libauthen-sasl-perl libdigest-hmac-perl strace \
+  clang libclang-rt-14-dev
 
-.PHONY: all deps build build-asan run test test-unit test-lua test-e2e test-asan lint bench install clean
+.PHONY: all deps build build-asan run test test-unit test-lua test-e2e test-asan test-fuzz check-tools lint bench \
+  install clean
 
 all: build
 
@@ -31,8 +38,15 @@ run: deps build
 	./$(BUILD)/kurir
 
 test: deps build build-asan
+	$(MAKE) --no-print-directory check-tools
 	$(MAKE) --no-print-directory test-unit test-lua test-e2e lint
 	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory test-fuzz
+
+# Every outside tool the specs drive, checked once before the e2e run: a
+# missing one is one clear line naming its package (tools/check-test-tools.sh).
+check-tools:
+	@sh tools/check-test-tools.sh $(LUA)
 
 test-unit:
 	cd $(BUILD) && ctest --output-on-failure
@@ -40,10 +54,10 @@ test-unit:
 test-lua:
 	$(BUSTED) --run=lua
 
-test-e2e:
+test-e2e: check-tools
 	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir $(BUSTED) --run=e2e
 
-test-asan:
+test-asan: check-tools
 	cd $(ASAN_BUILD) && ctest --output-on-failure
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  KURIR_BIN=$(CURDIR)/$(ASAN_BUILD)/kurir KURIR_SANITIZED=1 $(BUSTED) --run=e2e
@@ -61,12 +75,19 @@ clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
 
 # libFuzzer harnesses for the pure modules (tests/fuzz/README.md).
-# Needs clang with the fuzzer runtime; each runs FUZZ_SECONDS seconds.
+# Needs clang with the fuzzer runtime (make deps installs both); each runs
+# FUZZ_SECONDS seconds. `make test` runs them for TEST_FUZZ_SECONDS each
+# (test-fuzz), so that a parser regression fails CI, not only a manual run.
 .PHONY: fuzz
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
+TEST_FUZZ_SECONDS ?= 10
 FUZZ_DIR     ?= build-fuzz
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icore
+
+test-fuzz:
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 || { echo "test-fuzz: $(FUZZ_CC) is missing: install clang and libclang-rt-14-dev (make deps)" >&2; exit 1; }
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 fuzz:
 	mkdir -p $(FUZZ_DIR)/corpus/parser $(FUZZ_DIR)/corpus/addr $(FUZZ_DIR)/corpus/scan
