@@ -5,6 +5,7 @@
  * kurir.log, kurir.version, kurir.hostname, kurir.connect (lua_socket.c),
  * kurir.dns (lua_dns.c). The shipped kurir.api module adds the parts
  * written in Lua (kurir.configure, kurir.maildir, kurir.connect by name). */
+#include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "engine_session.h"
 #include "logfmt.h"
 #include "lua_socket.h"
+#include "maildir.h"
 #include "server.h"
 #include "task.h"
 
@@ -209,12 +211,28 @@ static int k_hostname(lua_State *L)
     return 1;
 }
 
+/* (dir) -> true | nil, err: create the Maildir dir (tmp/ new/ cur/ and
+ * parents) now; kurir.api hands it to kurir.maildir (agent:prepare()) and removes it
+ * from the kurir table. */
+static int k_maildir_prepare(lua_State *L)
+{
+    const char *dir = luaL_checkstring(L, 1);
+    if (maildir_prepare(dir) < 0) {
+        luaL_pushfail(L);
+        lua_pushfstring(L, "%s: %s", dir, strerror(errno));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static const luaL_Reg kurir_funcs[] = {
     {"sleep", k_sleep},
     {"spawn", k_spawn},
     {"every", k_every},
     {"log", k_log},
     {"hostname", k_hostname},
+    {"_maildir_prepare", k_maildir_prepare},   /* taken by kurir.api for kurir.maildir */
     {"connect", lsocket_connect},
     {"now", k_now},
     {"time", k_time},

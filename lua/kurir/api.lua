@@ -18,6 +18,8 @@ function api.complete(kurir)
   local state = config.new()
   kurir.configure = function(t) config.merge(state, t, 2) end
   kurir.maildir = maildir.new
+  maildir.prepare_dir = rawget(kurir, "_maildir_prepare")   -- C: create a Maildir now
+  kurir._maildir_prepare = nil
   -- kurir.default requires kurir itself: looked up on the first call
   kurir.discard = function() return require("kurir.default").discard() end
   kurir.connect = net.wrap(kurir.connect, kurir.dns)

@@ -90,6 +90,22 @@ function Agent:deliver(msg, rcpts)
   return true, names
 end
 
+--- Create the Maildir now (dir, tmp/, new/, cur/, parents too), instead of
+-- at the first delivery; only for a template without placeholders.
+-- Returns true or raises an error naming the directory.
+function Agent:prepare()
+  if self.template:find("%{", 1, true) then
+    error("kurir.maildir: cannot prepare \"" .. self.template ..
+      "\" before delivery: its directory depends on the recipient", 2)
+  end
+  if not maildir.prepare_dir then
+    error("kurir.maildir: prepare() needs the kurir engine", 2)
+  end
+  local ok, err = maildir.prepare_dir(self.template)
+  if not ok then error("kurir.maildir: cannot create " .. tostring(err), 2) end
+  return true
+end
+
 function Agent:__tostring()
   return "maildir(" .. self.template .. ")"
 end

@@ -14,7 +14,8 @@ usage: kurir [-l [smtps://]ADDR:PORT]... scripts/mock.lua [OPTIONS]
 A mock mail server for tests: accepts every message and stores it in a
 Maildir (new/ holds one file per message).
 
-  --maildir DIR        where to store messages (default ./mail)
+  --maildir DIR        where to store messages (default ./mail; created
+                       with cur/ new/ tmp/ at start)
   --listen ADDR:PORT   listen there (repeatable; default 127.0.0.1:1025;
                        smtps://ADDR:PORT for implicit TLS); kurir's own -l
                        options replace these
@@ -186,6 +187,8 @@ function mock.setup(kurir, arg)
 
   local dir = opts.maildir
   local store = kurir.maildir(dir)
+  -- Created now, so that a fixture can list new/ before the first message.
+  store:prepare()
 
   kurir.on.auth = function(s, cred)
     s:log("auth", { user = cred.user, mechanism = cred.mechanism })

@@ -124,6 +124,24 @@ describe("mock server (scripts/mock.lua)", function()
   end)
 end)
 
+describe("mock --maildir", function()
+  it("creates the Maildir (cur/ new/ tmp/, parents too) at start, before any message", function()
+    local srv = harness.start { script_file = "scripts/mock.lua", args = { "--maildir", "{dir}/deep/er/mail" } }
+    -- listening is logged after the script ran: the Maildir is there now
+    assert.same({ "cur", "new", "tmp" }, harness.list_dir(srv.dir .. "/deep/er/mail"))
+    assert.same({}, harness.list_dir(srv.dir .. "/deep/er/mail/new"))
+    harness.finish(srv)
+  end)
+
+  it("a --maildir that cannot be created stops the start, naming it", function()
+    -- {script} is a file (harness.run writes it), so no directory fits under it
+    local rc, out = harness.run { script = "-- a file, not a directory\n",
+      args = { harness.root .. "/scripts/mock.lua", "--maildir", "{script}/mail" } }
+    assert.equals(1, rc, out)
+    assert.truthy(out:find("script.lua/mail: Not a directory", 1, true), out)
+  end)
+end)
+
 describe("kurir with no script", function()
   it("runs the built-in mock on the -l listener, storing into ./mail", function()
     local srv = harness.start {}

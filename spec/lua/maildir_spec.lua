@@ -43,6 +43,25 @@ describe("kurir.maildir.new", function()
   end)
 end)
 
+describe("kurir.maildir prepare", function()
+  it("refuses a template whose directory depends on the recipient", function()
+    local ok, err = pcall(function() return maildir.new("mail/%{user}"):prepare() end)
+    assert.is_false(ok)
+    assert.truthy(err:find("cannot prepare \"mail/%{user}\" before delivery", 1, true), err)
+  end)
+
+  it("hands a fixed directory to the engine and reports its error", function()
+    local saved = maildir.prepare_dir
+    local seen
+    maildir.prepare_dir = function(dir) seen = dir return nil, dir .. ": Permission denied" end
+    local ok, err = pcall(function() return maildir.new("/x/mail"):prepare() end)
+    maildir.prepare_dir = saved
+    assert.same("/x/mail", seen)
+    assert.is_false(ok)
+    assert.truthy(err:find("kurir.maildir: cannot create /x/mail: Permission denied", 1, true), err)
+  end)
+end)
+
 describe("kurir.maildir expansion", function()
   local function expand(template, address)
     return maildir.new(template):expand(addr(address))

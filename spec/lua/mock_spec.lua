@@ -8,6 +8,14 @@ local maildir = require "kurir.maildir"
 local HOOKS = {}
 for _, h in ipairs(config.hook_names) do HOOKS[h] = true end
 
+-- The Maildirs that agent:prepare() was asked to create (the engine's C
+-- side, faked: nothing is created on disk here).
+local prepared = {}
+maildir.prepare_dir = function(dir)
+  prepared[#prepared + 1] = dir
+  return true
+end
+
 -- What the engine builds in C, in Lua terms.
 local function fake_kurir()
   local state = config.new()
@@ -68,6 +76,12 @@ describe("kurir.mock arguments", function()
   it("works with no arg table at all", function()
     local _, cfg = setup(nil)
     assert.same(1025, cfg.listen[1].port)
+  end)
+
+  it("creates the Maildir at start, not at the first delivery", function()
+    prepared = {}
+    setup({ "--maildir", "/tmp/prep" })
+    assert.same({ "/tmp/prep" }, prepared)
   end)
 
   it("takes --maildir in both spellings", function()
