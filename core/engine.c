@@ -42,9 +42,12 @@ static bool file_exists(const char *p)
     return access(p, R_OK) == 0;
 }
 
-/* Where the shipped Lua modules (lua/) and scripts (scripts/) live: next to
- * an installed binary (<prefix>/bin/kurir -> <prefix>/share/kurir), else
- * the source tree the binary was built from. KURIR_HOME overrides both. */
+/* The directory holding the shipped lua/ modules and scripts/ (README,
+ * "Where kurir finds its Lua modules"), first that applies: $KURIR_HOME;
+ * <exe dir>/../share/kurir when it holds lua/kurir/config.lua (an
+ * installed or relocated binary); the source tree the binary was built
+ * from when it still holds them (build/ and build-asan/); else the install
+ * prefix's share/kurir compiled in (KURIR_DATA_DIR). */
 static void data_dir(char *out, size_t cap)
 {
     const char *env = getenv("KURIR_HOME");

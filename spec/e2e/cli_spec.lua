@@ -102,6 +102,46 @@ function kurir.on.data() return 250 end
     end)
   end)
 
+  describe("where the Lua modules are found (README)", function()
+    local q = harness.quote
+    -- A tree holding lua/ (the real modules) and a scripts/mock.lua that
+    -- names the tree it came from.
+    local function tree(dir, name)
+      assert(os.execute("mkdir -p " .. q(dir .. "/scripts") .. " && ln -s " .. q(harness.root .. "/lua") ..
+        " " .. q(dir .. "/lua")))
+      harness.write_file(dir .. "/scripts/mock.lua", 'local kurir = require "kurir"\n' ..
+        'require "kurir.config"\nio.stdout:write("MOCK FROM ' .. name .. '\\n")\n' ..
+        "function kurir.on.data() return 250 end\n")
+    end
+
+    it("KURIR_HOME comes first", function()
+      local dir = harness.tmpdir()
+      tree(dir, "home")
+      local rc, out = harness.sh("KURIR_HOME=" .. q(dir) .. " " .. q(harness.bin) .. " --check")
+      harness.rmtree(dir)
+      assert.equals(0, rc, out)
+      assert.truthy(out:find("MOCK FROM home", 1, true), out)
+    end)
+
+    it("then <binary>/../share/kurir (an installed tree), before the source tree", function()
+      local dir = harness.tmpdir()
+      tree(dir .. "/share/kurir", "share")
+      assert(os.execute("mkdir " .. q(dir .. "/bin") .. " && cp " .. q(harness.bin) .. " " .. q(dir .. "/bin/kurir")))
+      local rc, out = harness.sh("env -u KURIR_HOME " .. q(dir .. "/bin/kurir") .. " --check")
+      harness.rmtree(dir)
+      assert.equals(0, rc, out)
+      assert.truthy(out:find("MOCK FROM share", 1, true), out)
+    end)
+
+    it("then the source tree the binary was built from", function()
+      local dir = harness.tmpdir()   -- the mock's ./mail lands here
+      local rc, out = harness.sh("cd " .. q(dir) .. " && env -u KURIR_HOME " .. q(harness.bin) .. " --check")
+      harness.rmtree(dir)
+      assert.equals(0, rc, out)
+      assert.truthy(out:find(harness.root .. "/scripts/mock.lua: OK", 1, true), out)
+    end)
+  end)
+
   it("exits 1 naming the file when the script does not exist", function()
     local rc, out = harness.run { args = { "/nonexistent/e2e-missing.lua" } }
     assert.equals(1, rc, out)

@@ -177,6 +177,9 @@ describe("kurir.config dns", function()
 
   it("takes a single server string", function()
     assert.same({ "192.0.2.53:53" }, final({ dns = { servers = "192.0.2.53" } }).dns.servers)
+    -- localhost means 127.0.0.1, as in listen (docs/configuration.md)
+    assert.same({ "127.0.0.1:5353", "127.0.0.1:53" },
+      final({ dns = { servers = { "localhost:5353", "localhost" } } }).dns.servers)
   end)
 
   it("merges dns keys across calls", function()
