@@ -123,7 +123,7 @@ install_postfix() {
         policy_rc_made=1
     fi
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix >&2
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends postfix >&2
     if [[ -n $policy_rc_made ]]; then
         rm -f /usr/sbin/policy-rc.d
         policy_rc_made=""
@@ -176,7 +176,8 @@ kurir.configure { limits = { connections = 10000, connections_per_ip = 10000 } }
 require("kurir.mock").setup(kurir, arg)
 EOF
 
-# A port nobody listens on, in 61000-64999: above Linux's default ephemeral
+# A port nobody listens on, in 61000-64999, for smtp-sink (kurir itself binds
+# port 0 and names its port in the log): above Linux's default ephemeral
 # range, so that smtp-source's own connections never take it.
 used_ports=" "
 free_port() {
@@ -210,25 +211,48 @@ wait_listening() {
     die "server (pid $pid) not listening on 127.0.0.1:$port after 10 s"
 }
 
+# kurir_port PID LOG: the port of kurir's `listening` log line (it binds
+# 127.0.0.1:0, an ephemeral port), bounded to 10 s
+kurir_port() {
+    local pid=$1 log=$2 i p
+    for ((i = 0; i < 100; i++)); do
+        p=$(sed -n 's/.*event=listening .*port=\([0-9][0-9]*\).*/\1/p' "$log" | head -1)
+        if [[ -n $p ]]; then
+            echo "$p"
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "bench: kurir exited before listening; its log:" >&2
+            tail -20 "$log" >&2 || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+    die "kurir (pid $pid) logged no listening line after 10 s"
+}
+
 server_pid=""
-# start_target NAME PORT: start the server for a target, sets server_pid
+port=""
+# start_target NAME: start the server for a target; sets server_pid and port
 start_target() {
-    local name=$1 port=$2 log="$tmp/$1.log"
+    local name=$1 log="$tmp/$1.log"
+    port=""
     case $name in
     mock)
-        TMPDIR=$spool "$KURIR" -l "127.0.0.1:$port" "$tmp/mock_bench.lua" --maildir "$tmp/Maildir" >"$log" 2>&1 &
+        TMPDIR=$spool "$KURIR" -l "127.0.0.1:0" "$tmp/mock_bench.lua" --maildir "$tmp/Maildir" >"$log" 2>&1 &
         ;;
     discard)
-        TMPDIR=$spool "$KURIR" -l "127.0.0.1:$port" "$here/discard.lua" >"$log" 2>&1 &
+        TMPDIR=$spool "$KURIR" -l "127.0.0.1:0" "$here/discard.lua" >"$log" 2>&1 &
         ;;
     hooks)
-        TMPDIR=$spool "$KURIR" -l "127.0.0.1:$port" "$here/hooks.lua" >"$log" 2>&1 &
+        TMPDIR=$spool "$KURIR" -l "127.0.0.1:0" "$here/hooks.lua" >"$log" 2>&1 &
         ;;
     smtp-sink)
         # smtp-sink refuses to run as root without -u; it is not Postfix's
         # daemon, only a standalone test server.
         local user=()
         [[ $(id -u) -eq 0 ]] && user=(-u nobody)
+        port=$(free_port)
         "$SINK" "${user[@]}" "127.0.0.1:$port" 1000 >"$log" 2>&1 &
         ;;
     *)
@@ -237,6 +261,7 @@ start_target() {
     esac
     server_pid=$!
     pids+=("$server_pid")
+    [[ -n $port ]] || port=$(kurir_port "$server_pid" "$log")
     wait_listening "$server_pid" "$port" "$log"
 }
 
@@ -283,8 +308,7 @@ run_pipeline() {
 }
 
 for target in $TARGETS; do
-    port=$(free_port)
-    start_target "$target" "$port"
+    start_target "$target"
     run_source "$target" "many/session (-d)" "$port" -d
     run_source "$target" "1/session" "$port"
     [[ $target == mock ]] || run_pipeline "$target" "$port"
@@ -317,8 +341,7 @@ rss_kb() {
 }
 
 if ((IDLE_CONNS > 0)); then
-    port=$(free_port)
-    start_target discard "$port"
+    start_target discard
     kpid=$server_pid
     sleep 0.5
     before=$(rss_kb "$kpid")
