@@ -399,7 +399,12 @@ describe("kurir.connect (TCP/TLS client socket in hooks)", function()
 
   it("sends and receives 4 MB intact (partial writes and reads)", function()
     local code, text = rcpt("big", 30)
-    assert.equals("250 2.1.5 4000001 true", text, code)
+    assert.equals("250 2.1.5 4000001 true", text, tostring(code) .. "; hook errors:\n" ..
+      table.concat((function()
+        local t = {}
+        for _, l in ipairs(harness.log_lines(srv, { event = "hook_error" })) do t[#t + 1] = l.line end
+        return t
+      end)(), "\n"))
   end)
 
   it("a line longer than max_line is nil, \"line too long\"", function()
