@@ -265,11 +265,10 @@ describe("tasks that resolve and connect", function()
         q(dir .. "/port") .. " --lifetime " .. (120 * harness.scale)
     end, true)
     assert(dns.port, "dns_server.py did not start")
-    local echo_port = harness.free_port()
-    local echo = start_helper(function()
-      return "python3 " .. q(harness.root .. "/spec/support/echo_server.py") .. " " .. echo_port .. " 120"
-    end)
-    assert(harness.wait_for(function() return harness.listening(echo_port) end, 10), "echo server")
+    local echo = start_helper(function(dir)
+      return "python3 " .. q(harness.root .. "/spec/support/echo_server.py") .. " 0 120 " .. q(dir .. "/port")
+    end, true)
+    local echo_port = assert(echo.port, "echo server did not start")
     local srv = harness.start {
       script = [[
 local kurir = require "kurir"
@@ -364,11 +363,10 @@ end)
   end)
 
   it("SIGTERM with tasks waiting (sleep, socket, every) exits 0 and stops them first", function()
-    local echo_port = harness.free_port()
-    local echo = start_helper(function()
-      return "python3 " .. q(harness.root .. "/spec/support/echo_server.py") .. " " .. echo_port .. " 120"
-    end)
-    assert(harness.wait_for(function() return harness.listening(echo_port) end, 10), "echo server")
+    local echo = start_helper(function(dir)
+      return "python3 " .. q(harness.root .. "/spec/support/echo_server.py") .. " 0 120 " .. q(dir .. "/port")
+    end, true)
+    local echo_port = assert(echo.port, "echo server did not start")
     local srv = harness.start {
       script = versioned("v1") .. [[
 kurir.spawn(function()

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """echo_server.py - a line peer for the kurir.connect specs.
 
-    python3 echo_server.py PORT [LIFETIME]
+    python3 echo_server.py PORT [LIFETIME [PORT_FILE]]
 
 Listens on 127.0.0.1:PORT (0: an ephemeral port), prints "listening PORT"
-with the port bound once it accepts, and answers every connection line by line:
+with the port bound once it accepts (and writes it to PORT_FILE when
+given), and answers every connection line by line:
 
     CLOSE        -> "bye" (no line end), then closes the connection
     SILENT       -> reads on but never answers again
@@ -15,6 +16,7 @@ with the port bound once it accepts, and answers every connection line by line:
 Exits by itself after LIFETIME seconds (default 300), so that a test run
 that dies never leaves it behind.
 """
+import os
 import socket
 import sys
 import threading
@@ -65,7 +67,13 @@ def main():
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
     srv.listen(64)
-    print("listening", srv.getsockname()[1], flush=True)
+    port = srv.getsockname()[1]
+    if len(sys.argv) > 3:
+        tmp = sys.argv[3] + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % port)
+        os.rename(tmp, sys.argv[3])
+    print("listening", port, flush=True)
     srv.settimeout(1.0)
     deadline = time.monotonic() + lifetime
     while time.monotonic() < deadline:
