@@ -33,8 +33,9 @@ static long numeric_id(const char *s)
 
 static bool privileged_port(const struct config *c)
 {
+    /* port 0 is the kernel's pick from the ephemeral range, never below 1024 */
     for (int i = 0; i < c->nlisten; i++)
-        if (c->listen[i].port < 1024)
+        if (c->listen[i].port > 0 && c->listen[i].port < 1024)
             return true;
     return false;
 }

@@ -68,11 +68,11 @@ end)
 describe("ALPN on TLS (ALPACA)", function()
   local srv, port
   lazy_setup(function()
-    port = harness.free_port()
-    srv = harness.start { listen = { "smtps://127.0.0.1:" .. port }, wait_port = port, script = [[
+    srv = harness.start { listen = { "smtps://127.0.0.1:0" }, script = [[
 local kurir = require "kurir"
 kurir.configure { hostname = "mx.view.test", tls = { self_signed = true } }
 ]] }
+    port = srv.port
   end)
   lazy_teardown(function() stop(srv) end)
 

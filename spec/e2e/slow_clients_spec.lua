@@ -151,11 +151,11 @@ describe("the per-client connection limit over IPv6", function()
     local okb = s6 and s6:bind("::1", 0)
     if s6 then s6:close() end
     if not okb then pending("no IPv6 loopback") return end
-    local port = harness.free_port("::1")
-    local srv = harness.start { listen = { "[::1]:" .. port }, wait_port = port, script = [[
+    local srv = harness.start { listen = { "[::1]:0" }, script = [[
 local kurir = require "kurir"
 kurir.configure { hostname = "mx.slow.test", limits = { connections_per_ip = 2 } }
 ]] }
+    local port = srv.port
     local a = client.open(port, "::1")
     a:expect(220)
     local b = client.open(port, "::1")
