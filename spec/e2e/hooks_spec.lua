@@ -331,7 +331,12 @@ describe("hooks", function()
     local a = session(srv)
     a:check("MAIL FROM:<a@example.test>", 250)
     assert(a:send("RCPT TO:<loop@example.test>\r\n"))
-    socket.sleep(0.05)
+    -- the rcpt hook notes its call before it starts looping
+    assert.truthy(harness.wait_for(function()
+      for _, n in ipairs(notes(srv, a)) do
+        if n[1] == "rcpt" and n[3] == "loop" then return true end
+      end
+    end, 5), srv:describe())
     local b = session(srv)
     b:check("NOOP", 250, "250 2.0.0 OK")
     a:expect(451, "451 4.3.0 Temporary server error, try again later", 10)
@@ -346,6 +351,11 @@ describe("hooks", function()
     local a = session(srv)
     a:check("MAIL FROM:<a@example.test>", 250)
     assert(a:send("RCPT TO:<sleep@example.test>\r\nNOOP\r\n"))
+    assert.truthy(harness.wait_for(function()
+      for _, n in ipairs(notes(srv, a)) do
+        if n[1] == "rcpt" and n[3] == "sleep" then return true end
+      end
+    end, 5), srv:describe())
     local b = session(srv)
     b:check("MAIL FROM:<x@example.test>", 250, "250 2.1.0 Sender OK")
     b:check("RCPT TO:<y@example.test>", 250, "250 2.1.5 Recipient OK")
@@ -398,13 +408,10 @@ describe("hooks", function()
   it("disconnect runs once when the client just goes away", function()
     local c = session(srv)
     c:check("MAIL FROM:<a@example.test>", 250)
+    local id = harness.session_id(srv, c)
     c:close()
-    local n = harness.wait_for(function()
-      local l = notes(srv, c)
-      return find(l, "disconnect") and l
-    end, 5)
-    assert.truthy(n)
-    socket.sleep(0.2)
+    -- once the session is freed, no hook of it can run any more
+    assert.truthy(harness.wait_session_end(srv, id), srv:describe())
     local _, count = names(notes(srv, c)):gsub("disconnect", "")
     assert.equals(1, count)
   end)

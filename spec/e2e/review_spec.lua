@@ -34,25 +34,38 @@ describe("review: Lua objects never outlive their C objects", function()
       local kurir = require "kurir"
       kurir.configure { auth = { plaintext = true }, timeouts = { shutdown = 0.3 } }
       local saved
-      kurir.on.auth = function(s, cred) saved = cred; kurir.sleep(5); return true end
-      kurir.on.mail = function(s) kurir.sleep(5) end
+      kurir.on.auth = function(s, cred)
+        saved = cred
+        s:log("auth_waits", {})
+        kurir.sleep(5)
+        return true
+      end
+      kurir.on.mail = function(s) s:log("mail_waits", {}) kurir.sleep(5) end
       kurir.on.disconnect = function(s)
         if saved then s:log("peek", { c = tostring(saved) }) end
       end
     ]] }
     -- the AUTH session is older, so the grace period closes it first
     local a = session(srv.port)
+    local a_id = harness.session_id(srv, a)
     assert(a:send("AUTH PLAIN " .. PLAIN_U_P .. "\r\n"))
-    harness.sleep(0.3)
+    assert(srv:wait_log("event=auth_waits", 10), srv:describe())
     local m = session(srv.port)
+    local m_id = harness.session_id(srv, m)
     assert(m:send("MAIL FROM:<a@example.test>\r\n"))
-    harness.sleep(0.3)
+    assert(srv:wait_log("event=mail_waits", 10), srv:describe())
     assert.is_true(srv:signal("TERM"))
     srv:exit_code(10)
     harness.assert_clean(srv)
-    local log = srv:log()
-    -- every peek after the AUTH session ended must see a closed cred
-    assert.truthy(log:find('c=kurir.cred%(closed%)') or not log:find("event=peek"), log)
+    -- the MAIL session outlives the AUTH one: its disconnect hook must
+    -- peek, and must see the cred closed
+    assert.truthy(harness.wait_session_end(srv, a_id, 0), srv:describe())
+    local peeks = harness.log_lines(srv, { event = "peek", session = m_id })
+    assert.equals(1, #peeks, srv:describe())
+    assert.equals("kurir.cred(closed)", peeks[1].fields.c, srv:describe())
+    local a_end = srv:log():find("session=" .. a_id .. " event=session_end", 1, true)
+    local m_peek = srv:log():find("session=" .. m_id .. " event=peek", 1, true)
+    assert.truthy(a_end and m_peek and a_end < m_peek, "the AUTH session did not end first:\n" .. srv:describe())
     harness.finish(srv)
   end)
 end)
@@ -135,13 +148,12 @@ describe("review: reload", function()
     assert.is_true(srv:signal("HUP"))
     assert(srv:wait_log("event=reload", 10), srv:describe())
     -- a TCP connect to the old smtps listener starts a session on the new engine
-    local c = client.connect(port)
-    if c then
-      assert(c:send("\22\3\1\0\1\1"))   -- start of a TLS record; any bytes will do
-      c:reply(1)
-      c:close()
-    end
-    harness.sleep(0.5)
+    local c = assert(client.connect(port))
+    local id = harness.session_id(srv, c)
+    assert(c:send("\22\3\1\0\1\1"))   -- start of a TLS record; any bytes will do
+    c:reply(1)
+    c:close()
+    assert.truthy(harness.wait_session_end(srv, id), srv:describe())
     assert.is_true(srv:running(), "kurir died:\n" .. srv:describe())
     harness.finish(srv)
   end)

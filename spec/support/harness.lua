@@ -456,4 +456,41 @@ function harness.maildir_new(dir)
   return files
 end
 
+-- How many log lines match a Lua pattern (one count per line).
+function harness.count_log(server, pattern)
+  local n = 0
+  for line in server:log():gmatch("[^\n]+") do
+    if line:find(pattern) then n = n + 1 end
+  end
+  return n
+end
+
+-- Wait until at least n log lines match pattern; returns the count reached
+-- or nil after timeout seconds (scaled).
+function harness.wait_count(server, pattern, n, timeout)
+  return harness.wait_for(function()
+    local c = harness.count_log(server, pattern)
+    return c >= n and c
+  end, timeout or 10)
+end
+
+-- The server's session id for a connected smtp_client (found by the
+-- client's local port in the connect event); waits for that event.
+function harness.session_id(server, c)
+  local _, port = c.sock:getsockname()
+  return harness.wait_for(function()
+    for _, l in ipairs(harness.log_lines(server, { event = "connect", remote_port = tostring(port) })) do
+      return l.fields.session
+    end
+  end, 10)
+end
+
+-- Wait until a session is freed (event=session_end): after that line none
+-- of its hooks, timers or waits can run. Returns true, or nil on timeout.
+function harness.wait_session_end(server, id, timeout)
+  return harness.wait_for(function()
+    return #harness.log_lines(server, { event = "session_end", session = id }) > 0
+  end, timeout or 10)
+end
+
 return harness
