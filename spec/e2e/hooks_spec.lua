@@ -6,7 +6,6 @@
 -- The hooks script notes each call in DIR/hooks-<client port>.log (one
 -- tab-separated line per call), so each test reads its own session's notes.
 
-local socket = require "socket"
 local harness = require "harness"
 local client = require "smtp_client"
 

@@ -54,7 +54,10 @@ function kurir.on.mail(s, from)
 end
 
 function kurir.on.rcpt(s, rcpt)
-  if rcpt.user == "sleepy" then kurir.sleep(0.5) end
+  if rcpt.user == "sleepy" then
+    s:log("hostile-sleepy", {})
+    kurir.sleep(0.5)
+  end
   if rcpt.user == "reject" then return 550, "5.1.1 no such user" end
   if rcpt.user == "err" then error("boom in rcpt") end
   local from = s.from and s.from.address or "?"
@@ -550,8 +553,9 @@ describe("hostile input", function()
         c:expect(220)
         c:ehlo()
         c:check("MAIL FROM:<a@b.example>", 250)
+        local before = harness.count_log(srv, "event=hostile%-sleepy")
         assert(c:send("RCPT TO:<sleepy@x.example>\r\n"))
-        harness.sleep(0.1)
+        assert(harness.wait_count(srv, "event=hostile%-sleepy", before + 1), srv:describe())
       end },
       { "during a sleeping rcpt hook with more pipelined", function(c)
         c:expect(220)
@@ -569,11 +573,13 @@ describe("hostile input", function()
       for _, how in ipairs { "FIN", "RST" } do
         it("still serves after a disconnect " .. st[1] .. " (" .. how .. ")", function()
           local c = client.open(srv.port)
+          local id = harness.session_id(srv, c)
           st[2](c)
           if not st[3] then
             if how == "RST" then reset_close(c) else c:close() end
           end
-          if st[1]:match("sleeping") then harness.sleep(0.6) end
+          -- the server has seen the disconnect and freed the session
+          assert(harness.wait_session_end(srv, id), srv:describe())
           assert_serves(srv, "disconnect " .. st[1] .. " (" .. how .. ")")
         end)
       end
@@ -667,10 +673,12 @@ describe("hostile input", function()
     assert(mid_bdat:send("BDAT 1000\r\nabc"))
     local sleeping = session(srv.port)
     sleeping:check("MAIL FROM:<a@b.example>", 250)
+    local before = harness.count_log(srv, "event=hostile%-sleepy")
     assert(sleeping:send("RCPT TO:<sleepy@x.example>\r\n"))
+    assert(harness.wait_count(srv, "event=hostile%-sleepy", before + 1), srv:describe())
     local half = client.open(srv.port)
+    assert(harness.session_id(srv, half), srv:describe())
     assert(half:send("EHLO half"))
-    harness.sleep(0.1)
     assert(srv:signal("TERM"))
     -- the idle session is told at once; the others end by the grace period
     idle:expect(421)

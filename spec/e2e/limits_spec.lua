@@ -234,7 +234,7 @@ describe("limits: out of file descriptors", function()
       if s:connect("127.0.0.1", srv.port) then held[#held + 1] = s else s:close() end
     end
     assert.truthy(srv:wait_log("event=accept_paused", 10), "accepting was paused:\n" .. srv:log())
-    harness.sleep(1)
+    harness.sleep(1)   -- the behaviour under test is a rate: pause lines per second
     local _, paused = srv:log():gsub("event=accept_paused", "")
     local _, errors = srv:log():gsub("event=accept ", "")
     -- a paused listener retries four times a second; a spinning one logs thousands of lines

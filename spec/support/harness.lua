@@ -479,9 +479,8 @@ end
 function harness.session_id(server, c)
   local _, port = c.sock:getsockname()
   return harness.wait_for(function()
-    for _, l in ipairs(harness.log_lines(server, { event = "connect", remote_port = tostring(port) })) do
-      return l.fields.session
-    end
+    local l = harness.log_lines(server, { event = "connect", remote_port = tostring(port) })[1]
+    return l and l.fields.session
   end, 10)
 end
 
