@@ -469,3 +469,60 @@ describe("on_error policy and default delivery", function()
     c:close()
   end)
 end)
+
+describe("scripts: logging and per-session values", function()
+  local function ehlo_session(port)
+    local c = client.open(port)
+    c:expect(220)
+    local code, text = c:ehlo("client.e2e.test")
+    assert.equals(250, code, text)
+    return c
+  end
+
+  it("an error inside kurir.log does not glue two log lines together", function()
+    local srv = harness.start { script = [[
+      local kurir = require "kurir"
+      kurir.on.helo = function(s)
+        local bad = setmetatable({}, { __tostring = function() error("boom") end })
+        pcall(kurir.log, "first", { b = bad })
+        s:log("second", { ok = "1" })
+      end
+    ]] }
+    local c = ehlo_session(srv.port)
+    c:cmd("QUIT")
+    assert(srv:wait_log("event=second", 5), srv:describe())
+    for line in srv:log():gmatch("[^\n]+") do
+      local _, n = line:gsub("time=", "")
+      assert.equals(1, n, "two records on one log line: " .. line)
+    end
+    harness.finish(srv)
+  end)
+
+  it("numeric keys of the session's own table can be read back", function()
+    local srv = harness.start { script = [[
+      local kurir = require "kurir"
+      kurir.on.helo = function(s)
+        s[1] = "one"
+        s:log("keys", { one = tostring(s[1]) })
+      end
+    ]] }
+    local c = ehlo_session(srv.port)
+    c:cmd("QUIT")
+    local line = srv:wait_log("[^\n]*event=keys[^\n]*", 5)
+    assert.truthy(line and line:find("one=one", 1, true), srv:describe())
+    harness.finish(srv)
+  end)
+
+  it("a rejected HELO leaves an ESMTP session ESMTP", function()
+    local srv = harness.start { script = [[
+      local kurir = require "kurir"
+      kurir.on.helo = function(s, name) if name == "bad.example" then return 550, "no" end end
+    ]] }
+    local c = ehlo_session(srv.port)
+    c:check("HELO bad.example", 550)
+    local code, text = c:cmd("MAIL FROM:<a@example.test>")
+    assert.equals(250, code)
+    assert.truthy(text:match("^250 2%.1%.0 "), "enhanced status codes dropped: " .. text)
+    harness.finish(srv)
+  end)
+end)

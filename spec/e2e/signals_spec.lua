@@ -171,3 +171,28 @@ describe("SIGHUP", function()
     c:close()
   end)
 end)
+
+describe("SIGHUP and implicit TLS", function()
+
+  it("an implicit-TLS listener survives a reload to a script without tls", function()
+    local port = harness.free_port()
+    local srv = harness.start {
+      listen = false, wait_port = port,
+      script = 'local kurir = require "kurir"\nkurir.configure { listen = { "smtps://127.0.0.1:' ..
+        port .. '" }, tls = { self_signed = true } }\n',
+    }
+    harness.write_file(srv.script, 'local kurir = require "kurir"\nkurir.configure { listen = { ' ..
+      '"127.0.0.1:' .. harness.free_port() .. '" } }\n')
+    assert.is_true(srv:signal("HUP"))
+    assert(srv:wait_log("event=reload", 10), srv:describe())
+    -- a TCP connect to the old smtps listener starts a session on the new engine
+    local c = assert(client.connect(port))
+    local id = harness.session_id(srv, c)
+    assert(c:send("\22\3\1\0\1\1"))   -- start of a TLS record; any bytes will do
+    c:reply(1)
+    c:close()
+    assert.truthy(harness.wait_session_end(srv, id), srv:describe())
+    assert.is_true(srv:running(), "kurir died:\n" .. srv:describe())
+    harness.finish(srv)
+  end)
+end)
