@@ -498,6 +498,43 @@ describe("scripts: logging and per-session values", function()
     harness.finish(srv)
   end)
 
+  it("client bytes in a logged value are escaped, one record per line (engine and script lines)", function()
+    local srv = harness.start { script = [[
+      local kurir = require "kurir"
+      kurir.configure { auth = { plaintext = true } }
+      kurir.on.auth = function(s, cred) s:log("auth_seen", { user = cred.user }) return false end
+      kurir.on.data = function(s, msg)
+        s:log("subject_seen", { subject = msg:header("Subject") })
+        return 250
+      end
+    ]] }
+    local c = ehlo_session(srv.port)
+    -- AUTH PLAIN, authcid 'u<LF>level=error event=forged x="\<CR><01><1b>', password p
+    c:check("AUTH PLAIN AHUKbGV2ZWw9ZXJyb3IgZXZlbnQ9Zm9yZ2VkIHg9IlwNARsAcA==", 535)
+    c:check("MAIL FROM:<a@example.test>", 250)
+    c:check("RCPT TO:<b@example.test>", 250)
+    c:check("DATA", 354)
+    assert(c:send("Subject: hi\1\27[31m\127 \195\188\r\n\r\nbody\r\n.\r\n"))
+    c:expect(250)
+    c:check("QUIT", 221)
+    local user = [[user="u\nlevel=error event=forged x=\"\\\r\x01\x1b"]]
+    assert.truthy(srv:wait_log("event=subject_seen", 5), srv:describe())
+    local log = srv:log()
+    for _, want in ipairs {
+      "event=auth mechanism=PLAIN " .. user .. " result=failed",   -- the engine's own line
+      "event=auth_seen " .. user,                                 -- the script's
+      [[event=subject_seen subject="hi\x01\x1b[31m\x7f ]] .. "\195\188\"",   -- UTF-8 stays as is
+    } do
+      assert.truthy(log:find(want, 1, true), "not in the log: " .. want .. "\n" .. log)
+    end
+    for line in log:gmatch("[^\n]+") do
+      assert.truthy(line:match("^time=%S+ level=%a+ "), "a line that is not a record: " .. line)
+      assert.falsy(line:find("[%z\1-\31\127]"), "a control byte in the log: " .. line)
+    end
+    assert.equals(0, #harness.log_lines(srv, { event = "forged" }))
+    harness.finish(srv)
+  end)
+
   it("numeric keys of the session's own table can be read back", function()
     local srv = harness.start { script = [[
       local kurir = require "kurir"

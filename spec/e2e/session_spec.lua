@@ -366,6 +366,34 @@ function kurir.on.data(s, msg) return 250, "2.0.0 Ok: queued as " .. msg.id end
     c:close()
   end)
 
+  it("a non-ASCII MAIL path without the SMTPUTF8 parameter is refused, with it accepted", function()
+    local c = open(srv.port)
+    ehlo(c)
+    for _, from in ipairs { "j\195\188rgen@conf.test", "a@b\195\188cher.conf.test" } do
+      local text = c:check("MAIL FROM:<" .. from .. ">", 553)
+      assert.truthy(text:match("^553 5%.6%.7 "), text)
+      -- refused: no transaction was started
+      c:check("RCPT TO:<b@conf.test>", 503)
+    end
+    c:check("MAIL FROM:<j\195\188rgen@conf.test> SMTPUTF8", 250)
+    c:check("RCPT TO:<b@conf.test>", 250)
+    c:close()
+  end)
+
+  it("a message of twice message_size is refused with 552 and the session stays in step", function()
+    local c = open(srv.port)
+    ehlo(c)
+    c:check("MAIL FROM:<a@conf.test>", 250)
+    c:check("RCPT TO:<b@conf.test>", 250)
+    c:check("DATA", 354)
+    assert(c:send(string.rep(string.rep("y", 98) .. "\r\n", 20) .. ".\r\n"))
+    local text = c:expect(552)
+    assert.truthy(text:match("^552 5%.3%.4 "), text)
+    c:check("NOOP", 250)
+    c:check("MAIL FROM:<a@conf.test>", 250)
+    c:close()
+  end)
+
   it("a non-ASCII address without the SMTPUTF8 parameter is refused, with it accepted", function()
     local c = open(srv.port)
     ehlo(c)

@@ -726,6 +726,7 @@ describe("STARTTLS after AUTH", function()
       local kurir = require "kurir"
       kurir.configure { tls = { self_signed = true }, auth = { plaintext = true } }
       kurir.on.auth = function(s, cred) return cred:verify("p") end
+      kurir.on.mail = function(s) return 250, "2.1.0 user=" .. tostring(s.user) end
     ]] }
     local script = [[
 import base64, socket, ssl, sys
@@ -738,11 +739,16 @@ def reply(f):
 reply(f)
 c.sendall(b"EHLO a\r\n"); reply(f)
 c.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n"); print("auth1", reply(f)[:3].decode())
+c.sendall(b"MAIL FROM:<a@b.test>\r\n"); print("mail1", reply(f).decode().strip())
+c.sendall(b"RSET\r\n"); reply(f)
 c.sendall(b"STARTTLS\r\n"); print("starttls", reply(f)[:3].decode())
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 t = ctx.wrap_socket(c); g = t.makefile("rb")
 t.sendall(b"EHLO a\r\n"); reply(g)
+t.sendall(b"MAIL FROM:<a@b.test>\r\n"); print("mail2", reply(g).decode().strip())
+t.sendall(b"RSET\r\n"); reply(g)
 t.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n"); print("auth2", reply(g)[:3].decode())
+t.sendall(b"MAIL FROM:<a@b.test>\r\n"); print("mail3", reply(g).decode().strip())
 t.sendall(b"QUIT\r\n"); reply(g)
 ]]
     local dir = harness.tmpdir()
@@ -751,8 +757,13 @@ t.sendall(b"QUIT\r\n"); reply(g)
     harness.rmtree(dir)
     assert.equals(0, rc, out)
     assert.truthy(out:find("auth1 235", 1, true), out)
+    assert.truthy(out:find("mail1 250 2.1.0 user=u\n", 1, true), out)
     assert.truthy(out:find("starttls 220", 1, true), out)
+    -- after the handshake the session is not authenticated ...
+    assert.truthy(out:find("mail2 250 2.1.0 user=nil\n", 1, true), "the plaintext AUTH survived STARTTLS:\n" .. out)
+    -- ... and may authenticate again (no 503 "already authenticated")
     assert.truthy(out:find("auth2 235", 1, true), "the plaintext AUTH survived STARTTLS:\n" .. out)
+    assert.truthy(out:find("mail3 250 2.1.0 user=u\n", 1, true), out)
     harness.finish(srv)
   end)
 end)
