@@ -642,11 +642,20 @@ describe("hostile input", function()
     end
     assert(stalled > 0, "the server read " .. sent .. " bytes of commands without applying backpressure")
     local during = vmrss_kb(srv.pid)
+    -- The server stopped reading the hog (its output queue is past the
+    -- high-water mark): the hog's bytes wait in the server's receive queue,
+    -- and stay there while the loop serves another session.
+    local _, hog_port = hog.sock:getsockname()
+    local _, unread = harness.tcp_queues(srv.port, tonumber(hog_port))
+    assert(unread and unread > 0, "the server reads the hog although its replies are not read: " ..
+      tostring(unread))
     local other = session(srv.port)
     other:check("NOOP", 250, "250 2.0.0 OK")
     other:check("MAIL FROM:<a@b.example>", 250)
     other:check("QUIT", 221)
     other:close()
+    local _, unread2 = harness.tcp_queues(srv.port, tonumber(hog_port))
+    assert.equals(unread, unread2, "the server read from the hog while its replies were not read")
     local limit_kb = 100 * 1024 + (harness.sanitized and 150 * 1024 or 0)
     assert(during - before < limit_kb, string.format(
       "VmRSS grew from %d kB to %d kB after %d bytes of unread pipelining", before, during, sent))

@@ -492,4 +492,18 @@ function harness.wait_session_end(server, id, timeout)
   end, timeout or 10)
 end
 
+-- The kernel's send and receive queue sizes (bytes) of the IPv4 TCP
+-- socket bound to local_port and connected to remote_port on this host,
+-- from /proc/net/tcp; nil when there is no such socket.
+function harness.tcp_queues(local_port, remote_port)
+  local want = string.format(":%04X %%x+:%04X ", local_port, remote_port)
+  for line in (harness.read_file("/proc/net/tcp") or ""):gmatch("[^\n]+") do
+    if line:find(want) then
+      local tx, rx = line:match("^%s*%d+:%s+%x+:%x+%s+%x+:%x+%s+%x+%s+(%x+):(%x+)")
+      if tx then return tonumber(tx, 16), tonumber(rx, 16) end
+    end
+  end
+  return nil
+end
+
 return harness
