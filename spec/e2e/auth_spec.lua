@@ -515,6 +515,9 @@ describe("AUTH with real clients over TLS", function()
       assert.equals(28, rc, out)
       assert.truthy(out:find("535 5.7.8", 1, true), out)
       assert.equals(0, #stored(srv.dir, "Subject: " .. subject))
+      -- the attempt is in the log (so the absence of the password means something)
+      assert.truthy(srv:wait_log("event=auth mechanism=" .. mech:gsub("%-", "%%-") ..
+        " user=alice result=failed"), srv:describe())
       assert_no_secrets(srv:log())
     end)
   end
