@@ -1,7 +1,8 @@
 -- End to end: AUTH (RFC 4954) with PLAIN, LOGIN and CRAM-MD5 and the Lua
 -- auth hook (issue 3, SPEC 2.3 and 3): the wire protocol over a raw socket
 -- on a plaintext listener (auth.plaintext = true), then real clients
--- (Python smtplib, swaks) over STARTTLS and implicit TLS.
+-- (Python smtplib, swaks) over STARTTLS and implicit TLS; a kurir.cred kept
+-- by the script is closed with its session.
 --
 -- The site script checks every mechanism with cred:verify(users[cred.user])
 -- and logs what its hooks saw; certificates are made by certs.make() in a

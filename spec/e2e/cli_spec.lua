@@ -1,5 +1,6 @@
 -- End to end: the command line of SPEC 1: --version, --help, exit codes,
--- --check (file:line in every message, no socket opened), the arg table.
+-- --check (file:line in every message, no socket opened), the arg table,
+-- -l syntax and -l replacing the script's listeners.
 
 local socket = require "socket"
 local harness = require "harness"

@@ -1,7 +1,8 @@
 -- End to end: every hook of SPEC 2 fires with its arguments, every return
 -- convention of SPEC 2.1, hook errors and the CPU budget, the per-hook
--- error policy, kurir.sleep, per-session values, and the 451 4.3.5 of a
--- script without any delivery.
+-- error policy, kurir.sleep, per-session values, the 451 4.3.5 of a
+-- script without any delivery, and the script's log lines (client bytes
+-- escaped, one record per line).
 --
 -- The hooks script notes each call in DIR/hooks-<client port>.log (one
 -- tab-separated line per call), so each test reads its own session's notes.

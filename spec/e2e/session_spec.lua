@@ -1,5 +1,7 @@
 -- End to end: greeting, EHLO/HELO, command sequencing and the standard
--- replies of SPEC section 3 (exact texts from core/reply.h).
+-- replies of SPEC section 3 (exact texts from core/reply.h); command
+-- framing, SIZE and message_size (at the limit and at twice it), SMTPUTF8
+-- for MAIL and RCPT paths.
 
 local harness = require "harness"
 local client = require "smtp_client"

@@ -1,6 +1,7 @@
 -- End to end: SIGTERM/SIGINT (graceful stop, exit 0, a message in flight
 -- still gets its 250) and SIGHUP (reload for new sessions; sessions in
--- progress keep their Lua state; a broken script keeps the old one).
+-- progress keep their Lua state; a broken script keeps the old one; an
+-- implicit-TLS listener survives a reload to a script without tls).
 
 local harness = require "harness"
 local client = require "smtp_client"

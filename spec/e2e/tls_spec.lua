@@ -1,7 +1,8 @@
 -- End to end: TLS (issue 3, SPEC 1 and 3): STARTTLS (RFC 3207) and its
 -- injection defence (CVE-2011-0411), implicit TLS listeners (RFC 8314),
 -- certificates and client certificates, bad TLS input and the handshake
--- timeout, and the Received header's ESMTPS/ESMTPSA (RFC 3848).
+-- timeout, the Received header's ESMTPS/ESMTPSA (RFC 3848), the session
+-- reset after STARTTLS (an AUTH before TLS is forgotten, RFC 3207 4.2).
 --
 -- Real clients only for the TLS side (luasocket has no TLS): Python's ssl
 -- and smtplib through spec/support/smtplib_tls.py, swaks, curl and
