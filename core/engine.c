@@ -658,6 +658,11 @@ static void session_task_done(struct task *t, bool ok, int nres)
 
 static const struct task_ops session_task_ops = {session_task_error, session_task_done};
 
+struct session *engine_task_session(struct task *t)
+{
+    return t->ops == &session_task_ops ? session_of(t) : NULL;
+}
+
 void engine_session_open(struct session *s)
 {
     lua_State *L = s->eng->L;

@@ -16,6 +16,8 @@ void engine_session_close(struct session *s);
 void engine_start_hook(struct session *s, enum hook h, int (*push)(struct session *, lua_State *));
 /* Abandon a running/waiting hook (client gone). */
 void engine_abort_hook(struct session *s);
+/* the session whose hooks t runs; NULL for a task of kurir.spawn/every */
+struct session *engine_task_session(struct task *t);
 
 /* Build an address table from a parsed path; returns a registry ref. */
 int engine_address_ref(struct session *s, const struct smtp_path *p);

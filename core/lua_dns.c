@@ -18,6 +18,10 @@
 
 #include "dns.h"
 #include "engine_session.h"
+#include "engine.h"
+#include "logfmt.h"
+#include "server.h"
+#include "session.h"
 #include "task.h"
 #include "util.h"
 
@@ -44,12 +48,16 @@ struct dns_op {
     struct dns_sub sub[2];
     unsigned char addr[16];        /* ptr: the address asked about */
     int addrlen, family;
+    struct server *srv;            /* for the dns_dropped log line */
+    char sid[24];                  /* the asking session's id ("": a spawned task) */
+    char *name;                    /* owned */
 };
 
 static void op_free(struct dns_op *op)
 {
     for (int i = 0; i < op->nsub; i++)
         free(op->sub[i].abuf);
+    free(op->name);
     free(op);
 }
 
@@ -234,6 +242,17 @@ static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, i
     if (--op->pending > 0)
         return;
     if (op->cancelled) {
+        /* One line per abandoned lookup once c-ares is done with it, so
+         * that a late answer or timeout is seen to be dropped. Not while
+         * the channel is destroyed: the server may be gone by then. */
+        if (status != ARES_EDESTRUCTION && op->srv) {
+            struct buf *b = &op->srv->log;
+            buf_reset(b);
+            logfmt_begin(b, "info", op->sid[0] ? op->sid : NULL, "dns_dropped");
+            logfmt_str(b, "name", op->name);
+            logfmt_str(b, "status", ares_strerror(status));
+            server_log_end(op->srv);
+        }
         op_free(op);
         return;
     }
@@ -265,6 +284,10 @@ static int lookup(lua_State *L, enum dns_kind kind, const char *name, int t1, in
     struct dns_op *op = xcalloc(1, sizeof(*op));
     op->waiter.cancel = op_cancel;
     op->t = t;
+    op->srv = t->eng->srv;
+    struct session *s = engine_task_session(t);
+    snprintf(op->sid, sizeof(op->sid), "%s", s ? s->id : "");
+    op->name = xstrdup(name);
     op->kind = kind;
     op->nsub = t2 ? 2 : 1;
     op->sub[0].type = t1;

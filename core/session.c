@@ -655,6 +655,10 @@ static void session_free(struct session *s)
     buf_free(&s->scratch);
     free(s->helo);
     free(s->user);
+    /* From here no hook, timer or wait of this session can run: specs wait
+     * for this line to prove that something did not happen. */
+    session_log_begin(s, "info", "session_end");
+    session_log_end(s);
     struct server *srv = s->srv;
     engine_unref(s->eng);
     server_session_gone(srv, s);

@@ -1,7 +1,8 @@
 -- End to end: AUTH (RFC 4954) with PLAIN, LOGIN and CRAM-MD5 and the Lua
 -- auth hook (issue 3, SPEC 2.3 and 3): the wire protocol over a raw socket
 -- on a plaintext listener (auth.plaintext = true), then real clients
--- (Python smtplib, swaks) over STARTTLS and implicit TLS.
+-- (Python smtplib, swaks) over STARTTLS and implicit TLS; a kurir.cred kept
+-- by the script is closed with its session.
 --
 -- The site script checks every mechanism with cred:verify(users[cred.user])
 -- and logs what its hooks saw; certificates are made by certs.make() in a
@@ -514,6 +515,9 @@ describe("AUTH with real clients over TLS", function()
       assert.equals(28, rc, out)
       assert.truthy(out:find("535 5.7.8", 1, true), out)
       assert.equals(0, #stored(srv.dir, "Subject: " .. subject))
+      -- the attempt is in the log (so the absence of the password means something)
+      assert.truthy(srv:wait_log("event=auth mechanism=" .. mech:gsub("%-", "%%-") ..
+        " user=alice result=failed"), srv:describe())
       assert_no_secrets(srv:log())
     end)
   end
@@ -522,5 +526,57 @@ describe("AUTH with real clients over TLS", function()
     local log = srv:log()
     assert.truthy(count(log, "event=auth mechanism=") >= 12, log)
     assert_no_secrets(log)
+  end)
+end)
+
+describe("AUTH: a kurir.cred never outlives its session", function()
+  local function ehlo_session(port)
+    local c = client.open(port)
+    c:expect(220)
+    local code, text = c:ehlo("client.e2e.test")
+    assert.equals(250, code, text)
+    return c
+  end
+
+  local PLAIN_U_P = "AHUAcA=="   -- base64 of "\0u\0p" (AUTH PLAIN, user u, password p)
+
+  it("a kurir.cred kept by the script is closed when its session is torn down mid-hook", function()
+    local srv = harness.start { script = [[
+      local kurir = require "kurir"
+      kurir.configure { auth = { plaintext = true }, timeouts = { shutdown = 0.3 } }
+      local saved
+      kurir.on.auth = function(s, cred)
+        saved = cred
+        s:log("auth_waits", {})
+        kurir.sleep(5)
+        return true
+      end
+      kurir.on.mail = function(s) s:log("mail_waits", {}) kurir.sleep(5) end
+      kurir.on.disconnect = function(s)
+        if saved then s:log("peek", { c = tostring(saved) }) end
+      end
+    ]] }
+    -- the AUTH session is older, so the grace period closes it first
+    local a = ehlo_session(srv.port)
+    local a_id = harness.session_id(srv, a)
+    assert(a:send("AUTH PLAIN " .. PLAIN_U_P .. "\r\n"))
+    assert(srv:wait_log("event=auth_waits", 10), srv:describe())
+    local m = ehlo_session(srv.port)
+    local m_id = harness.session_id(srv, m)
+    assert(m:send("MAIL FROM:<a@example.test>\r\n"))
+    assert(srv:wait_log("event=mail_waits", 10), srv:describe())
+    assert.is_true(srv:signal("TERM"))
+    srv:exit_code(10)
+    harness.assert_clean(srv)
+    -- the MAIL session outlives the AUTH one: its disconnect hook must
+    -- peek, and must see the cred closed
+    assert.truthy(harness.wait_session_end(srv, a_id, 0), srv:describe())
+    local peeks = harness.log_lines(srv, { event = "peek", session = m_id })
+    assert.equals(1, #peeks, srv:describe())
+    assert.equals("kurir.cred(closed)", peeks[1].fields.c, srv:describe())
+    local a_end = srv:log():find("session=" .. a_id .. " event=session_end", 1, true)
+    local m_peek = srv:log():find("session=" .. m_id .. " event=peek", 1, true)
+    assert.truthy(a_end and m_peek and a_end < m_peek, "the AUTH session did not end first:\n" .. srv:describe())
+    harness.finish(srv)
   end)
 end)

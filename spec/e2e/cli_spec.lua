@@ -1,8 +1,10 @@
 -- End to end: the command line of SPEC 1: --version, --help, exit codes,
--- --check (file:line in every message, no socket opened), the arg table.
+-- --check (file:line in every message, no socket opened), the arg table,
+-- -l syntax and -l replacing the script's listeners.
 
 local socket = require "socket"
 local harness = require "harness"
+local client = require "smtp_client"
 
 local OK_SCRIPT = [[
 local kurir = require "kurir"
@@ -251,5 +253,87 @@ f:close()
     local text = harness.wait_for(function() return harness.read_file(srv.dir .. "/args.out") end, 5)
     assert.equals(srv.script .. "\n4\none\ntwo words\n--three\n-l\n", text)
     harness.finish(srv)
+  end)
+end)
+
+describe("command line: -l and the script's arguments (SPEC 1)", function()
+  local function open(port)
+    local c = client.open(port)
+    c:expect(220, "220 mx.conf.test ESMTP kurir")
+    return c
+  end
+
+  -- True when something accepts TCP connections on 127.0.0.1:port.
+  local function accepts(port)
+    local s = socket.tcp()
+    s:settimeout(0.5)
+    local ok = s:connect("127.0.0.1", port)
+    s:close()
+    return ok and true or false
+  end
+
+  it("exits 2 for every -l value that is not [smtps://]ADDR:PORT with a literal address", function()
+    for _, l in ipairs {
+      "127.0.0.1",            -- no port
+      "127.0.0.1:70000",      -- port out of range
+      "256.0.0.1:2525",       -- not an IPv4 literal
+      "example.com:2525",     -- a host name
+      "::1:2525",             -- IPv6 without brackets
+      "ftp://127.0.0.1:2525", -- unknown scheme
+    } do
+      local rc, out = harness.run { args = { "-l", l, "--check", "{script}" },
+        script = "local kurir = require 'kurir'\nfunction kurir.on.data() return 250 end\n" }
+      assert.equals(2, rc, "-l " .. l .. ": " .. out)
+      assert.truthy(out:find(l, 1, true), "-l " .. l .. ": the message does not name it: " .. out)
+    end
+  end)
+
+  it("-l replaces the listeners the script declares", function()
+    -- We hold the declared port bound (not listening): were kurir to bind
+    -- it too, it would fail to start.
+    local declared, holder = harness.closed_port()
+    local srv = harness.start { script = ([[
+local kurir = require "kurir"
+kurir.configure { hostname = "mx.conf.test", listen = { "127.0.0.1:%d" } }
+function kurir.on.data() return 250 end
+]]):format(declared) }
+    local c = open(srv.port)
+    c:check("QUIT", 221)
+    c:close()
+    assert.is_false(accepts(declared), "the script's own listener is open too")
+    harness.finish(srv)
+    holder:close()
+  end)
+
+  it("hands options written after SCRIPT to the script, not to kurir", function()
+    local rc, out = harness.run {
+      args = { "--check", "{script}", "--check", "-l", "--help", "x y" },
+      script = [[
+local kurir = require "kurir"
+io.stdout:write("ARGS[", tostring(arg[0]):match("[^/]*$"), "|", table.concat(arg, "|"), "]\n")
+function kurir.on.data() return 250 end
+]] }
+    assert.equals(0, rc, out)
+    assert.truthy(out:find("ARGS[script.lua|--check|-l|--help|x y]", 1, true), out)
+    assert.falsy(out:lower():find("usage", 1, true), out)
+  end)
+
+  it("--check reports a bad TLS certificate path with file:line", function()
+    local rc, out = harness.run { args = { "--check", "{script}" }, script = [[
+local kurir = require "kurir"
+
+kurir.configure { tls = { cert = "/nonexistent/conf-cert.pem", key = "/nonexistent/conf-key.pem" } }
+function kurir.on.data() return 250 end
+]] }
+    assert.equals(1, rc, out)
+    assert.truthy(out:find("conf-cert.pem", 1, true), out)
+    assert.truthy(out:find("script.lua:3:", 1, true), "no file:line in: " .. out)
+  end)
+
+  it("refuses an smtps:// listener without TLS configured with exit 1", function()
+    local rc, out = harness.run { args = { "-l", "smtps://127.0.0.1:0", "--check", "{script}" },
+      script = "local kurir = require 'kurir'\nfunction kurir.on.data() return 250 end\n" }
+    assert.equals(1, rc, out)
+    assert.truthy(out:find("smtps://", 1, true), out)
   end)
 end)

@@ -92,6 +92,15 @@ local function start_dns()
   }
 end
 
+-- How many queries for name the DNS server has received so far.
+local function queries(dns, name)
+  local n = 0
+  for line in dns.log():gmatch("[^\n]+") do
+    if line:find("query " .. name .. " ", 1, true) then n = n + 1 end
+  end
+  return n
+end
+
 local function open(srv, bind)
   local c = client.open(srv.port, "127.0.0.1", bind and { bind = bind } or nil)
   return c
@@ -235,8 +244,10 @@ describe("kurir.dns", function()
 
   it("a lookup suspends only its own session", function()
     local a = session(srv)
+    local asked = queries(dns, "slow.test")
     assert(a:send("XDNS a slow.test\r\nNOOP\r\n"))
-    socket.sleep(0.05)
+    -- a's query has reached the DNS server: a's hook is waiting
+    assert.truthy(harness.wait_for(function() return queries(dns, "slow.test") > asked end, 5), dns.log())
     local b = session(srv)
     assert.equals("{192.0.2.1,192.0.2.2}", xdns(b, "a", "a.test"))
     assert.equals("{10 mx1.test,20 mx2.test}", xdns(b, "mx", "mx.test"))
@@ -265,17 +276,25 @@ describe("kurir.dns", function()
   end)
 
   it("a client that leaves while its hook waits on DNS does no harm", function()
-    for _ = 1, 3 do
+    local ids = {}
+    for i = 1, 4 do
       local c = session(srv)
-      assert(c:send("XDNS addr slow.test\r\n"))
-      socket.sleep(0.05)
+      ids[i] = harness.session_id(srv, c)
+      local asked = queries(dns, "slow.test")
+      assert(c:send(i < 4 and "XDNS addr slow.test\r\n" or "XDNS a slow.test\r\n"))
+      -- the query has reached the DNS server: the hook waits on it
+      assert.truthy(harness.wait_for(function() return queries(dns, "slow.test") > asked end, 5), dns.log())
       c:close()
     end
-    local c = session(srv)
-    assert(c:send("XDNS a slow.test\r\n"))
-    c:close()
-    -- let c-ares time the abandoned queries out and call back
-    socket.sleep(1.0 * harness.scale)
+    -- A lookup asked after the abandoned ones, with the same timeout, times
+    -- out after them: once it has, c-ares has called back for all of them
+    -- (each either ended its hook or, the hook abandoned, was dropped).
+    local later = session(srv)
+    assert.equals("nil timeout", xdns(later, "a", "slow.test"))
+    later:close()
+    for _, id in ipairs(ids) do
+      assert.truthy(harness.wait_session_end(srv, id), srv:describe())
+    end
     local d = session(srv)
     assert.equals("{192.0.2.1,192.0.2.2}", xdns(d, "a", "a.test"))
     d:close()
@@ -303,10 +322,14 @@ describe("kurir.dns and the hook time limit", function()
     -- dns timeout 2 s, hook limit 0.3 s
     local srv = harness.start { script = SCRIPT, args = { tostring(dns.port), "2", tostring(0.3 * harness.scale) } }
     local c = session(srv)
+    local id = harness.session_id(srv, c)
     c:check("XDNS a slow.test", 451)
     -- the session goes on, and c-ares later times the query out
     assert.equals("250 2.0.0 a {192.0.2.1,192.0.2.2}", (select(2, c:check("XDNS a a.test", 250)))[1])
-    socket.sleep(2.5)
+    assert.is_nil(srv:log():find("event=dns_dropped", 1, true), srv:describe())
+    local dropped = srv:wait_log("session=" .. id .. " event=dns_dropped name=slow.test status=[^\n]*", 10)
+    assert.truthy(dropped, srv:describe())
+    assert.truthy(dropped:lower():find("timeout", 1, true), dropped)
     assert.equals("250 2.0.0 aaaa {2001:db8::1}", (select(2, c:check("XDNS aaaa v6.test", 250)))[1])
     c:close()
     harness.finish(srv)

@@ -1,12 +1,12 @@
 -- End to end: every hook of SPEC 2 fires with its arguments, every return
 -- convention of SPEC 2.1, hook errors and the CPU budget, the per-hook
--- error policy, kurir.sleep, per-session values, and the 451 4.3.5 of a
--- script without any delivery.
+-- error policy, kurir.sleep, per-session values, the 451 4.3.5 of a
+-- script without any delivery, and the script's log lines (client bytes
+-- escaped, one record per line).
 --
 -- The hooks script notes each call in DIR/hooks-<client port>.log (one
 -- tab-separated line per call), so each test reads its own session's notes.
 
-local socket = require "socket"
 local harness = require "harness"
 local client = require "smtp_client"
 
@@ -331,7 +331,12 @@ describe("hooks", function()
     local a = session(srv)
     a:check("MAIL FROM:<a@example.test>", 250)
     assert(a:send("RCPT TO:<loop@example.test>\r\n"))
-    socket.sleep(0.05)
+    -- the rcpt hook notes its call before it starts looping
+    assert.truthy(harness.wait_for(function()
+      for _, n in ipairs(notes(srv, a)) do
+        if n[1] == "rcpt" and n[3] == "loop" then return true end
+      end
+    end, 5), srv:describe())
     local b = session(srv)
     b:check("NOOP", 250, "250 2.0.0 OK")
     a:expect(451, "451 4.3.0 Temporary server error, try again later", 10)
@@ -346,6 +351,11 @@ describe("hooks", function()
     local a = session(srv)
     a:check("MAIL FROM:<a@example.test>", 250)
     assert(a:send("RCPT TO:<sleep@example.test>\r\nNOOP\r\n"))
+    assert.truthy(harness.wait_for(function()
+      for _, n in ipairs(notes(srv, a)) do
+        if n[1] == "rcpt" and n[3] == "sleep" then return true end
+      end
+    end, 5), srv:describe())
     local b = session(srv)
     b:check("MAIL FROM:<x@example.test>", 250, "250 2.1.0 Sender OK")
     b:check("RCPT TO:<y@example.test>", 250, "250 2.1.5 Recipient OK")
@@ -398,13 +408,10 @@ describe("hooks", function()
   it("disconnect runs once when the client just goes away", function()
     local c = session(srv)
     c:check("MAIL FROM:<a@example.test>", 250)
+    local id = harness.session_id(srv, c)
     c:close()
-    local n = harness.wait_for(function()
-      local l = notes(srv, c)
-      return find(l, "disconnect") and l
-    end, 5)
-    assert.truthy(n)
-    socket.sleep(0.2)
+    -- once the session is freed, no hook of it can run any more
+    assert.truthy(harness.wait_session_end(srv, id), srv:describe())
     local _, count = names(notes(srv, c)):gsub("disconnect", "")
     assert.equals(1, count)
   end)
@@ -461,5 +468,99 @@ describe("on_error policy and default delivery", function()
     assert.truthy(text:match("^451 4%.3%.5 "), text)
     c:check("NOOP", 250, "250 2.0.0 OK")
     c:close()
+  end)
+end)
+
+describe("scripts: logging and per-session values", function()
+  local function ehlo_session(port)
+    local c = client.open(port)
+    c:expect(220)
+    local code, text = c:ehlo("client.e2e.test")
+    assert.equals(250, code, text)
+    return c
+  end
+
+  it("an error inside kurir.log does not glue two log lines together", function()
+    local srv = harness.start { script = [[
+      local kurir = require "kurir"
+      kurir.on.helo = function(s)
+        local bad = setmetatable({}, { __tostring = function() error("boom") end })
+        pcall(kurir.log, "first", { b = bad })
+        s:log("second", { ok = "1" })
+      end
+    ]] }
+    local c = ehlo_session(srv.port)
+    c:cmd("QUIT")
+    assert(srv:wait_log("event=second", 5), srv:describe())
+    for line in srv:log():gmatch("[^\n]+") do
+      local _, n = line:gsub("time=", "")
+      assert.equals(1, n, "two records on one log line: " .. line)
+    end
+    harness.finish(srv)
+  end)
+
+  it("client bytes in a logged value are escaped, one record per line (engine and script lines)", function()
+    local srv = harness.start { script = [[
+      local kurir = require "kurir"
+      kurir.configure { auth = { plaintext = true } }
+      kurir.on.auth = function(s, cred) s:log("auth_seen", { user = cred.user }) return false end
+      kurir.on.data = function(s, msg)
+        s:log("subject_seen", { subject = msg:header("Subject") })
+        return 250
+      end
+    ]] }
+    local c = ehlo_session(srv.port)
+    -- AUTH PLAIN, authcid 'u<LF>level=error event=forged x="\<CR><01><1b>', password p
+    c:check("AUTH PLAIN AHUKbGV2ZWw9ZXJyb3IgZXZlbnQ9Zm9yZ2VkIHg9IlwNARsAcA==", 535)
+    c:check("MAIL FROM:<a@example.test>", 250)
+    c:check("RCPT TO:<b@example.test>", 250)
+    c:check("DATA", 354)
+    assert(c:send("Subject: hi\1\27[31m\127 \195\188\r\n\r\nbody\r\n.\r\n"))
+    c:expect(250)
+    c:check("QUIT", 221)
+    local user = [[user="u\nlevel=error event=forged x=\"\\\r\x01\x1b"]]
+    assert.truthy(srv:wait_log("event=subject_seen", 5), srv:describe())
+    local log = srv:log()
+    for _, want in ipairs {
+      "event=auth mechanism=PLAIN " .. user .. " result=failed",   -- the engine's own line
+      "event=auth_seen " .. user,                                 -- the script's
+      [[event=subject_seen subject="hi\x01\x1b[31m\x7f ]] .. "\195\188\"",   -- UTF-8 stays as is
+    } do
+      assert.truthy(log:find(want, 1, true), "not in the log: " .. want .. "\n" .. log)
+    end
+    for line in log:gmatch("[^\n]+") do
+      assert.truthy(line:match("^time=%S+ level=%a+ "), "a line that is not a record: " .. line)
+      assert.falsy(line:find("[%z\1-\31\127]"), "a control byte in the log: " .. line)
+    end
+    assert.equals(0, #harness.log_lines(srv, { event = "forged" }))
+    harness.finish(srv)
+  end)
+
+  it("numeric keys of the session's own table can be read back", function()
+    local srv = harness.start { script = [[
+      local kurir = require "kurir"
+      kurir.on.helo = function(s)
+        s[1] = "one"
+        s:log("keys", { one = tostring(s[1]) })
+      end
+    ]] }
+    local c = ehlo_session(srv.port)
+    c:cmd("QUIT")
+    local line = srv:wait_log("[^\n]*event=keys[^\n]*", 5)
+    assert.truthy(line and line:find("one=one", 1, true), srv:describe())
+    harness.finish(srv)
+  end)
+
+  it("a rejected HELO leaves an ESMTP session ESMTP", function()
+    local srv = harness.start { script = [[
+      local kurir = require "kurir"
+      kurir.on.helo = function(s, name) if name == "bad.example" then return 550, "no" end end
+    ]] }
+    local c = ehlo_session(srv.port)
+    c:check("HELO bad.example", 550)
+    local code, text = c:cmd("MAIL FROM:<a@example.test>")
+    assert.equals(250, code)
+    assert.truthy(text:match("^250 2%.1%.0 "), "enhanced status codes dropped: " .. text)
+    harness.finish(srv)
   end)
 end)

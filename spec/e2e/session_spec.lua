@@ -1,5 +1,7 @@
 -- End to end: greeting, EHLO/HELO, command sequencing and the standard
--- replies of SPEC section 3 (exact texts from core/reply.h).
+-- replies of SPEC section 3 (exact texts from core/reply.h); command
+-- framing, SIZE and message_size (at the limit and at twice it), SMTPUTF8
+-- for MAIL and RCPT paths.
 
 local harness = require "harness"
 local client = require "smtp_client"
@@ -296,5 +298,138 @@ describe("session", function()
       local code, text = c:cmd("MAIL FROM:<a@example.test> SIZE=abc")
       assert.equals(501, code, text)
     end)
+  end)
+end)
+
+describe("session: command framing, SIZE, SMTPUTF8 and refused recipients (SPEC 3)", function()
+  local function open(port)
+    local c = client.open(port)
+    c:expect(220, "220 mx.conf.test ESMTP kurir")
+    return c
+  end
+
+  local function ehlo(c)
+    local code, text = c:ehlo("client.conf.test")
+    assert.equals(250, code, text)
+  end
+
+  local srv
+
+  lazy_setup(function()
+    srv = harness.start { script = [[
+local kurir = require "kurir"
+kurir.configure { hostname = "mx.conf.test", limits = { message_size = 1000 } }
+function kurir.on.data(s, msg) return 250, "2.0.0 Ok: queued as " .. msg.id end
+]] }
+  end)
+
+  lazy_teardown(function()
+    harness.finish(srv)
+  end)
+
+  it("a bare LF or bare CR inside a command line does not start a new command", function()
+    for _, line in ipairs { "NOOP\nNOOP", "NOOP\rNOOP", "RSET\nQUIT" } do
+      local c = open(srv.port)
+      ehlo(c)
+      assert(c:send(line .. "\r\n"))
+      local code, text = c:reply()
+      assert.truthy(code, text)
+      -- a second reply to the line would come before this one's 500
+      local code2, text2 = c:cmd("XNEXT")
+      assert.equals(500, code2, "a second reply to " .. string.format("%q", line) .. ": " .. tostring(text2))
+      c:check("NOOP", 250)
+      c:close()
+    end
+  end)
+
+  it("SIZE=limit is accepted at MAIL, SIZE=limit+1 gets 552", function()
+    local c = open(srv.port)
+    ehlo(c)
+    c:check("MAIL FROM:<a@conf.test> SIZE=1000", 250)
+    c:check("RSET", 250)
+    local text = c:check("MAIL FROM:<a@conf.test> SIZE=1001", 552)
+    assert.truthy(text:match("^552 5%.3%.4 "), text)
+    c:close()
+  end)
+
+  it("a message of exactly message_size bytes is accepted, one byte more gets 552", function()
+    local c = open(srv.port)
+    ehlo(c)
+    for _, case in ipairs { { 1000, 250 }, { 1001, 552 }, { 999, 250 } } do
+      c:check("MAIL FROM:<a@conf.test>", 250)
+      c:check("RCPT TO:<b@conf.test>", 250)
+      c:check("DATA", 354)
+      assert(c:send(string.rep("x", case[1] - 2) .. "\r\n.\r\n"))
+      c:expect(case[2])
+    end
+    c:close()
+  end)
+
+  it("a non-ASCII MAIL path without the SMTPUTF8 parameter is refused, with it accepted", function()
+    local c = open(srv.port)
+    ehlo(c)
+    for _, from in ipairs { "j\195\188rgen@conf.test", "a@b\195\188cher.conf.test" } do
+      local text = c:check("MAIL FROM:<" .. from .. ">", 553)
+      assert.truthy(text:match("^553 5%.6%.7 "), text)
+      -- refused: no transaction was started
+      c:check("RCPT TO:<b@conf.test>", 503)
+    end
+    c:check("MAIL FROM:<j\195\188rgen@conf.test> SMTPUTF8", 250)
+    c:check("RCPT TO:<b@conf.test>", 250)
+    c:close()
+  end)
+
+  it("a message of twice message_size is refused with 552 and the session stays in step", function()
+    local c = open(srv.port)
+    ehlo(c)
+    c:check("MAIL FROM:<a@conf.test>", 250)
+    c:check("RCPT TO:<b@conf.test>", 250)
+    c:check("DATA", 354)
+    assert(c:send(string.rep(string.rep("y", 98) .. "\r\n", 20) .. ".\r\n"))
+    local text = c:expect(552)
+    assert.truthy(text:match("^552 5%.3%.4 "), text)
+    c:check("NOOP", 250)
+    c:check("MAIL FROM:<a@conf.test>", 250)
+    c:close()
+  end)
+
+  it("a non-ASCII address without the SMTPUTF8 parameter is refused, with it accepted", function()
+    local c = open(srv.port)
+    ehlo(c)
+    c:check("MAIL FROM:<a@conf.test>", 250)
+    local text = c:check("RCPT TO:<j\195\188rgen@conf.test>", 553)
+    assert.truthy(text:match("^553 5%.6%.7 "), text)
+    c:check("RSET", 250)
+    c:check("MAIL FROM:<a@conf.test> SMTPUTF8", 250)
+    c:check("RCPT TO:<j\195\188rgen@conf.test>", 250)
+    c:close()
+  end)
+
+  it("DATA with every recipient refused gets 503 or 554, never 354", function()
+    local s2 = harness.start { script = [[
+local kurir = require "kurir"
+kurir.configure { hostname = "mx.conf.test" }
+function kurir.on.rcpt() return false end
+function kurir.on.data() return 250 end
+]] }
+    local c = open(s2.port)
+    ehlo(c)
+    c:check("MAIL FROM:<a@conf.test>", 250)
+    c:check("RCPT TO:<b@conf.test>", 550)
+    local code, text = c:cmd("DATA")
+    assert.truthy(code == 503 or code == 554, text)
+    c:check("NOOP", 250)
+    c:close()
+    harness.finish(s2)
+  end)
+
+  it("unknown RCPT parameters get 555 and keep the transaction", function()
+    local c = open(srv.port)
+    ehlo(c)
+    c:check("MAIL FROM:<a@conf.test>", 250)
+    local text = c:check("RCPT TO:<b@conf.test> FOO=bar", 555)
+    assert.truthy(text:match("^555 5%.5%.4 "), text)
+    c:check("RCPT TO:<b@conf.test>", 250)
+    c:close()
   end)
 end)

@@ -1,6 +1,7 @@
 -- End to end: SIGTERM/SIGINT (graceful stop, exit 0, a message in flight
 -- still gets its 250) and SIGHUP (reload for new sessions; sessions in
--- progress keep their Lua state; a broken script keeps the old one).
+-- progress keep their Lua state; a broken script keeps the old one; an
+-- implicit-TLS listener survives a reload to a script without tls).
 
 local harness = require "harness"
 local client = require "smtp_client"
@@ -169,5 +170,30 @@ describe("SIGHUP", function()
     c:check("MAIL FROM:<a@example.test>", 250)
     c:check("RCPT TO:<b@example.test>", 250, current)
     c:close()
+  end)
+end)
+
+describe("SIGHUP and implicit TLS", function()
+
+  it("an implicit-TLS listener survives a reload to a script without tls", function()
+    local srv = harness.start {
+      listen = false,
+      script = 'local kurir = require "kurir"\nkurir.configure { listen = { "smtps://127.0.0.1:0" }, ' ..
+        'tls = { self_signed = true } }\n',
+    }
+    local port = srv.port
+    harness.write_file(srv.script, 'local kurir = require "kurir"\nkurir.configure { listen = { ' ..
+      '"127.0.0.1:0" } }\n')
+    assert.is_true(srv:signal("HUP"))
+    assert(srv:wait_log("event=reload", 10), srv:describe())
+    -- a TCP connect to the old smtps listener starts a session on the new engine
+    local c = assert(client.connect(port))
+    local id = harness.session_id(srv, c)
+    assert(c:send("\22\3\1\0\1\1"))   -- start of a TLS record; any bytes will do
+    c:reply(1)
+    c:close()
+    assert.truthy(harness.wait_session_end(srv, id), srv:describe())
+    assert.is_true(srv:running(), "kurir died:\n" .. srv:describe())
+    harness.finish(srv)
   end)
 end)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""conformance_tls.py - a raw SMTP client with STARTTLS for conformance_spec.lua.
+"""conformance_tls.py - a raw SMTP client with STARTTLS for tls_spec.lua.
 
 usage: conformance_tls.py PORT LINE...
 

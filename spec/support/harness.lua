@@ -460,4 +460,54 @@ function harness.maildir_new(dir)
   return files
 end
 
+-- How many log lines match a Lua pattern (one count per line).
+function harness.count_log(server, pattern)
+  local n = 0
+  for line in server:log():gmatch("[^\n]+") do
+    if line:find(pattern) then n = n + 1 end
+  end
+  return n
+end
+
+-- Wait until at least n log lines match pattern; returns the count reached
+-- or nil after timeout seconds (scaled).
+function harness.wait_count(server, pattern, n, timeout)
+  return harness.wait_for(function()
+    local c = harness.count_log(server, pattern)
+    return c >= n and c
+  end, timeout or 10)
+end
+
+-- The server's session id for a connected smtp_client (found by the
+-- client's local port in the connect event); waits for that event.
+function harness.session_id(server, c)
+  local _, port = c.sock:getsockname()
+  return harness.wait_for(function()
+    local l = harness.log_lines(server, { event = "connect", remote_port = tostring(port) })[1]
+    return l and l.fields.session
+  end, 10)
+end
+
+-- Wait until a session is freed (event=session_end): after that line none
+-- of its hooks, timers or waits can run. Returns true, or nil on timeout.
+function harness.wait_session_end(server, id, timeout)
+  return harness.wait_for(function()
+    return #harness.log_lines(server, { event = "session_end", session = id }) > 0
+  end, timeout or 10)
+end
+
+-- The kernel's send and receive queue sizes (bytes) of the IPv4 TCP
+-- socket bound to local_port and connected to remote_port on this host,
+-- from /proc/net/tcp; nil when there is no such socket.
+function harness.tcp_queues(local_port, remote_port)
+  local want = string.format(":%04X %%x+:%04X ", local_port, remote_port)
+  for line in (harness.read_file("/proc/net/tcp") or ""):gmatch("[^\n]+") do
+    if line:find(want) then
+      local tx, rx = line:match("^%s*%d+:%s+%x+:%x+%s+%x+:%x+%s+%x+%s+(%x+):(%x+)")
+      if tx then return tonumber(tx, 16), tonumber(rx, 16) end
+    end
+  end
+  return nil
+end
+
 return harness

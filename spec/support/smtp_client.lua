@@ -157,6 +157,13 @@ function Conn:check(line, code, text, timeout)
   return self:expect(code, text, timeout)
 end
 
+-- Prove that no reply is pending beyond those read so far: the reply to
+-- an unknown verb sent now must be the very next one (500).
+function Conn:in_step()
+  local code, text = self:cmd("XNEXT")
+  assert(code == 500, "an extra reply before the one to XNEXT: " .. tostring(text))
+end
+
 -- True when the server closed the connection within timeout seconds
 -- (bytes that arrive meanwhile stay buffered for line()/reply()).
 function Conn:closed(timeout)

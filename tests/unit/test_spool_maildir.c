@@ -3,7 +3,12 @@
  * named file left behind) and Maildir delivery (one file in new/, empty
  * tmp/, exact contents, parents created, and failure paths that return -1
  * with a reason and leave no file). Works in a mkdtemp dir under /tmp,
- * removed at the end. */
+ * removed at the end.
+ *
+ * Durability is observed through fsync itself: this binary is linked with
+ * -Wl,--wrap=fsync (CMakeLists.txt), so every fsync the code under test
+ * makes goes through __wrap_fsync below, which records what the fd was
+ * and can be told to fail. */
 #include "maildir.h"
 #include "spool.h"
 #include "testutil.h"
@@ -19,6 +24,66 @@
 #include <unistd.h>
 
 #define MB5 (5u * 1024u * 1024u)
+
+/* ---- the fsync wrapper ------------------------------------------------ */
+
+int __real_fsync(int fd);
+int __wrap_fsync(int fd);
+
+#define FSYNC_LOG_MAX 16
+
+struct fsync_seen {
+    dev_t dev;
+    ino_t ino;
+    bool dir;
+    int entries;   /* a directory: its entries at the time of the fsync */
+};
+
+static struct fsync_seen fsync_log[FSYNC_LOG_MAX];
+static int fsync_count;
+static bool fsync_fail_dirs;   /* make every directory fsync fail with EIO */
+
+static int count_entries(const char *dir);
+
+int __wrap_fsync(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && fsync_count < FSYNC_LOG_MAX) {
+        struct fsync_seen *f = &fsync_log[fsync_count++];
+        f->dev = st.st_dev;
+        f->ino = st.st_ino;
+        f->dir = S_ISDIR(st.st_mode);
+        f->entries = -1;
+        if (f->dir) {
+            char path[64];
+            snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+            f->entries = count_entries(path);
+        }
+        if (f->dir && fsync_fail_dirs) {
+            errno = EIO;
+            return -1;
+        }
+    }
+    return __real_fsync(fd);
+}
+
+static void fsync_log_reset(void)
+{
+    fsync_count = 0;
+    fsync_fail_dirs = false;
+}
+
+/* The index in fsync_log of the fsync of path, or -1. */
+static int fsync_find(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return -1;
+    for (int i = 0; i < fsync_count; i++)
+        if (fsync_log[i].dev == st.st_dev && fsync_log[i].ino == st.st_ino)
+            return i;
+    return -1;
+}
 
 /* Deterministic body bytes: byte i of a body is pattern(i). */
 static unsigned char pattern(uint64_t i)
@@ -417,6 +482,50 @@ out:
     free(body);
 }
 
+/* A delivery fsyncs the message file, then new/ once the file is in it,
+ * all before maildir_deliver returns 0; a failed fsync of new/ is a failed
+ * delivery that leaves no file. */
+static void test_maildir_fsync(const char *root)
+{
+    static const char prefix[] = "X-Test: fsync\r\n";
+    char md[1024], path[2048], name[512], err[256];
+    snprintf(md, sizeof(md), "%s/fsync", root);
+    CHECK(maildir_prepare(md) == 0);
+    struct spool s;
+    spool_init(&s);
+    if (!CHECK(spool_open(&s, root) == 0))
+        return;
+    spool_append(&s, "body\r\n", 6);
+    CHECK(spool_finish(&s) == 0);
+
+    fsync_log_reset();
+    CHECK(maildir_deliver(md, prefix, strlen(prefix), &s, name, sizeof(name), err, sizeof(err)) == 0);
+    snprintf(path, sizeof(path), "%s/%s", md, name);
+    int file = fsync_find(path);   /* link() keeps the inode of the tmp/ file */
+    snprintf(path, sizeof(path), "%s/new", md);
+    int dir = fsync_find(path);
+    if (!CHECK(file >= 0 && dir >= 0))
+        fprintf(stderr, "    fsyncs seen %d, message file at %d, new/ at %d\n", fsync_count, file, dir);
+    if (file >= 0 && dir >= 0) {
+        CHECK(!fsync_log[file].dir);
+        CHECK(fsync_log[dir].dir);
+        CHECK(file < dir);
+        CHECK(fsync_log[dir].entries == 1);   /* the message was already in new/ */
+    }
+
+    /* The same with every directory fsync failing: -1, a reason, no file. */
+    fsync_log_reset();
+    fsync_fail_dirs = true;
+    CHECK(maildir_deliver(md, prefix, strlen(prefix), &s, name, sizeof(name), err, sizeof(err)) == -1);
+    CHECK(errno == EIO);
+    CHECK(strstr(err, "fsync") != NULL);
+    CHECK(fsync_find(path) >= 0);
+    CHECK(count_sub(md, "new") == 1);
+    CHECK(count_sub(md, "tmp") == 0);
+    fsync_log_reset();
+    spool_close(&s);
+}
+
 static void test_maildir_failures(const char *root)
 {
     char md[4096], name[512], err[256];
@@ -507,6 +616,7 @@ int main(void)
     test_spool_errors(root);
     test_maildir_prepare(root);
     test_maildir_deliver(root);
+    test_maildir_fsync(root);
     test_maildir_failures(root);
     rm_tree(root);
     CHECK(access(root, F_OK) != 0);
