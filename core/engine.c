@@ -149,6 +149,9 @@ static const char *read_config(lua_State *L, int t, struct config *c)
     c->hostname = get_str(&r, t, "hostname");
     c->spool = get_str(&r, t, "spool");
     c->user = get_opt_str(L, t, "user");     /* absent: no privilege drop */
+    lua_getfield(L, t, "workers");           /* absent: 0, the number of cores */
+    c->workers = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
+    lua_pop(L, 1);
     c->group = get_opt_str(L, t, "group");
     c->run_as_root = get_bool(L, t, "run_as_root");
     if (field(&r, t, "listen", LUA_TTABLE)) {

@@ -50,6 +50,7 @@ struct config {
     uint64_t spool_reserve;       /* free bytes the spool keeps; 0 = no check */
     double t_command, t_data, t_handshake, t_hook, t_shutdown;
     double cpu_budget;
+    int workers;                  /* 0: not set (the number of cores) */
     enum err_policy on_error[HOOK_COUNT];
     bool tls_enabled;
     char *tls_cert, *tls_key, *tls_chain, *tls_ca;

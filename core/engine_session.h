@@ -53,6 +53,11 @@ void lcred_register(lua_State *L);
 void lcred_push_new(lua_State *L, struct session *s);
 void lcred_invalidate(lua_State *L, int ref);
 void lkurir_open(lua_State *L);   /* package.loaded.kurir, its C part */
+/* kurir.worker(): id from 0 and count; id -1 while the master checks the
+ * script (it serves nothing). A single process is worker 0 of 1. */
+void lkurir_set_worker(int id, int count);
+void lshared_register(lua_State *L);                        /* lua_shared.c */
+int lshared_open(lua_State *L);                             /* kurir.shared(name, size) */
 /* Log fields of kurir.log / s:log from stack index first on: (event,
  * table) gives sorted key=value pairs, anything else one msg="..." */
 void lkurir_log_fields(lua_State *L, int first, struct buf *b);

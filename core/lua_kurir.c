@@ -2,7 +2,8 @@
  * kurir.on (hook table that refuses unknown names and cannot be replaced),
  * kurir.sleep, kurir.now/kurir.time (clocks),
  * kurir.spawn / kurir.every (detached tasks, engine.c),
- * kurir.log, kurir.version, kurir.hostname, kurir.connect (lua_socket.c),
+ * kurir.log, kurir.version, kurir.hostname, kurir.worker, kurir.shared
+ * (lua_shared.c), kurir.connect (lua_socket.c),
  * kurir.dns (lua_dns.c). The shipped kurir.api module adds the parts
  * written in Lua (kurir.configure, kurir.maildir, kurir.connect by name). */
 #include <errno.h>
@@ -195,6 +196,25 @@ static int k_log(lua_State *L)
     return 0;
 }
 
+static int worker_id = 0, worker_count = 1;
+
+void lkurir_set_worker(int id, int count)
+{
+    worker_id = id;
+    worker_count = count;
+}
+
+/* () -> integer|nil, integer ; nil while the master checks the script */
+static int k_worker(lua_State *L)
+{
+    if (worker_id < 0)
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, worker_id);
+    lua_pushinteger(L, worker_count);
+    return 2;
+}
+
 /* () -> string */
 static int k_hostname(lua_State *L)
 {
@@ -236,6 +256,8 @@ static const luaL_Reg kurir_funcs[] = {
     {"connect", lsocket_connect},
     {"now", k_now},
     {"time", k_time},
+    {"worker", k_worker},
+    {"shared", lshared_open},
     {NULL, NULL},
 };
 
@@ -244,6 +266,7 @@ void lkurir_open(lua_State *L)
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, "kurir.hooks");
     lsocket_register(L);
+    lshared_register(L);
 
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     luaL_newlib(L, kurir_funcs);

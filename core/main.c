@@ -11,15 +11,19 @@
 #include "engine.h"
 #include "logfmt.h"
 #include "privdrop.h"
+#include "engine_session.h"
+#include "master.h"
 #include "server.h"
 
 static const char usage[] =
-    "usage: kurir [-l [smtps://]ADDR:PORT]... [--check] [SCRIPT [SCRIPT-ARGS...]]\n"
+    "usage: kurir [-l [smtps://]ADDR:PORT]... [-w N] [--check] [SCRIPT [SCRIPT-ARGS...]]\n"
     "       kurir --version | --help\n"
     "\n"
     "  -l, --listen [smtps://]ADDR:PORT  listen here instead of the script's listeners\n"
     "                                   (repeatable; [::1]:PORT for IPv6; smtps:// = implicit TLS;\n"
     "                                   PORT 0 = any free port, named in the `listening` log line)\n"
+    "  -w, --workers N                  run N worker processes (default: the script's workers,\n"
+    "                                   else the number of cores; the mock: 1); 1 = one process\n"
     "      --check                      load and validate SCRIPT, print problems, exit 0 or 1\n"
     "      --version                    print the version\n"
     "  -h, --help                       this text\n"
@@ -35,6 +39,7 @@ int main(int argc, char **argv)
     char **listen = xcalloc((size_t)argc + 1, sizeof(char *));
     int nlisten = 0;
     bool check = false;
+    int workers = 0;
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -59,6 +64,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             listen[nlisten++] = argv[i];
+        } else if (!strcmp(a, "-w") || !strcmp(a, "--workers")) {
+            char *end = NULL;
+            long n = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || !*argv[i + 1] || *end || n < 1 || n > 64) {
+                fprintf(stderr, "kurir: %s needs a number of workers from 1 to 64\n%s", a, usage);
+                free(listen);
+                return 2;
+            }
+            workers = (int)n;
+            i++;
         } else if (!strcmp(a, "--check")) {
             check = true;
         } else if (!strcmp(a, "--version")) {
@@ -105,6 +120,8 @@ int main(int argc, char **argv)
     }
 
     char *err = NULL;
+    if (workers > 1 && !check)
+        lkurir_set_worker(-1, workers);
     struct engine *e = engine_load(script, sargc, sargv, listen, nlisten, &err);
     if (!e) {
         fprintf(stderr, "kurir: %s\n", err ? err : "cannot load script");
@@ -120,6 +137,28 @@ int main(int argc, char **argv)
         engine_unref(e);
         free(listen);
         return 0;
+    }
+    int n = master_workers(e, workers);
+    if (n > 1) {
+        /* the master checks the script as no worker: load it again so that
+         * kurir.worker() says so (only when -w did not tell in advance) */
+        if (workers == 0) {
+            engine_unref(e);
+            lkurir_set_worker(-1, n);
+            e = engine_load(script, sargc, sargv, listen, nlisten, &err);
+            if (!e) {
+                fprintf(stderr, "kurir: %s\n", err ? err : "cannot load script");
+                free(err);
+                free(listen);
+                return 1;
+            }
+        }
+        struct master_opts mo = {.script = script, .argc = sargc, .argv = sargv,
+                                 .listen = listen, .nlisten = nlisten, .workers = n};
+        bool is_worker;
+        int rc = master_run(e, &mo, &is_worker);
+        free(listen);
+        return rc;
     }
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     struct server srv;

@@ -1,5 +1,7 @@
-/* server.c - listeners, accept and connection limits, signals (TERM/INT:
- * graceful stop; HUP: reload the script for new sessions), and the
+/* server.c - listeners, accept and connection limits (this process's
+ * sessions, or the counts shared by a master's workers), signals
+ * (TERM/INT: graceful stop; HUP: reload the script for new sessions, in a
+ * single process; a worker leaves HUP to its master), and the
  * per-iteration flush of every connection with queued replies (one write
  * per pipelined group). Owns the listener sockets and the session list;
  * sessions free themselves and unlink through server_session_gone(). */
@@ -8,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -18,6 +21,7 @@
 #include <unistd.h>
 
 #include "client_key.h"
+#include "conn_limit.h"
 #include "logfmt.h"
 #include "reply.h"
 #include "session.h"
@@ -26,6 +30,8 @@ static void srv_log(struct server *srv, const char *level, const char *event)
 {
     buf_reset(&srv->log);
     logfmt_begin(&srv->log, level, NULL, event);
+    if (srv->worker_id >= 0)
+        logfmt_int(&srv->log, "worker", srv->worker_id);
 }
 
 /* A spool in RAM loses every accepted message at a reboot: say so once. */
@@ -49,7 +55,7 @@ static void warn_spool(struct server *srv)
     }
 }
 
-static int listen_one(struct server *srv, struct listener *l, const struct listen_cfg *lc)
+int server_listen(struct listener *l, const struct listen_cfg *lc)
 {
     struct sockaddr_storage ss;
     socklen_t slen;
@@ -90,7 +96,6 @@ static int listen_one(struct server *srv, struct listener *l, const struct liste
         snprintf(l->name, sizeof(l->name), "%s[%s]:%d", lc->tls ? "smtps://" : "", lc->host, l->port);
     l->fd = fd;
     l->tls = lc->tls;
-    l->srv = srv;
     return 0;
 fail:
     fprintf(stderr, "kurir: cannot listen on %s: %s\n", l->name, strerror(errno));
@@ -165,7 +170,12 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         int port;
         conn_addr_text(&ss, ip, sizeof(ip), &port);
         const struct config *cfg = &srv->eng->cfg;
-        if (srv->nsessions >= cfg->connections || server_count_ip(srv, &ss) >= cfg->connections_per_ip) {
+        char key[CLIENT_KEY_MAX];
+        client_key_text(&ss, cfg->ipv6_prefix, key, sizeof(key));
+        if (srv->climit ? conn_limit_take(srv->climit, srv->climit_slot, key, cfg->connections,
+                                          cfg->connections_per_ip) < 0
+                        : (srv->nsessions >= cfg->connections ||
+                           server_count_ip(srv, &ss) >= cfg->connections_per_ip)) {
             refuse(srv, fd, ip);
             continue;
         }
@@ -185,10 +195,8 @@ void server_log_end(struct server *srv)
         server_log_flush(srv);
 }
 
-void server_log_flush(struct server *srv)
+static void write_all(const char *p, size_t n)
 {
-    size_t n = buf_used(&srv->logq);
-    const char *p = buf_peek(&srv->logq);
     for (int tries = 0; n > 0 && tries < 100; tries++) {
         ssize_t w = write(2, p, n);
         if (w < 0 && errno == EINTR)
@@ -197,6 +205,47 @@ void server_log_flush(struct server *srv)
             break;   /* stderr gone or full: the lines are dropped, never the mail */
         p += w;
         n -= (size_t)w;
+    }
+}
+
+/* A single process writes the queue at once. Workers share stderr: each
+ * write carries whole lines and at most PIPE_BUF bytes, which the kernel
+ * never interleaves with another writer's on a pipe (and O_APPEND files
+ * take whole writes); a longer line is cut at PIPE_BUF with a marker. */
+void server_log_flush(struct server *srv)
+{
+    size_t n = buf_used(&srv->logq);
+    const char *p = buf_peek(&srv->logq);
+    if (srv->worker_id < 0) {
+        write_all(p, n);
+    } else {
+        while (n > 0) {
+            size_t chunk = 0;
+            while (chunk < n) {
+                const char *nl = memchr(p + chunk, '\n', n - chunk);
+                size_t line = nl ? (size_t)(nl - (p + chunk)) + 1 : n - chunk;
+                if (chunk + line > PIPE_BUF)
+                    break;
+                chunk += line;
+            }
+            if (chunk == 0) {
+                /* one line longer than PIPE_BUF */
+                const char *nl = memchr(p, '\n', n);
+                size_t line = nl ? (size_t)(nl - p) + 1 : n;
+                static const char cut[] = " log_line_cut=1\n";
+                char tmp[PIPE_BUF];
+                size_t keep = PIPE_BUF - (sizeof(cut) - 1);
+                memcpy(tmp, p, keep);
+                memcpy(tmp + keep, cut, sizeof(cut) - 1);
+                write_all(tmp, PIPE_BUF);
+                p += line;
+                n -= line;
+                continue;
+            }
+            write_all(p, chunk);
+            p += chunk;
+            n -= chunk;
+        }
     }
     buf_reset(&srv->logq);
     buf_shrink(&srv->logq, 256 * 1024);
@@ -247,6 +296,12 @@ static void maybe_done(struct server *srv)
 
 void server_session_gone(struct server *srv, struct session *s)
 {
+    if (srv->climit) {
+        char key[CLIENT_KEY_MAX];
+        /* a worker never reloads in place: srv->eng is every session's engine */
+        client_key_text(&s->conn.peer, srv->eng->cfg.ipv6_prefix, key, sizeof(key));
+        conn_limit_release(srv->climit, srv->climit_slot, key);
+    }
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -296,22 +351,31 @@ static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+static void close_listeners(struct server *srv)
+{
+    for (int i = 0; i < srv->nls; i++) {
+        if (srv->ls[i].fd < 0)
+            continue;
+        ev_io_stop(srv->loop, &srv->ls[i].w);
+        close(srv->ls[i].fd);
+        srv->ls[i].fd = -1;
+    }
+    ev_timer_stop(srv->loop, &srv->accept_pause);
+}
+
 static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)revents;
     struct server *srv = w->data;
-    if (srv->stopping)
+    if (srv->stopping && !srv->retiring)
         return;
     srv->stopping = true;
+    srv->retiring = false;
     srv_log(srv, "info", "shutdown");
     logfmt_str(&srv->log, "signal", w->signum == SIGTERM ? "TERM" : "INT");
     logfmt_int(&srv->log, "sessions", srv->nsessions);
     server_log_end(srv);
-    for (int i = 0; i < srv->nls; i++) {
-        ev_io_stop(loop, &srv->ls[i].w);
-        close(srv->ls[i].fd);
-        srv->ls[i].fd = -1;
-    }
+    close_listeners(srv);
     engine_stop_jobs(srv->eng);
     for (struct session *s = srv->sessions, *n; s; s = n) {
         n = s->next;
@@ -320,6 +384,25 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     ev_timer_set(&srv->grace, srv->eng->cfg.t_shutdown, 0);
     ev_timer_start(loop, &srv->grace);
     maybe_done(srv);   /* the loop ends through ev_break once no session is left */
+}
+
+/* A worker replaced by a reload: no new sessions; the established ones
+ * run to their natural end (QUIT, or the command timeout), undisturbed. */
+static void retire_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *srv = w->data;
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    srv->retiring = true;
+    srv_log(srv, "info", "retire");
+    logfmt_int(&srv->log, "sessions", srv->nsessions);
+    server_log_end(srv);
+    close_listeners(srv);
+    engine_stop_jobs(srv->eng);   /* its replacement runs the new script's tasks */
+    maybe_done(srv);
 }
 
 static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -360,7 +443,8 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     server_log_end(srv);
 }
 
-int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
+static int init(struct server *srv, struct ev_loop *loop, struct engine *eng,
+                const struct server_worker *wk)
 {
     memset(srv, 0, sizeof(*srv));
     srv->loop = loop;
@@ -370,13 +454,22 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
         r = (uint32_t)(time_mono() * 1e9);
     srv->counter = r & 0xFFFFFF;
+    srv->worker_id = wk ? wk->id : -1;
     buf_init(&srv->log);
     buf_init(&srv->logq);
     const struct config *cfg = &eng->cfg;
-    srv->ls = xcalloc((size_t)cfg->nlisten, sizeof(*srv->ls));
-    for (int i = 0; i < cfg->nlisten; i++) {
-        if (listen_one(srv, &srv->ls[i], &cfg->listen[i]) < 0)
+    int nls = wk ? wk->nls : cfg->nlisten;
+    srv->ls = xcalloc((size_t)(nls ? nls : 1), sizeof(*srv->ls));
+    for (int i = 0; i < nls; i++) {
+        if (wk) {
+            srv->ls[i].fd = wk->ls[i].fd;
+            srv->ls[i].tls = wk->ls[i].tls;
+            srv->ls[i].port = wk->ls[i].port;
+            memcpy(srv->ls[i].name, wk->ls[i].name, sizeof(srv->ls[i].name));
+        } else if (server_listen(&srv->ls[i], &cfg->listen[i]) < 0) {
             return -1;
+        }
+        srv->ls[i].srv = srv;
         srv->nls++;
         ev_io_init(&srv->ls[i].w, accept_cb, srv->ls[i].fd, EV_READ);
         srv->ls[i].w.data = &srv->ls[i];
@@ -392,16 +485,26 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     srv->sigterm.data = srv->sigint.data = srv->sighup.data = srv;
     ev_signal_start(loop, &srv->sigterm);
     ev_signal_start(loop, &srv->sigint);
-    ev_signal_start(loop, &srv->sighup);
     ev_unref(loop);
     ev_unref(loop);
-    ev_unref(loop);
+    if (wk) {
+        signal(SIGHUP, SIG_IGN);   /* the master reloads by replacing workers */
+        ev_signal_init(&srv->sigusr1, retire_cb, SIGUSR1);
+        srv->sigusr1.data = srv;
+        ev_signal_start(loop, &srv->sigusr1);
+        ev_unref(loop);
+        srv->climit = wk->climit;
+        srv->climit_slot = wk->slot;
+    } else {
+        ev_signal_start(loop, &srv->sighup);
+        ev_unref(loop);
+    }
     ev_timer_init(&srv->grace, grace_cb, 0, 0);
     srv->grace.data = srv;
     ev_timer_init(&srv->accept_pause, accept_resume_cb, 0, 0);
     srv->accept_pause.data = srv;
     signal(SIGPIPE, SIG_IGN);
-    for (int i = 0; i < srv->nls; i++) {
+    for (int i = 0; i < srv->nls && !wk; i++) {
         srv_log(srv, "info", "listening");
         logfmt_str(&srv->log, "address", srv->ls[i].name);
         logfmt_int(&srv->log, "port", srv->ls[i].port);
@@ -411,6 +514,17 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     server_log_flush(srv);
     engine_start(eng, srv);
     return 0;
+}
+
+int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
+{
+    return init(srv, loop, eng, NULL);
+}
+
+int server_init_worker(struct server *srv, struct ev_loop *loop, struct engine *eng,
+                       const struct server_worker *w)
+{
+    return init(srv, loop, eng, w);
 }
 
 int server_run(struct server *srv)
@@ -434,10 +548,16 @@ void server_free(struct server *srv)
     ev_prepare_stop(srv->loop, &srv->flusher);
     ev_ref(srv->loop);
     ev_ref(srv->loop);
-    ev_ref(srv->loop);
     ev_signal_stop(srv->loop, &srv->sigterm);
     ev_signal_stop(srv->loop, &srv->sigint);
-    ev_signal_stop(srv->loop, &srv->sighup);
+    if (ev_is_active(&srv->sighup)) {
+        ev_ref(srv->loop);
+        ev_signal_stop(srv->loop, &srv->sighup);
+    }
+    if (ev_is_active(&srv->sigusr1)) {
+        ev_ref(srv->loop);
+        ev_signal_stop(srv->loop, &srv->sigusr1);
+    }
     ev_timer_stop(srv->loop, &srv->grace);
     ev_timer_stop(srv->loop, &srv->accept_pause);
     if (srv->eng)

@@ -13,6 +13,7 @@
 #include "util.h"
 
 struct session;
+struct conn_limit;
 
 struct listener {
     int fd;
@@ -33,13 +34,18 @@ struct server {
     struct conn *pending;           /* conns with replies to write this iteration */
     ev_prepare flusher;
     ev_signal sigterm, sigint, sighup;
+    ev_signal sigusr1;              /* worker: retire (replaced by a reload) */
     ev_timer grace;
     ev_timer accept_pause;          /* accept paused after EMFILE */
-    bool stopping;
+    bool stopping;                  /* no new sessions */
+    bool retiring;                  /* ... but the sessions run to their end */
     struct buf log;                 /* the line being built */
     struct buf logq;                /* finished lines, written once per iteration */
     uint64_t counter;
     unsigned pid;
+    int worker_id;                  /* -1: a single process, no master */
+    struct conn_limit *climit;      /* counts shared by the workers; NULL: this process's sessions */
+    int climit_slot;
     /* to reload */
     const char *script;
     int argc;
@@ -48,8 +54,23 @@ struct server {
     int nlisten_override;
 };
 
+/* What the master hands a worker: listeners it bound (the worker takes
+ * their descriptors), the shared connection counts and the worker's slot. */
+struct server_worker {
+    int id;
+    const struct listener *ls;
+    int nls;
+    struct conn_limit *climit;
+    int slot;
+};
+
 /* Bind every listener of eng's configuration. -1 with a message on stderr. */
 int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng);
+/* A worker: serve on the master's listeners; SIGHUP is the master's. */
+int server_init_worker(struct server *srv, struct ev_loop *loop, struct engine *eng,
+                       const struct server_worker *w);
+/* Bind one listener (l->fd, l->tls, l->name). -1 with a message on stderr. */
+int server_listen(struct listener *l, const struct listen_cfg *lc);
 /* Run until shut down; returns the process exit code. */
 int server_run(struct server *srv);
 void server_free(struct server *srv);

@@ -21,6 +21,10 @@ local CLIENT_CERT = { none = 0, request = 1, require = 2 }
 local MECHANISMS = { PLAIN = true, LOGIN = true, ["CRAM-MD5"] = true }
 local INT_MAX = 2147483647
 
+-- The most worker processes one master runs (the slots of its shared
+-- connection counters).
+config.max_workers = 64
+
 config.defaults = {
   listen = { { host = "127.0.0.1", port = 2525, tls = false } },
   limits = {
@@ -439,6 +443,7 @@ local TOP = {
   limits = function(v, n) return section(LIMITS, v, n) end,
   timeouts = function(v, n) return section(TIMEOUTS, v, n) end,
   cpu_budget = expect_positive_number,
+  workers = function(v, n) return expect_integer(v, n, 1, config.max_workers, "an integer from 1 to 64") end,
   on_error = function(v, n)
     if type(v) == "string" then return { default = check_policy(v, n) } end
     local checks = { default = check_policy }
@@ -451,7 +456,7 @@ local TOP = {
 }
 
 -- Sections whose keys merge one by one across configure calls; the others
--- (hostname, listen, spool, user, group, ...) are replaced as a whole.
+-- (hostname, listen, spool, user, group, workers, ...) are replaced as a whole.
 local MERGED = { limits = true, timeouts = true, on_error = true, tls = true, auth = true, dns = true }
 
 --- A fresh configuration state for one script load.
@@ -534,6 +539,8 @@ function config.finalize(state, overrides, default_hostname)
   cfg.spool = v.spool or os.getenv("TMPDIR") or "/tmp"
   if cfg.spool == "" then cfg.spool = "/tmp" end
   cfg.cpu_budget = v.cpu_budget or d.cpu_budget
+  -- nil: the number of cores (chosen by the C side, which can count them)
+  cfg.workers = v.workers
   cfg.user = v.user
   cfg.group = v.group
   cfg.run_as_root = v.run_as_root == true

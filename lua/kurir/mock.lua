@@ -174,7 +174,8 @@ function mock.setup(kurir, arg)
     os.exit(0)
   end
 
-  local settings = { listen = opts.listen }
+  -- one process: the mock's messages and logs stay in one place
+  local settings = { listen = opts.listen, workers = 1 }
   if opts.tls then
     if opts.cert then
       settings.tls = { cert = opts.cert, key = opts.key }

@@ -7,37 +7,22 @@
 -- 300) is accepted, as real MTAs retry and most spam engines do not.
 -- Clients that try many unknown recipients are slowed down: each refusal
 -- makes the next answer wait a little longer (kurir.sleep suspends only
--- this session). The triplet table lives in this process's Lua state, so
--- it starts empty after a restart or SIGHUP; that only means one more
--- retry for some senders.
+-- this session). The triplets live in a kurir.shared dictionary: every
+-- worker process sees the same ones, and they survive SIGHUP reloads; the
+-- dictionary's size bounds the memory (the least recently used triplets
+-- go first) and each triplet expires FORGET seconds after it was last seen.
 
 local kurir = require "kurir"
 
 local DELAY = tonumber(arg[1]) or 300
 local FORGET = 36 * 3600          -- a triplet not seen again for this long is dropped
-local MAX_TRIPLETS = 100000       -- memory bound
+local triplets = kurir.shared("greylist", "8m")   -- about 60,000 triplets
 local users = { postmaster = true, alice = true, bob = true }
 
 kurir.configure {
   listen = { "127.0.0.1:2525" },
   on_error = { rcpt = "continue" },   -- a bug in this script must not block mail
 }
-
-local seen, count = {}, 0
-
-local function prune(now)
-  local n = 0
-  for k, first in pairs(seen) do
-    if now - first > FORGET then
-      seen[k] = nil
-      n = n + 1
-    end
-  end
-  count = count - n
-  if count >= MAX_TRIPLETS then       -- still full: start over rather than grow
-    seen, count = {}, 0
-  end
-end
 
 function kurir.on.connect(s)
   s.refused = 0                      -- per-session value, lives across hooks
@@ -57,17 +42,17 @@ function kurir.on.rcpt(s, rcpt)
 
   local now = os.time()
   local key = table.concat({ s.remote_ip, s.from.address:lower(), rcpt.address:lower() }, "\0")
-  local first = seen[key]
+  local first = triplets:get(key)
   if not first then
-    if count >= MAX_TRIPLETS then prune(now) end
-    seen[key] = now
-    count = count + 1
+    -- add, not set: when another worker stored it first, its time stands
+    triplets:add(key, now, FORGET)
     s:log("greylisted", { from = s.from.address, to = rcpt.address })
     return 451, "4.7.1 Greylisted, please try again in " .. DELAY .. " seconds"
   end
   if now - first < DELAY then
     return 451, "4.7.1 Greylisted, please try again later"
   end
+  triplets:set(key, first, FORGET)   -- seen again: remembered for longer
 end
 
 local store = kurir.maildir "mail/%{user}"

@@ -48,6 +48,7 @@ describe("kurir.config defaults", function()
     assert.is_false(cfg.run_as_root)
     assert.same({ command = 300, data = 180, handshake = 30, hook = 60, shutdown = 30 }, cfg.timeouts)
     assert.same(1.0, cfg.cpu_budget)
+    assert.is_nil(cfg.workers)   -- the engine takes the number of cores
     assert.is_nil(cfg.tls)
     assert.same({ plaintext = false, required = false, mechanisms = { "PLAIN", "LOGIN", "CRAM-MD5" },
                   failure_delay = 1.0 }, cfg.auth)
@@ -93,6 +94,7 @@ describe("kurir.config values", function()
                  spool_reserve = 0 },
       timeouts = { command = 10, data = 20, handshake = 5, hook = 0.5, shutdown = 1 },
       cpu_budget = 0.25,
+      workers = 4,
       on_error = { default = "reject", rcpt = "continue", data = "tempfail" },
       tls = { cert = "c.pem", key = "k.pem", chain = "ch.pem", ca = "ca.pem", client_cert = "request" },
       auth = { plaintext = true, required = true, mechanisms = { "cram-md5", "PLAIN" }, failure_delay = 0.05 },
@@ -117,6 +119,7 @@ describe("kurir.config values", function()
     assert.same(0, cfg.limits.spool_reserve)
     assert.same(0.5, cfg.timeouts.hook)
     assert.same(0.25, cfg.cpu_budget)
+    assert.same(4, cfg.workers)
     assert.same("continue", cfg.on_error.rcpt)
     assert.same("tempfail", cfg.on_error.data)
     assert.same("reject", cfg.on_error.connect)
@@ -245,6 +248,9 @@ describe("kurir.config validation", function()
     { { timeouts = { shutdown = math.huge } }, "timeouts.shutdown: expected a positive number, got inf" },
     { { timeouts = { handshake = 0 / 0 } }, "timeouts.handshake: expected a positive number" },
     { { cpu_budget = 0 }, "cpu_budget: expected a positive number, got 0" },
+    { { workers = 0 }, "workers: expected an integer from 1 to 64, got 0" },
+    { { workers = 65 }, "workers: expected an integer from 1 to 64, got 65" },
+    { { workers = 1.5 }, "workers: expected an integer from 1 to 64, got 1.5" },
     { { on_error = { default = "ignore" } },
       'on_error.default: expected one of "tempfail", "reject", "continue", got "ignore"' },
     { { on_error = 3 }, "on_error: expected a table, got 3" },

@@ -9,6 +9,42 @@ local default = require "kurir.default"
 local HOOKS = {}
 for _, h in ipairs(config.hook_names) do HOOKS[h] = true end
 
+-- kurir.shared as one process sees it: a table with expiry on a clock
+-- that the test moves (kurir.now).
+local function fake_shared(kurir)
+  local dicts = {}
+  return function(name)
+    if dicts[name] then return dicts[name] end
+    local data, expires = {}, {}
+    local d = {}
+    local function live(k)
+      if expires[k] and expires[k] <= kurir.now then data[k], expires[k] = nil, nil end
+      return data[k]
+    end
+    function d.get(_, k) return live(k) end
+    function d.set(_, k, v, ttl)
+      data[k], expires[k] = v, (ttl and ttl > 0) and kurir.now + ttl or nil
+      return true
+    end
+    function d.add(self, k, v, ttl)
+      if live(k) ~= nil then return nil, "exists" end
+      return self:set(k, v, ttl)
+    end
+    function d.incr(self, k, by, init, ttl)
+      local v = live(k)
+      if v == nil then
+        if init == nil then return nil, "not found" end
+        self:set(k, init, ttl)
+        v = init
+      end
+      data[k] = v + (by or 1)
+      return data[k]
+    end
+    dicts[name] = d
+    return d
+  end
+end
+
 local function fake_kurir()
   local state = config.new()
   local kurir = { state = state, slept = {}, version = "test" }
@@ -23,6 +59,9 @@ local function fake_kurir()
   kurir.sleep = function(sec) kurir.slept[#kurir.slept + 1] = sec end
   kurir.log = function() end
   kurir.hostname = function() return "host.test" end
+  kurir.now = 0
+  kurir.shared = fake_shared(kurir)
+  kurir.worker = function() return 0, 1 end
   return kurir
 end
 
@@ -105,6 +144,17 @@ describe("scripts/examples/greylist.lua", function()
     assert.same({ 451, "4.7.1 Greylisted, please try again later" }, { kurir.on.rcpt(s, addr("bob@example.test")) })
   end)
 
+  it("keeps its triplets in kurir.shared, where they expire unless seen again", function()
+    local kurir = run("greylist.lua", { "0" })
+    local s = session("sender@far.test")
+    kurir.on.connect(s)
+    assert.same(451, (kurir.on.rcpt(s, addr("bob@example.test"))))
+    local key = "127.0.0.1\0sender@far.test\0bob@example.test"
+    assert.is_number(kurir.shared("greylist"):get(key))
+    kurir.now = 36 * 3600 + 1
+    assert.same(451, (kurir.on.rcpt(s, addr("bob@example.test"))))
+  end)
+
   it("slows down a session after each unknown recipient", function()
     local kurir = run("greylist.lua")
     local s = session("sender@far.test")
@@ -122,6 +172,30 @@ describe("scripts/examples/greylist.lua", function()
     kurir.on.connect(s)
     s.user = "me"
     assert.same({}, { kurir.on.rcpt(s, addr("bob@example.test")) })
+  end)
+end)
+
+describe("scripts/examples/ratelimit.lua", function()
+  it("refuses MAIL with 450 past the limit, per client address, for one window", function()
+    local kurir, cfg = run("ratelimit.lua", { "2" })
+    assert.same("continue", cfg.on_error.mail)
+    local s = session("x@y.test")
+    assert.is_nil(kurir.on.mail(s))
+    assert.is_nil(kurir.on.mail(s))
+    assert.same({ 450, "4.7.1 Too many messages from 127.0.0.1, try again later" }, { kurir.on.mail(s) })
+    assert.same("ratelimited", s.logged[1].event)
+    local other = session("x@y.test")
+    other.remote_ip = "192.0.2.1"
+    assert.is_nil(kurir.on.mail(other))
+    kurir.now = 61
+    assert.is_nil(kurir.on.mail(s))
+  end)
+
+  it("does not limit authenticated clients", function()
+    local kurir = run("ratelimit.lua", { "1" })
+    local s = session("x@y.test")
+    s.user = "me"
+    for _ = 1, 3 do assert.is_nil(kurir.on.mail(s)) end
   end)
 end)
 

@@ -68,6 +68,7 @@ describe("kurir.mock arguments", function()
     local kurir, cfg, opts = setup({ [0] = "scripts/mock.lua" })
     assert.same("./mail", opts.maildir)
     assert.same({ { host = "127.0.0.1", port = 1025, tls = false } }, cfg.listen)
+    assert.same(1, cfg.workers)   -- one process: one place for its messages and logs
     assert.is_nil(cfg.tls)
     assert.is_false(cfg.auth.plaintext)
     assert.same({ "mock server: every message is stored in the Maildir ./mail" }, kurir.logged)

@@ -216,6 +216,8 @@ end
 --   o.env          environment variables for kurir
 --   o.cwd          working directory (default DIR)
 --   o.max_files    open-file limit (ulimit -n) for kurir
+--   o.workers      -w N (default 1: one process, as most specs expect);
+--                  false for no -w option (the script's or the default)
 -- The ports actually bound are read from kurir's `listening` log lines
 -- (SPEC 1), so port 0 needs no guessing and no bind-close-reuse race:
 --   server.ports[i]      the port of the i-th listener, in the order given
@@ -241,6 +243,12 @@ function harness.start(o)
   for _, l in ipairs(listen or {}) do
     argv[#argv + 1] = "-l"
     argv[#argv + 1] = q(l)
+  end
+  local workers = o.workers
+  if workers == nil then workers = 1 end
+  if workers then
+    argv[#argv + 1] = "-w"
+    argv[#argv + 1] = tostring(math.tointeger(workers))
   end
   for _, x in ipairs(o.extra or {}) do argv[#argv + 1] = q(substitute(x, self.dir)) end
   if script then argv[#argv + 1] = q(script) end
