@@ -120,6 +120,8 @@ int main(int argc, char **argv)
     }
 
     char *err = NULL;
+    if (!check && tls_share_ticket_keys() < 0)
+        fprintf(stderr, "kurir: no random bytes for TLS ticket keys; each context makes its own\n");
     if (workers > 1 && !check)
         lkurir_set_worker(-1, workers);
     struct engine *e = engine_load(script, sargc, sargv, listen, nlisten, &err);

@@ -331,6 +331,22 @@ static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *o
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+/* Session-ticket keys shared by every context this process and its
+ * children make: a ticket issued by one worker (or before a reload) is
+ * accepted by another. Made once, before the master forks. */
+static unsigned char ticket_keys[80];
+static bool have_ticket_keys;
+
+int tls_share_ticket_keys(void)
+{
+    if (have_ticket_keys)
+        return 0;
+    if (RAND_bytes(ticket_keys, sizeof ticket_keys) != 1)
+        return -1;
+    have_ticket_keys = true;
+    return 0;
+}
+
 struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errlen)
 {
     struct tls_ctx *t = NULL;
@@ -354,6 +370,8 @@ struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errl
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)TLS_SESSION_ID_CONTEXT,
                                    sizeof TLS_SESSION_ID_CONTEXT - 1);
+    if (have_ticket_keys)
+        SSL_CTX_set_tlsext_ticket_keys(ctx, ticket_keys, sizeof ticket_keys);
 
     if (cfg->self_signed) {
         if (tls_self_signed(ctx, cfg->hostname, err, errlen) < 0)

@@ -26,6 +26,10 @@ struct tls_ctx;
 /* NULL on failure, with a message naming the file (and OpenSSL's reason)
  * in err. */
 struct tls_ctx *tls_ctx_new(const struct tls_config *cfg, char *err, size_t errlen);
+/* Make the session-ticket keys that every later context uses (call before
+ * forking workers, so that they all accept each other's tickets, also
+ * across reloads). -1 when no random bytes could be had. */
+int tls_share_ticket_keys(void);
 void tls_ctx_free(struct tls_ctx *t);
 
 /* Per-connection TLS state for conn_start_handshake(c, &tls_transport, state). */
