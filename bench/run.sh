@@ -1,184 +1,102 @@
 #!/usr/bin/env bash
-# bench/run.sh: throughput and memory benchmarks of kurir, on loopback.
+# bench/run.sh: kurir next to its peers, on 127.0.0.1, in one invocation.
 #
-# Throughput: Postfix's smtp-source sends BENCH_MESSAGES messages
-# (default 20000) of 1 KB over 20 parallel sessions to each target:
-#   mock       kurir + scripts/mock.lua (kurir.mock), Maildir in a temp dir,
-#              every message written and fsync'ed (the real cost)
-#   discard    kurir + bench/discard.lua (only a data hook returning 250)
-#   hooks      kurir + bench/hooks.lua (a small Lua hook at every stage)
-#   smtp-sink  Postfix's smtp-sink, the reference (it throws mail away)
-# each twice: many messages per session (smtp-source -d) and one message
-# per session (a new connection for every message).
+# Servers (each started here, measured, stopped by PID):
+#   kurir-hooks     kurir -w 1 + bench/hooks.lua (a Lua hook at every stage; discards)
+#   kurir-hooks-wN  the same with N workers (N = cores, BENCH_WORKERS)
+#   kurir-discard   kurir -w 1 + bench/discard.lua (only a data hook)
+#   kurir-mock      the mock server with N workers: Maildir, fsync per message
+#   smtp-sink       Postfix's smtp-sink (the reference)
+#   aiosmtpd        python3 -m aiosmtpd with its Sink handler (Debian python3-aiosmtpd)
+#   smtp-server     nodemailer's smtp-server (bench/peers, npm, exact versions)
+#   haraka          Haraka (bench/peers) with bench/peers/haraka: accept, discard, no rDNS
+# Load: bench/loadgen (C, libev): BENCH_SESSIONS sessions, BENCH_MESSAGES
+# messages of BENCH_SIZE bytes, RFC 2920 pipelining (MAIL, RCPT, DATA in one
+# write, the body after 354), BENCH_REPS repetitions; every run is bounded
+# by BENCH_TIME seconds. Per server: the median msg/s, its ratio to
+# smtp-sink, server CPU seconds per 1,000 messages (utime + stime of the
+# server's processes), peak RSS, and KB of RSS per idle connection
+# (BENCH_IDLE connections that greeted, sent EHLO and wait).
+# Then: pipelined transactions (-p 20) for kurir and smtp-sink; STARTTLS
+# sessions/s and TLS throughput for kurir and smtp-server with one
+# certificate; smtp-source as a second, independent client.
 #
-# Memory: kurir + bench/discard.lua, VmRSS before and after
-# bench/idle_conns.py opens BENCH_IDLE_CONNS (default 2000) connections
-# that read the greeting, sent EHLO and then stay idle.
-#
-# Needs bash, python3, and smtp-source/smtp-sink from Debian's postfix
-# package; run as root without them, it installs postfix with apt-get (never
-# starting its daemon). Every server it starts is killed by PID on exit.
-#
-# Environment: KURIR_BIN (default build/kurir), BENCH_MESSAGES (20000),
-# BENCH_SESSIONS (20), BENCH_SIZE (1024), BENCH_IDLE_CONNS (2000),
-# BENCH_TARGETS ("mock discard hooks smtp-sink"), BENCH_TIMEOUT (seconds
-# per smtp-source run, 120).
+# Environment: KURIR_BIN, LOADGEN_BIN, BENCH_MESSAGES (20000),
+# BENCH_MOCK_MESSAGES (2000), BENCH_SESSIONS (50), BENCH_SIZE (1024),
+# BENCH_REPS (3), BENCH_TIME (20), BENCH_IDLE (2000; 0 skips),
+# BENCH_WORKERS (cores), BENCH_TARGETS (all of the above).
 
-# `sh bench/run.sh` (the Makefile's bench target) runs this under dash:
-# hand over to bash before any bash-only line is read.
 if [ -z "${BASH_VERSION:-}" ]; then
     exec bash "$0" "$@"
 fi
-
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
-
 KURIR=${KURIR_BIN:-$root/build/kurir}
+LOADGEN=${LOADGEN_BIN:-$(dirname "$KURIR")/loadgen}
 MESSAGES=${BENCH_MESSAGES:-20000}
-SESSIONS=${BENCH_SESSIONS:-20}
+MOCK_MESSAGES=${BENCH_MOCK_MESSAGES:-2000}
+SESSIONS=${BENCH_SESSIONS:-50}
 SIZE=${BENCH_SIZE:-1024}
-IDLE_CONNS=${BENCH_IDLE_CONNS:-2000}
-TARGETS=${BENCH_TARGETS:-"mock discard hooks smtp-sink"}
-RUN_TIMEOUT=${BENCH_TIMEOUT:-120}
-FROM=from@example.test
-TO=to@example.test
+REPS=${BENCH_REPS:-3}
+TIME=${BENCH_TIME:-20}
+IDLE=${BENCH_IDLE:-2000}
+NW=${BENCH_WORKERS:-$(nproc)}
+TARGETS=${BENCH_TARGETS:-"kurir-hooks kurir-hooks-w$NW kurir-discard kurir-mock smtp-sink aiosmtpd smtp-server haraka"}
+PY=/usr/bin/python3
+HZ=$(getconf CLK_TCK)
 
 die() {
     echo "bench: $*" >&2
     exit 1
 }
-
-for v in MESSAGES SESSIONS SIZE IDLE_CONNS RUN_TIMEOUT; do
+for v in MESSAGES MOCK_MESSAGES SESSIONS SIZE REPS TIME IDLE NW; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number (got '${!v}')"
 done
-command -v python3 >/dev/null || die "python3 is needed (bench/idle_conns.py)"
-[[ -x $KURIR ]] || die "no kurir binary at $KURIR (run 'make build' or set KURIR_BIN)"
+[[ -x $KURIR ]] || die "no kurir at $KURIR (make build)"
+[[ -x $LOADGEN ]] || die "no loadgen at $LOADGEN (make build)"
 
-# ---- cleanup: every process we start is recorded here and killed by PID ---
-
+# ---- every process started here is killed by PID on exit ----------------
 pids=()
-tmp=""
-spool=""
-policy_rc_made=""
-
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/kurir-bench.XXXXXX")
 cleanup() {
     local p
-    for p in "${pids[@]}"; do
-        if kill -0 "$p" 2>/dev/null; then
-            kill "$p" 2>/dev/null || true
-            wait "$p" 2>/dev/null || true
-        fi
+    for p in "${pids[@]+"${pids[@]}"}"; do
+        kill "$p" 2>/dev/null || true
     done
-    exec 3>&- 2>/dev/null || true
-    if [[ -n $policy_rc_made ]]; then
-        rm -f /usr/sbin/policy-rc.d
-    fi
-    if [[ -n $tmp && -d $tmp ]]; then
-        rm -rf "$tmp"
-    fi
-    if [[ -n $spool && -d $spool ]]; then
-        rm -rf "$spool"
-    fi
+    for p in "${pids[@]+"${pids[@]}"}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-forget_pid() {
-    local p keep=()
-    for p in "${pids[@]}"; do
-        [[ $p == "$1" ]] || keep+=("$p")
-    done
-    pids=("${keep[@]+"${keep[@]}"}")
-}
-
-stop_pid() {
-    local p=$1
-    if kill -0 "$p" 2>/dev/null; then
-        kill "$p" 2>/dev/null || true
-    fi
-    wait "$p" 2>/dev/null || true
-    forget_pid "$p"
-}
-
-# ---- smtp-source / smtp-sink ----------------------------------------------
-
-find_tool() {
-    local t=$1
-    if command -v "$t" >/dev/null 2>&1; then
-        command -v "$t"
-    elif [[ -x /usr/sbin/$t ]]; then
-        echo "/usr/sbin/$t"
-    fi
-}
-
-install_postfix() {
-    # Only for smtp-source and smtp-sink. A policy-rc.d that refuses every
-    # start keeps the Postfix daemon from being started by the package.
+# ---- peers: installed on demand (root), never a daemon started -------------
+have_sink() { [[ -x /usr/sbin/smtp-sink ]]; }
+have_aiosmtpd() { "$PY" -c 'import aiosmtpd' 2>/dev/null; }
+apt_install() {
+    [[ $(id -u) -eq 0 ]] || die "missing $*: apt-get install $* (as root)"
+    local made=""
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod 755 /usr/sbin/policy-rc.d
-        policy_rc_made=1
+        made=1
     fi
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends postfix >&2
-    if [[ -n $policy_rc_made ]]; then
-        rm -f /usr/sbin/policy-rc.d
-        policy_rc_made=""
-    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2
+    [[ -z $made ]] || rm -f /usr/sbin/policy-rc.d
 }
-
-SOURCE=$(find_tool smtp-source)
-SINK=$(find_tool smtp-sink)
-if [[ -z $SOURCE || -z $SINK ]]; then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        echo "bench: smtp-source missing; installing Debian's postfix for it (daemon not started)" >&2
-        install_postfix
-        SOURCE=$(find_tool smtp-source)
-        SINK=$(find_tool smtp-sink)
-    fi
-fi
-if [[ -z $SOURCE || -z $SINK ]]; then
-    die "smtp-source and smtp-sink are needed: install Debian's postfix package, e.g.
-  echo 'postfix postfix/main_mailer_type select No configuration' | sudo debconf-set-selections
-  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix
-(the Postfix daemon itself is not needed and need not run)"
+have_sink || apt_install postfix
+have_aiosmtpd || apt_install python3-aiosmtpd
+if [[ ! -d $here/peers/node_modules/smtp-server || ! -d $here/peers/node_modules/Haraka ]]; then
+    command -v npm >/dev/null || die "npm is needed for smtp-server and Haraka (apt-get install npm)"
+    (cd "$here/peers" && npm ci --no-audit --no-fund --ignore-scripts >&2)
 fi
 
-# ---- set-up -----------------------------------------------------------------
-
-# 2000 idle connections need 2000+ descriptors in kurir and in the client
-if (($(ulimit -n) < 8192)); then
-    ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-fi
-if (($(ulimit -n) < IDLE_CONNS + 64)); then
-    echo "bench: warning: ulimit -n is $(ulimit -n), too low for $IDLE_CONNS connections" >&2
-fi
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/kurir-bench.XXXXXX")
-
-# Where kurir spools message bodies over 64 KiB (its $TMPDIR; smaller
-# bodies stay in memory). Default: a directory on disk under $tmp, as in
-# production; BENCH_SPOOL=/dev/shm puts it on a tmpfs.
-if [[ -n ${BENCH_SPOOL:-} ]]; then
-    [[ -d $BENCH_SPOOL && -w $BENCH_SPOOL ]] || die "BENCH_SPOOL=$BENCH_SPOOL is not a writable directory"
-    spool=$(mktemp -d "$BENCH_SPOOL/kurir-bench-spool.XXXXXX")
-else
-    spool=$(mktemp -d "$tmp/spool.XXXXXX")
-fi
-
-# the mock server with the limits raised; kurir.mock stores into --maildir
-cat >"$tmp/mock_bench.lua" <<'EOF'
-local kurir = require "kurir"
-kurir.configure { limits = { connections = 10000, connections_per_ip = 10000 } }
-require("kurir.mock").setup(kurir, arg)
-EOF
-
-# A port nobody listens on, in 61000-64999, for smtp-sink (kurir itself binds
-# port 0 and names its port in the log): above Linux's default ephemeral
-# range, so that smtp-source's own connections never take it.
+# ---- helpers -------------------------------------------------------------
 used_ports=" "
 free_port() {
     local i p
@@ -188,197 +106,225 @@ free_port() {
         if ! (exec 9<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             used_ports+="$p "
             echo "$p"
-            return 0
+            return
         fi
     done
-    die "no free port found in 61000-64999"
+    die "no free port"
 }
 
-# wait_listening PID PORT LOG: until PORT accepts, bounded to 10 s
-wait_listening() {
-    local pid=$1 port=$2 log=$3 i
-    for ((i = 0; i < 100; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "bench: server exited before listening; its log:" >&2
-            tail -20 "$log" >&2 || true
-            exit 1
-        fi
-        if (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
+wait_port() {
+    local pid=$1 port=$2 i
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || die "server $pid exited; log: $(tail -5 "$tmp/server.log")"
+        (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return
         sleep 0.1
     done
-    die "server (pid $pid) not listening on 127.0.0.1:$port after 10 s"
+    die "server $pid not listening on $port after 30 s"
 }
 
-# kurir_port PID LOG: the port of kurir's `listening` log line (it binds
-# 127.0.0.1:0, an ephemeral port), bounded to 10 s
-kurir_port() {
-    local pid=$1 log=$2 i p
-    for ((i = 0; i < 100; i++)); do
-        p=$(sed -n 's/.*event=listening .*port=\([0-9][0-9]*\).*/\1/p' "$log" | head -1)
-        if [[ -n $p ]]; then
-            echo "$p"
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "bench: kurir exited before listening; its log:" >&2
-            tail -20 "$log" >&2 || true
-            exit 1
-        fi
-        sleep 0.1
+# the server's processes: its PID and its children (kurir's workers)
+tree() {
+    echo "$1"
+    ps --ppid "$1" -o pid= 2>/dev/null || true
+}
+cpu_ticks() {
+    local p t=0 x
+    for p in $(tree "$1"); do
+        x=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$((t + x))
     done
-    die "kurir (pid $pid) logged no listening line after 10 s"
+    echo "$t"
+}
+status_kb() { # status_kb PID FIELD: summed over the tree
+    local p t=0 x
+    for p in $(tree "$1"); do
+        x=$(awk -v f="$2:" '$1 == f { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
+        t=$((t + ${x:-0}))
+    done
+    echo "$t"
 }
 
-server_pid=""
-port=""
-# start_target NAME: start the server for a target; sets server_pid and port
-start_target() {
-    local name=$1 log="$tmp/$1.log"
-    port=""
+# a certificate both TLS servers use (P-256, like kurir's self-signed one)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" >/dev/null 2>&1 || die "openssl req failed"
+cat >"$tmp/hooks_tls.lua" <<EOF
+dofile("$here/hooks.lua")
+require("kurir").configure { tls = { cert = "$tmp/cert.pem", key = "$tmp/key.pem" } }
+EOF
+cat >"$tmp/mock_bench.lua" <<'EOF'
+local kurir = require "kurir"
+kurir.configure { limits = { connections = 200000, connections_per_ip = 200000 } }
+require("kurir.mock").setup(kurir, arg)
+EOF
+
+server=""
+start() { # start NAME PORT
+    local name=$1 port=$2
     case $name in
-    mock)
-        TMPDIR=$spool "$KURIR" -l "127.0.0.1:0" "$tmp/mock_bench.lua" --maildir "$tmp/Maildir" >"$log" 2>&1 &
+    kurir-hooks) exec "$KURIR" -w 1 -l "127.0.0.1:$port" "$tmp/hooks_tls.lua" ;;
+    kurir-hooks-w*) exec "$KURIR" -w "${name#kurir-hooks-w}" -l "127.0.0.1:$port" "$tmp/hooks_tls.lua" ;;
+    kurir-discard) exec "$KURIR" -w 1 -l "127.0.0.1:$port" "$here/discard.lua" ;;
+    kurir-mock) exec "$KURIR" -w "$NW" -l "127.0.0.1:$port" "$tmp/mock_bench.lua" --maildir "$tmp/Maildir" ;;
+    smtp-sink) exec /usr/sbin/smtp-sink -u nobody "127.0.0.1:$port" 4096 ;;
+    aiosmtpd) exec "$PY" -m aiosmtpd -n -l "127.0.0.1:$port" -c aiosmtpd.handlers.Sink ;;
+    smtp-server) exec node "$here/peers/smtp_server_sink.js" "$port" "$tmp/cert.pem" "$tmp/key.pem" ;;
+    haraka)
+        rm -rf "$tmp/haraka"
+        mkdir -p "$tmp/haraka"
+        cp -r "$here/peers/node_modules/Haraka/config" "$tmp/haraka/config"
+        cp -r "$here/peers/haraka/." "$tmp/haraka/"
+        sed -i "s/PORT/$port/" "$tmp/haraka/config/smtp.ini"
+        exec node "$here/peers/node_modules/Haraka/bin/haraka" -c "$tmp/haraka"
         ;;
-    discard)
-        TMPDIR=$spool "$KURIR" -l "127.0.0.1:0" "$here/discard.lua" >"$log" 2>&1 &
-        ;;
-    hooks)
-        TMPDIR=$spool "$KURIR" -l "127.0.0.1:0" "$here/hooks.lua" >"$log" 2>&1 &
-        ;;
-    smtp-sink)
-        # smtp-sink refuses to run as root without -u; it is not Postfix's
-        # daemon, only a standalone test server.
-        local user=()
-        [[ $(id -u) -eq 0 ]] && user=(-u nobody)
-        port=$(free_port)
-        "$SINK" "${user[@]}" "127.0.0.1:$port" 1000 >"$log" 2>&1 &
-        ;;
-    *)
-        die "unknown target '$name' (known: mock discard hooks smtp-sink)"
-        ;;
+    *) die "unknown target $name" ;;
     esac
-    server_pid=$!
-    pids+=("$server_pid")
-    [[ -n $port ]] || port=$(kurir_port "$server_pid" "$log")
-    wait_listening "$server_pid" "$port" "$log"
+}
+launch() {
+    local name=$1 port=$2
+    (start "$name" "$port") >"$tmp/server.log" 2>&1 &
+    server=$!
+    pids+=("$server")
+    wait_port "$server" "$port"
+}
+stop() {
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
 }
 
-now() { date +%s.%N; }
+field() { # field NAME LINE
+    sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 
-results=()
-# run_source TARGET VARIANT PORT [smtp-source options...]
-run_source() {
-    local target=$1 variant=$2 port=$3
-    shift 3
-    local t0 t1 rc=0 secs rate
-    t0=$(now)
-    timeout "$RUN_TIMEOUT" "$SOURCE" "$@" -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" \
-        -t "$TO" -f "$FROM" "127.0.0.1:$port" >"$tmp/source.out" 2>&1 || rc=$?
-    t1=$(now)
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
-    if ((rc != 0)); then
-        echo "bench: smtp-source against $target ($variant) failed (exit $rc):" >&2
-        tail -5 "$tmp/source.out" >&2 || true
-        rate="FAILED"
+# run_load NAME ARGS...: REPS runs; sets med_rate, med_cpu (s/1000 msgs), med_client
+run_load() {
+    local port=$1
+    shift
+    local rates="" cpus="" clients="" i out c0 c1 n
+    for ((i = 0; i < REPS; i++)); do
+        c0=$(cpu_ticks "$server")
+        out=$(timeout $((TIME + 30)) "$LOADGEN" -t "$TIME" "$@" "127.0.0.1:$port" 2>>"$tmp/loadgen.err" || true)
+        c1=$(cpu_ticks "$server")
+        n=$(field messages "$out")
+        [[ -n $n && $n -gt 0 ]] || {
+            echo "bench: no messages: $out $(tail -3 "$tmp/loadgen.err")" >&2
+            continue
+        }
+        rates+=" $(field msgs_per_s "$out")"
+        cpus+=" $(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.4f", t / hz / n * 1000 }')"
+        clients+=" $(awk -v u="$(field client_cpu_us_per_msg "$out")" 'BEGIN { printf "%.4f", u / 1000 }')"
+        last_out=$out
+    done
+    med_rate=$(median <<<"$rates")
+    med_cpu=$(median <<<"$cpus")
+    med_client=$(median <<<"$clients")
+}
+
+idle_kb() { # KB of RSS per idle connection (BENCH_IDLE of them)
+    local port=$1 before after out
+    ((IDLE > 0)) || { echo "-"; return; }
+    before=$(status_kb "$server" VmRSS)
+    mkfifo "$tmp/hold"
+    timeout $((TIME + 60)) "$LOADGEN" -i "$IDLE" -t $((TIME + 50)) "127.0.0.1:$port" <"$tmp/hold" >"$tmp/idle.out" 2>&1 &
+    local lp=$!
+    pids+=("$lp")
+    exec 7>"$tmp/hold"
+    local i
+    for ((i = 0; i < 600; i++)); do
+        grep -q '^ready' "$tmp/idle.out" 2>/dev/null && break
+        kill -0 "$lp" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 0.5
+    after=$(status_kb "$server" VmRSS)
+    out=$(grep '^ready' "$tmp/idle.out" || echo "ready opened=0")
+    exec 7>&-
+    wait "$lp" 2>/dev/null || true
+    rm -f "$tmp/hold"
+    local opened
+    opened=$(field opened "$out")
+    if [[ ${opened:-0} -gt 0 ]]; then
+        awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN { printf "%.1f", (a - b) / n }'
     else
-        rate=$(awk -v n="$MESSAGES" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
+        echo "failed"
     fi
-    results+=("$(printf '%-10s %-20s %9s %8s %10s' "$target" "$variant" "$MESSAGES" "$secs" "$rate")")
-    printf '  %-10s %-20s %8ss\n' "$target" "$variant" "$secs" >&2
 }
 
-# ---- throughput -------------------------------------------------------------
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-echo "bench: $MESSAGES messages of $SIZE bytes, $SESSIONS parallel sessions, kurir at $KURIR" >&2
-echo "bench: kurir spool in $spool ($(df -PT "$spool" | awk 'NR == 2 { print $2 }')), mock Maildir in $tmp/Maildir ($(df -PT "$tmp" | awk 'NR == 2 { print $2 }'))" >&2
-# One session, RFC 2920 pipelining: groups of 100 whole transactions per
-# write (smtp-source does not pipeline, so it measures round trips).
-run_pipeline() {
-    local target=$1 port=$2 n=$((MESSAGES * 5)) out secs rate
-    if ! out=$(timeout "$RUN_TIMEOUT" python3 "$here/pipeline.py" 127.0.0.1 "$port" "$n"); then
-        results+=("$(printf '%-10s %-20s %9s %8s %10s' "$target" "pipelined, 1 session" "$n" "failed" "-")")
-        return
-    fi
-    secs=${out#* }
-    rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
-    results+=("$(printf '%-10s %-20s %9s %8s %10s' "$target" "pipelined, 1 session" "$n" "$secs" "$rate")")
-    printf '  %-10s %-20s %8ss\n' "$target" "pipelined, 1 session" "$secs" >&2
-}
-
-for target in $TARGETS; do
-    start_target "$target"
-    run_source "$target" "many/session (-d)" "$port" -d
-    run_source "$target" "1/session" "$port"
-    [[ $target == mock ]] || run_pipeline "$target" "$port"
-    if [[ $target == mock ]]; then
-        stored=$(find "$tmp/Maildir/new" -type f | wc -l)
-        if ((stored != 2 * MESSAGES)); then
-            echo "bench: warning: mock stored $stored messages, expected $((2 * MESSAGES))" >&2
-        fi
-        rm -rf "$tmp/Maildir"
-    fi
-    stop_pid "$server_pid"
-    # Let the disk settle (the mock's files, their removal) so that the next
-    # target, whose spool files live on the same file system, is not
-    # measured against this one's write-back.
-    t0=$(now)
-    timeout 60 sync || true
-    printf '  (sync after %s: %ss)\n' "$target" "$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')" >&2
+echo "bench: $(nproc) cores; $MESSAGES messages of $SIZE B over $SESSIONS sessions, median of $REPS, runs capped at ${TIME}s" >&2
+rows=()
+sink_rate=""
+declare -A rate cpu
+for t in $TARGETS; do
+    port=$(free_port)
+    launch "$t" "$port"
+    n=$MESSAGES
+    [[ $t == kurir-mock ]] && n=$MOCK_MESSAGES
+    run_load "$port" -c "$SESSIONS" -n "$n" -s "$SIZE"
+    peak=$(status_kb "$server" VmHWM)
+    kb=$(idle_kb "$port")
+    stop
+    rm -rf "$tmp/Maildir"
+    rate[$t]=$med_rate
+    cpu[$t]=$med_cpu
+    [[ $t == smtp-sink ]] && sink_rate=$med_rate
+    rows+=("$t $med_rate $med_cpu $((peak / 1024)) $kb $med_client")
+    printf '  %-16s %8s msg/s  %s s CPU/1000\n' "$t" "$med_rate" "$med_cpu" >&2
 done
 
 echo
-printf '%-10s %-20s %9s %8s %10s\n' target variant messages seconds "messages/s"
-for line in "${results[@]}"; do
-    echo "$line"
+printf '%-16s %9s %8s %14s %9s %12s %14s\n' server "msg/s" "x sink" "CPU s/1000 msg" "peak MB" "KB/idle conn" "loadgen s/1000"
+for r in "${rows[@]}"; do
+    read -r t mr mc pk kb cl <<<"$r"
+    ratio=$(awk -v a="$mr" -v b="${sink_rate:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+    printf '%-16s %9s %8s %14s %9s %12s %14s\n' "$t" "$mr" "$ratio" "$mc" "$pk" "$kb" "$cl"
 done
 
-# ---- memory per idle connection ---------------------------------------------
+# ---- pipelined transactions: kurir (one worker) and smtp-sink ---------------
+echo
+echo "pipelined: 20 whole transactions per write (bodies before the 354), $SESSIONS sessions"
+for t in kurir-hooks smtp-sink; do
+    port=$(free_port)
+    launch "$t" "$port"
+    run_load "$port" -c "$SESSIONS" -n $((MESSAGES * 5)) -s "$SIZE" -p 20
+    stop
+    printf '  %-16s %9s msg/s %10s s CPU/1000 msg  (loadgen %s)\n' "$t" "$med_rate" "$med_cpu" "$med_client"
+done
 
-rss_kb() {
-    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
-}
+# ---- TLS: kurir and smtp-server, same certificate ---------------------------
+echo
+echo "TLS (STARTTLS, same P-256 certificate, TLS 1.3, session tickets on):"
+for t in kurir-hooks "kurir-hooks-w$NW" smtp-server; do
+    port=$(free_port)
+    launch "$t" "$port"
+    run_load "$port" -c 20 -n $((MESSAGES / 10)) -r 1 -T starttls
+    hs=$(field handshakes_per_s "$last_out")
+    res=$(field resumed "$last_out")
+    printf '  %-16s new sessions/s %6s (resumed %s)  %8s s CPU/1000 sessions\n' "$t" "$med_rate" "$res" "$med_cpu"
+    run_load "$port" -c "$SESSIONS" -n "$MESSAGES" -T starttls
+    printf '  %-16s throughput     %6s msg/s         %8s s CPU/1000 msg\n' "$t" "$med_rate" "$med_cpu"
+    : "$hs"
+    stop
+done
 
-if ((IDLE_CONNS > 0)); then
-    start_target discard
-    kpid=$server_pid
-    sleep 0.5
-    before=$(rss_kb "$kpid")
-
-    mkfifo "$tmp/ctl"
-    python3 "$here/idle_conns.py" --hold 60 127.0.0.1 "$port" "$IDLE_CONNS" \
-        <"$tmp/ctl" >"$tmp/idle.out" 2>&1 &
-    ipid=$!
-    pids+=("$ipid")
-    exec 3>"$tmp/ctl" # held open: the client keeps its connections until we close it
-
-    ready=""
-    for ((i = 0; i < 600; i++)); do # bounded: 60 s
-        if grep -q '^ready' "$tmp/idle.out" 2>/dev/null; then
-            ready=$(grep '^ready' "$tmp/idle.out")
-            break
-        fi
-        kill -0 "$ipid" 2>/dev/null || break
-        sleep 0.1
-    done
-    [[ -n $ready ]] || {
-        cat "$tmp/idle.out" >&2 || true
-        die "idle_conns.py did not get ready"
-    }
-    read -r _ opened failed <<<"$ready"
-    sleep 0.5 # let the server finish the last EHLO replies
-    after=$(rss_kb "$kpid")
-    exec 3>&- # tells idle_conns.py to close everything
-    stop_pid "$ipid"
-    stop_pid "$kpid"
-
+# ---- smtp-source, a second client --------------------------------------------
+if [[ -x /usr/sbin/smtp-source ]]; then
     echo
-    echo "idle connections (kurir + bench/discard.lua, greeting read, EHLO sent):"
-    printf '  opened %d, failed %d\n' "$opened" "$failed"
-    printf '  VmRSS before %d kB, after %d kB\n' "$before" "$after"
-    if ((opened > 0)); then
-        awk -v a="$after" -v b="$before" -v n="$opened" \
-            'BEGIN { printf "  (after - before) / N = %.1f kB per idle connection\n", (a - b) / n }'
-    fi
+    echo "smtp-source -s $SESSIONS -m $MESSAGES -l $SIZE -d (one run each):"
+    for t in kurir-hooks smtp-sink; do
+        port=$(free_port)
+        launch "$t" "$port"
+        c0=$(cpu_ticks "$server")
+        s0=$(date +%s.%N)
+        timeout $((TIME + 30)) /usr/sbin/smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -d \
+            -t to@example.test -f from@example.test "127.0.0.1:$port" >/dev/null 2>&1 || true
+        s1=$(date +%s.%N)
+        c1=$(cpu_ticks "$server")
+        stop
+        awk -v n="$MESSAGES" -v a="$s0" -v b="$s1" -v t=$((c1 - c0)) -v hz="$HZ" -v name="$t" \
+            'BEGIN { printf "  %-16s %9.0f msg/s %10.4f s CPU/1000 msg\n", name, n / (b - a), t / hz / n * 1000 }'
+    done
 fi
+echo
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
