@@ -14,6 +14,11 @@ DEB_PACKAGES := build-essential cmake pkg-config liblua5.4-dev lua5.4 libev-dev 
   libnet-ssleay-perl libauthen-sasl-perl libdigest-hmac-perl strace \
   clang libclang-rt-14-dev
 
+# for make bench only (bench/run.sh installs postfix itself, with its
+# daemon kept from starting; smtp-server and Haraka come from npm, which
+# needs Node.js >= 20 and npm)
+BENCH_DEB_PACKAGES := python3-aiosmtpd linux-perf
+
 .PHONY: all deps build build-asan run test test-unit test-lua test-e2e test-asan test-fuzz check-tools lint bench \
   install clean
 
@@ -66,6 +71,7 @@ lint:
 	luacheck lua scripts spec
 
 bench: build
+	@sh tools/deps.sh $(BENCH_DEB_PACKAGES)
 	sh bench/run.sh
 
 install: build

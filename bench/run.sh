@@ -326,5 +326,56 @@ if [[ -x /usr/sbin/smtp-source ]]; then
             'BEGIN { printf "  %-16s %9.0f msg/s %10.4f s CPU/1000 msg\n", name, n / (b - a), t / hz / n * 1000 }'
     done
 fi
+# ---- many idle connections -------------------------------------------------
+BIG=${BENCH_IDLE_BIG:-0}
+if ((BIG > 0)); then
+    ulimit -Hn $((BIG * 2 + 1000)) 2>/dev/null || true
+    ulimit -n $((BIG * 2 + 1000)) 2>/dev/null || die "cannot raise the fd limit to $((BIG * 2 + 1000))"
+    {
+        echo 'local kurir = require "kurir"'
+        echo "kurir.configure { limits = { connections = $((BIG + 100)), connections_per_ip = $((BIG + 100)) },"
+        echo "  tls = { cert = \"$tmp/cert.pem\", key = \"$tmp/key.pem\" } }"
+        echo 'function kurir.on.data() return 250 end'
+    } >"$tmp/idle_big.lua"
+    echo
+    echo "idle connections at $BIG (one kurir process; greeting read, EHLO sent):"
+    for mode in plain smtps; do
+        port=$(free_port)
+        l="127.0.0.1:$port"
+        targs=()
+        if [[ $mode == smtps ]]; then
+            l="smtps://127.0.0.1:$port"
+            targs=(-T smtps)
+        fi
+        "$KURIR" -w 1 -l "$l" "$tmp/idle_big.lua" >"$tmp/server.log" 2>&1 &
+        server=$!
+        pids+=("$server")
+        wait_port "$server" "$port"
+        before=$(status_kb "$server" VmRSS)
+        mkfifo "$tmp/hold"
+        timeout 600 "$LOADGEN" -i "$BIG" -t 590 "${targs[@]}" \
+            -b 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9 \
+            "127.0.0.1:$port" <"$tmp/hold" >"$tmp/idle.out" 2>&1 &
+        lp=$!
+        pids+=("$lp")
+        exec 7>"$tmp/hold"
+        for ((i = 0; i < 5000; i++)); do
+            grep -q '^ready' "$tmp/idle.out" 2>/dev/null && break
+            kill -0 "$lp" 2>/dev/null || break
+            sleep 0.1
+        done
+        sleep 1
+        after=$(status_kb "$server" VmRSS)
+        out=$(grep '^ready' "$tmp/idle.out" || echo "ready opened=0 failed=?")
+        exec 7>&-
+        wait "$lp" 2>/dev/null || true
+        rm -f "$tmp/hold"
+        stop
+        opened=$(field opened "$out")
+        awk -v a="$after" -v b="$before" -v n="${opened:-0}" -v m="$mode" -v o="$out" \
+            'BEGIN { printf "  %-6s %s  RSS %d -> %d kB: %.2f KB per connection\n", m, o, b, a, (n > 0 ? (a - b) / n : 0) }'
+    done
+fi
+
 echo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
