@@ -123,6 +123,7 @@ static void *xmalloc(size_t n)
 }
 
 static void start_session(struct sess *s);
+static void idle_next(void);
 static void close_session(struct sess *s, bool reconnect);
 static void io_cb(struct ev_loop *l, ev_io *w, int revents);
 
@@ -405,6 +406,7 @@ static void on_reply(struct sess *s, int code, const char *text, size_t tlen)
         s->st = o.idle ? S_IDLE : S_READY;
         if (o.idle) {
             idle_open++;
+            idle_next();
             return;
         }
         send_batch(s);
@@ -638,8 +640,10 @@ static void close_session(struct sess *s, bool reconnect)
     close(s->fd);
     s->fd = -1;
     active--;
-    if (o.idle && s->st != S_IDLE)
+    if (o.idle && s->st != S_IDLE) {
         idle_failed++;
+        idle_next();
+    }
     if (errors > 1000 && !stopping) {
         fprintf(stderr, "loadgen: too many errors, stopping\n");
         stopping = true;
@@ -651,6 +655,18 @@ static void close_session(struct sess *s, bool reconnect)
     } else if (stopping && active == 0) {
         ev_break(loop, EVBREAK_ALL);
     }
+}
+
+/* idle mode opens at most IDLE_BURST sessions at a time, so that the
+ * server's accept backlog never overflows */
+#define IDLE_BURST 256
+static struct sess *idle_sess;
+static int idle_started;
+
+static void idle_next(void)
+{
+    if (idle_sess && idle_started < o.idle && !stopping)
+        start_session(&idle_sess[idle_started++]);
 }
 
 static void restart_cb(struct ev_loop *l, ev_timer *w, int revents)
@@ -878,9 +894,14 @@ int main(int argc, char **argv)
         ss[i].exp_cap = 16;
         ss[i].exp = xmalloc(16 * sizeof(*ss[i].exp));
         ss[i].iov = xmalloc(16 * sizeof(*ss[i].iov));
-        start_session(&ss[i]);
-        if (o.idle && (i + 1) % 1000 == 0)
-            ev_run(loop, EVRUN_NOWAIT);
+    }
+    if (o.idle) {
+        idle_sess = ss;
+        for (int i = 0; i < n && i < IDLE_BURST; i++)
+            idle_next();
+    } else {
+        for (int i = 0; i < n; i++)
+            start_session(&ss[i]);
     }
     if (o.idle) {
         /* wait until every session is idle (or failed), then say so */
