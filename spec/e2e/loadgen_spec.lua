@@ -29,12 +29,12 @@ describe("bench/loadgen", function()
   local srv, smtps
 
   setup(function()
-    smtps = harness.free_port()
     local dir = harness.tmpdir()
     harness.write_file(dir .. "/loadgen.lua", SCRIPT)
     srv = harness.start { script_file = dir .. "/loadgen.lua",
-      listen = { "127.0.0.1:" .. harness.free_port(), "smtps://127.0.0.1:" .. smtps }, workers = 2 }
+      listen = { "127.0.0.1:0", "smtps://127.0.0.1:0" }, workers = 2 }
     srv.script_dir = dir
+    smtps = srv.ports[2]
   end)
 
   teardown(function()
