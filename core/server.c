@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "client_key.h"
+#include "http.h"
 #include "logfmt.h"
 #include "reply.h"
 #include "session.h"
@@ -374,13 +375,22 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     buf_init(&srv->logq);
     const struct config *cfg = &eng->cfg;
     srv->ls = xcalloc((size_t)cfg->nlisten, sizeof(*srv->ls));
+    char http_names[cfg->nlisten > 0 ? cfg->nlisten : 1][96];
+    int nhttp = 0;
     for (int i = 0; i < cfg->nlisten; i++) {
-        if (listen_one(srv, &srv->ls[i], &cfg->listen[i]) < 0)
+        if (cfg->listen[i].http) {
+            if (http_listen(srv, &cfg->listen[i], http_names[nhttp], sizeof(http_names[0])) < 0)
+                return -1;
+            nhttp++;
+            continue;
+        }
+        struct listener *l = &srv->ls[srv->nls];
+        if (listen_one(srv, l, &cfg->listen[i]) < 0)
             return -1;
         srv->nls++;
-        ev_io_init(&srv->ls[i].w, accept_cb, srv->ls[i].fd, EV_READ);
-        srv->ls[i].w.data = &srv->ls[i];
-        ev_io_start(loop, &srv->ls[i].w);
+        ev_io_init(&l->w, accept_cb, l->fd, EV_READ);
+        l->w.data = l;
+        ev_io_start(loop, &l->w);
     }
     ev_prepare_init(&srv->flusher, flush_cb);
     srv->flusher.data = srv;
@@ -407,6 +417,11 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
         logfmt_int(&srv->log, "port", srv->ls[i].port);
         server_log_end(srv);
     }
+    for (int i = 0; i < nhttp; i++) {
+        srv_log(srv, "info", "listening");
+        logfmt_str(&srv->log, "address", http_names[i]);
+        server_log_end(srv);
+    }
     warn_spool(srv);
     server_log_flush(srv);
     engine_start(eng, srv);
@@ -424,6 +439,7 @@ int server_run(struct server *srv)
 
 void server_free(struct server *srv)
 {
+    http_stop_all(srv);
     for (int i = 0; i < srv->nls; i++)
         if (srv->ls[i].fd >= 0) {
             ev_io_stop(srv->loop, &srv->ls[i].w);

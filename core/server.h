@@ -13,6 +13,7 @@
 #include "util.h"
 
 struct session;
+struct http_daemon;
 
 struct listener {
     int fd;
@@ -35,6 +36,7 @@ struct server {
     ev_signal sigterm, sigint, sighup;
     ev_timer grace;
     ev_timer accept_pause;          /* accept paused after EMFILE */
+    struct http_daemon *http;       /* http:// listeners (http.c) */
     bool stopping;
     struct buf log;                 /* the line being built */
     struct buf logq;                /* finished lines, written once per iteration */
