@@ -284,7 +284,11 @@ void http_req_each_arg(const struct http_req *r, void (*fn)(void *, const char *
 
 bool http_req_answered(const struct http_req *r)
 {
-    return !r->c || r->resp || r->state == REQ_QUEUED || r->streaming;
+    if (!r->c)
+        return true;
+    if (r->streaming)
+        return r->stream_end;
+    return r->resp || r->state == REQ_QUEUED;
 }
 
 void http_req_set_lua(struct http_req *r, int ref)

@@ -28,6 +28,7 @@ const char *http_req_body(const struct http_req *r, size_t *len);
 const char *http_req_header(const struct http_req *r, const char *name);
 /* call fn(ctx, key, value) for each query argument (decoded) */
 void http_req_each_arg(const struct http_req *r, void (*fn)(void *ctx, const char *k, const char *v), void *ctx);
+/* nothing more can be sent: answered, stream ended, or client gone */
 bool http_req_answered(const struct http_req *r);
 /* Set the response (headers: "Name: value\n" lines). 0, or -1 when the
  * request was answered already. */

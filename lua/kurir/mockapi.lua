@@ -338,7 +338,17 @@ function API:mailboxes(req)
 end
 
 function API:info(req)
+  local waits = 0
+  for _, w in ipairs(self.store.waiters) do
+    if not w.req.closed then waits = waits + 1 end
+  end
+  local streams = 0
+  for _, sub in ipairs(self.subscribers) do
+    if not sub.req.closed then streams = streams + 1 end
+  end
   return reply(req, 200, {
+    waits = waits,
+    event_streams = streams,
     version = self.kurir.version,
     messages = #self.store.list,
     bytes = self.store.bytes,
