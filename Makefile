@@ -13,15 +13,18 @@ DEB_PACKAGES := build-essential cmake pkg-config liblua5.4-dev lua5.4 libev-dev 
   libssl-dev openssl lua-busted lua-socket lua-check swaks python3 curl libc-ares-dev \
   libnet-ssleay-perl libauthen-sasl-perl libdigest-hmac-perl strace \
   clang libclang-rt-14-dev \
-  libmicrohttpd-dev libgmime-3.0-dev lua-cjson
+  libmicrohttpd-dev libgmime-3.0-dev lua-cjson nodejs chromium python3-pytest
+# npm: Debian's package, unless a nodejs that bundles its own npm is installed
+DEB_PACKAGES += $(shell command -v npm >/dev/null 2>&1 || echo npm)
 
 .PHONY: all deps build build-asan run test test-unit test-lua test-e2e test-asan test-fuzz check-tools lint bench \
-  install clean
+  install clean test-browser test-examples
 
 all: build
 
 deps:
 	@sh tools/deps.sh $(DEB_PACKAGES)
+	@cd tests/js && { [ -d node_modules/playwright-core ] && [ -d node_modules/nodemailer ] || npm ci --no-audit --no-fund; }
 
 $(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
@@ -36,11 +39,12 @@ build-asan: $(ASAN_BUILD)/Makefile
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 run: deps build
+	@echo "kurir mock: SMTP on 127.0.0.1:1025, web UI and API on http://127.0.0.1:8025/"
 	./$(BUILD)/kurir
 
 test: deps build build-asan
 	$(MAKE) --no-print-directory check-tools
-	$(MAKE) --no-print-directory test-unit test-lua test-e2e lint
+	$(MAKE) --no-print-directory test-unit test-lua test-e2e test-browser test-examples lint
 	$(MAKE) --no-print-directory test-asan
 	$(MAKE) --no-print-directory test-fuzz
 
@@ -57,6 +61,15 @@ test-lua:
 
 test-e2e: check-tools
 	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir $(BUSTED) --run=e2e
+
+# the web UI in headless Chromium (screenshots under $(BUILD)/screenshots)
+test-browser:
+	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir SCREENSHOT_DIR=$(CURDIR)/$(BUILD)/screenshots node tests/js/ui_test.mjs
+
+# the README's test examples: pytest and JavaScript (nodemailer + fetch)
+test-examples:
+	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir python3 -m pytest -q -p no:cacheprovider examples/python
+	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir NODE_PATH=$(CURDIR)/tests/js/node_modules node examples/js/signup.test.mjs
 
 test-asan: check-tools
 	cd $(ASAN_BUILD) && ctest --output-on-failure

@@ -79,7 +79,8 @@ describe("mock HTTP API", function()
   end)
 
   it("lists a message with the SPEC 5 fields, parsed and decoded", function()
-    local reply = send.message(srv.port, { from = "joerg@example.test", to = { "anna+report@example.test" }, data = MULTI })
+    local reply = send.message(srv.port,
+      { from = "joerg@example.test", to = { "anna+report@example.test" }, data = MULTI })
     local id_q = reply:match("queued as (%S+)")
     assert.truthy(id_q)
     local l = list(srv, "?mailbox=report")
@@ -129,8 +130,9 @@ describe("mock HTTP API", function()
   it("puts mail in the AUTH user's mailbox, then +tag, then X-Kurir-Mailbox, then default", function()
     send.message(srv.port, { to = { "x+tagbox@example.test" }, auth = { "authbox", "pw" },
       data = "X-Kurir-Mailbox: hdrbox\r\nSubject: a\r\n\r\nx\r\n" })
-    send.message(srv.port, { to = { "x+tagbox@example.test" }, data = "X-Kurir-Mailbox: hdrbox\r\nSubject: b\r\n\r\nx\r\n" })
-    send.message(srv.port, { to = { "plain@example.test" }, data = "X-Kurir-Mailbox: hdrbox\r\nSubject: c\r\n\r\nx\r\n" })
+    local hdr = "X-Kurir-Mailbox: hdrbox\r\n"
+    send.message(srv.port, { to = { "x+tagbox@example.test" }, data = hdr .. "Subject: b\r\n\r\nx\r\n" })
+    send.message(srv.port, { to = { "plain@example.test" }, data = hdr .. "Subject: c\r\n\r\nx\r\n" })
     send.message(srv.port, { to = { "plain@example.test" }, data = "Subject: d\r\n\r\nx\r\n" })
     assert.equals("a", list(srv, "?mailbox=authbox").messages[1].subject)
     assert.equals("authbox", list(srv, "?mailbox=authbox").messages[1].auth)
