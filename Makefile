@@ -3,6 +3,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 LUA        ?= lua5.4
+PYTHON     ?= /usr/bin/python3
 BUSTED     := $(LUA) /usr/bin/busted
 
 # Everything the build, the tests, the fuzzers and the tools drive. swaks's
@@ -68,8 +69,8 @@ test-browser:
 
 # the README's test examples: pytest and JavaScript (nodemailer + fetch)
 test-examples:
-	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir python3 -m pytest -q -p no:cacheprovider examples/python
-	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir NODE_PATH=$(CURDIR)/tests/js/node_modules node examples/js/signup.test.mjs
+	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir $(PYTHON) -m pytest -q -p no:cacheprovider examples/python
+	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir node --test tests/js/signup.test.mjs
 
 test-asan: check-tools
 	cd $(ASAN_BUILD) && ctest --output-on-failure
