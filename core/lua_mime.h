@@ -8,7 +8,7 @@
 int lua_mime_parse(lua_State *L);
 /* kurir.mime on the table at the top of the stack */
 void lua_mime_open(lua_State *L);
-/* kurir.fs (lua_fs.c) on the table at the top of the stack */
+/* kurir.fs, kurir.now, kurir.monotonic (lua_sys.c) on the table at the top */
 void lua_fs_open(lua_State *L);
 
 #endif

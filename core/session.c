@@ -304,6 +304,14 @@ void session_hook_finished(struct session *s, const struct hook_result *res)
             session_free(s);
         return;
     }
+    if (s->drop_now) {
+        /* fault injection: the peer sees the connection end, no reply */
+        s->drop_now = false;
+        session_log(s, "info", "dropped", "s", "stage", engine_hook_name(s->cur_hook));
+        s->conn.eof = true;
+        conn_close(&s->conn, false);
+        return;
+    }
     /* the timer did not fire for us while the hook ran: start it again */
     if (!s->conn.closing && s->state != SS_TLS) {
         if (s->state == SS_DATA || s->state == SS_BDAT)

@@ -9,6 +9,7 @@
 local config = require "kurir.config"
 local mockstore = require "kurir.mockstore"
 local mockapi = require "kurir.mockapi"
+local faults = require "kurir.faults"
 
 local mock = {}
 
@@ -235,7 +236,12 @@ function mock.setup(kurir, arg)
     dir = dir, kurir = kurir, max_messages = opts.max_messages, max_bytes = opts.max_bytes,
   }
   index:load()
-  mockapi.serve { kurir = kurir, store = index, smtp = opts.listen }
+  -- scripted faults: opts.faults:add{...} in a script, PUT /api/v1/faults at run time
+  opts.faults = faults.new(kurir)
+  mockapi.serve { kurir = kurir, store = index, smtp = opts.listen, faults = opts.faults }
+  for _, stage in ipairs { "connect", "helo", "mail", "rcpt" } do
+    kurir.on[stage] = function(s, x) return opts.faults:check(stage, s, x) end
+  end
 
   kurir.on.auth = function(s, cred)
     s:log("auth", { user = cred.user, mechanism = cred.mechanism })
@@ -243,6 +249,8 @@ function mock.setup(kurir, arg)
   end
 
   kurir.on.data = function(s, msg)
+    local fcode, ftext = opts.faults:check("data", s, msg)
+    if fcode then return fcode, ftext end
     local mailbox = mockstore.mailbox_of(s, msg, opts.mailbox_order)
     local ok, names = store:deliver(msg)
     if not ok then

@@ -331,6 +331,38 @@ function API:broadcast(kind, e)
   self.subscribers = keep
 end
 
+-- GET lists every rule; PUT [?mailbox=M] replaces the rules of that scope
+-- with the body ({"rules": [...]} or a bare array); DELETE [?mailbox=M]
+-- clears that scope, or everything without mailbox.
+function API:faults_api(req)
+  local mailbox = req.query.mailbox
+  if mailbox == "" then mailbox = nil end
+  local f = self.faults
+  if req.method == "GET" then
+    local rules = array()
+    for _, r in ipairs(f:list()) do rules[#rules + 1] = r end
+    return reply(req, 200, { rules = rules })
+  elseif req.method == "PUT" then
+    local ok, body = pcall(cjson.decode, req.body)
+    if not ok or type(body) ~= "table" then return fail(req, 400, "expected a JSON body {\"rules\": [...]}") end
+    local list = body.rules or body
+    if type(list) ~= "table" then return fail(req, 400, "rules: expected an array") end
+    -- JSON null arrives as cjson.null: drop such keys
+    for _, r in ipairs(list) do
+      if type(r) == "table" then
+        for k, v in pairs(r) do if v == cjson.null then r[k] = nil end end
+      end
+    end
+    local done, err = f:replace(mailbox, list)
+    if not done then return fail(req, 400, err) end
+    return reply(req, 200, { rules = #list, mailbox = mailbox })
+  elseif req.method == "DELETE" then
+    f:clear(mailbox, mailbox == nil)
+    return reply(req, 200, { cleared = mailbox or "all" })
+  end
+  return fail(req, 405, "method not allowed")
+end
+
 function API:mailboxes(req)
   local out = array()
   for _, m in ipairs(self.store:mailboxes()) do out[#out + 1] = m end
@@ -385,7 +417,7 @@ function API:handle(req)
   elseif rest == "/info" then
     return self:info(req)
   elseif rest == "/faults" and self.faults then
-    return self.faults:handle_http(req, reply, fail)
+    return self:faults_api(req)
   end
 
   local id, sub = rest:match("^/messages/([^/]+)(.*)$")

@@ -1,12 +1,15 @@
-/* lua_fs.c - kurir.fs.list(dir): the names in a directory (no "." or
- * ".."), which plain Lua cannot read and the mock's store needs to rebuild
- * its index from the Maildir at start. Owns nothing past one call. */
+/* lua_sys.c - what plain Lua lacks and the mock needs: kurir.fs.list(dir),
+ * the names in a directory (no "." or ".."), to rebuild the store's index
+ * from the Maildir at start; kurir.now(), the wall clock with sub-second
+ * precision, and kurir.monotonic(), for rate limits and greylisting.
+ * Owns nothing past one call. */
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <string.h>
 
 #include "lua_mime.h"
+#include "util.h"
 
 /* (string) -> {string} | nil, err */
 static int l_list(lua_State *L)
@@ -31,8 +34,26 @@ static int l_list(lua_State *L)
     return 1;
 }
 
+/* () -> number */
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, time_wall());
+    return 1;
+}
+
+/* () -> number */
+static int l_monotonic(lua_State *L)
+{
+    lua_pushnumber(L, time_mono());
+    return 1;
+}
+
 void lua_fs_open(lua_State *L)
 {
+    lua_pushcfunction(L, l_now);
+    lua_setfield(L, -2, "now");
+    lua_pushcfunction(L, l_monotonic);
+    lua_setfield(L, -2, "monotonic");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, l_list);
     lua_setfield(L, -2, "list");
