@@ -232,7 +232,7 @@ function config.parse_listen(str)
   if not n then
     return nil, "bad port '" .. port .. "' (0-65535; 0 = any free port)"
   end
-  return { host = host, port = n, tls = tls, http = http }
+  return { host = host, port = n, tls = tls, http = http or nil }
 end
 
 local LISTEN_KEYS = { host = true, port = true, tls = true, http = true }
@@ -259,7 +259,7 @@ local function check_listener(v, name)
     local tls = false
     if v.tls ~= nil then tls = expect_boolean(v.tls, name .. ".tls") end
     if tls and http then fail("%s: tls and http cannot be combined (HTTPS is not offered)", name) end
-    return { host = h, port = port, tls = tls, http = http }
+    return { host = h, port = port, tls = tls, http = http or nil }
   end
   fail("%s: expected \"ADDR:PORT\" or { host = ..., port = ... }, got %s", name, describe(v))
 end
