@@ -99,18 +99,48 @@ function showTab(tab) {
   }
 }
 
+const REMOTE = /^\s*(https?:)?\/\//i;
+const URL_ATTRS = ["src", "srcset", "background", "poster"];
+
+// The HTML body as the iframe's document. It is parsed with DOMParser (an
+// inert document: nothing loads, no script runs), cid: references point at
+// the message's parts, and unless the user asked, remote URLs are taken out
+// of the markup (data-kurir-* keeps them) and a CSP forbids any that remain
+// (in CSS, say): the browser's preload scanner never sees a remote URL.
 function renderHtml(m) {
   const origin = location.origin;
-  let html = m.html || "";
-  for (const p of m.inline || []) {
-    const cid = p.content_id.replace(/^<|>$/g, "");
-    html = html.split("cid:" + cid).join(`${origin}/api/v1/messages/${encodeURIComponent(m.id)}/parts/${p.part}?inline=1`);
+  const doc = new DOMParser().parseFromString(m.html || "", "text/html");
+  const cids = new Map((m.inline || []).map((p) => [p.content_id.replace(/^<|>$/g, ""),
+    `${origin}/api/v1/messages/${encodeURIComponent(m.id)}/parts/${p.part}?inline=1`]));
+  let remote = /url\(\s*["']?\s*(https?:)?\/\//i.test(m.html || "");
+  for (const e of doc.querySelectorAll("[src],[srcset],[background],[poster],link[href]")) {
+    for (const a of URL_ATTRS.concat(e.tagName === "LINK" ? ["href"] : [])) {
+      const v = e.getAttribute(a);
+      if (v === null) continue;
+      if (/^\s*cid:/i.test(v)) {
+        const target = cids.get(v.trim().slice(4));
+        if (target) e.setAttribute(a, target); else e.removeAttribute(a);
+      } else if (REMOTE.test(v) || (a === "srcset" && /(https?:)?\/\//i.test(v))) {
+        remote = true;
+        if (!state.remote) {
+          e.setAttribute("data-kurir-" + a, v);
+          e.removeAttribute(a);
+        }
+      }
+    }
   }
-  state.hasRemote = /\b(src|href|background)\s*=\s*["']?\s*(https?:)?\/\//i.test(m.html || "") || /url\(/i.test(m.html || "");
-  const img = state.remote ? "* data:" : `data: ${origin}`;
-  const csp = `default-src 'none'; img-src ${img}; style-src 'unsafe-inline'${state.remote ? " *" : ""}; font-src ${state.remote ? "*" : "'none'"}`;
-  const doc = `<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="${csp}"><base target="_blank"></head><body>${html}</body></html>`;
-  $("t-html").srcdoc = doc;
+  state.hasRemote = remote;
+  const csp = state.remote
+    ? "default-src 'none'; img-src * data:; style-src 'unsafe-inline' *; font-src *; media-src *"
+    : `default-src 'none'; img-src data: ${origin}; style-src 'unsafe-inline'`;
+  const meta = doc.createElement("meta");
+  meta.httpEquiv = "Content-Security-Policy";
+  meta.content = csp;
+  const base = doc.createElement("base");
+  base.target = "_blank";
+  doc.head.prepend(meta, base);
+  for (const s of doc.querySelectorAll("script")) s.remove();
+  $("t-html").srcdoc = "<!doctype html>" + doc.documentElement.outerHTML;
 }
 
 async function openMessage(id) {

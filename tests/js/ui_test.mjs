@@ -95,6 +95,11 @@ try {
   assert.deepEqual(remote, [], "a remote image was fetched before the user asked");
   await page.screenshot({ path: join(shots, "2-html.png") });
   await page.waitForFunction(() => !document.querySelector("[data-testid=message].unread"));
+  // remote content only on request
+  const fetched = page.waitForEvent("request", (r) => r.url().includes("203.0.113.1"));
+  await page.getByTestId("load-remote").click();
+  await fetched;
+  await page.getByTestId("load-remote").waitFor({ state: "hidden" });
 
   // text, headers, raw
   await page.getByTestId("tab-text").click();
