@@ -146,6 +146,58 @@ describe("http:// listener", function()
   end)
 end)
 
+describe("http:// listener under hostile clients", function()
+  local srv, port
+
+  lazy_setup(function()
+    srv = harness.start { script = SCRIPT, listen = { "127.0.0.1:" .. harness.free_port(), "http://127.0.0.1:0" } }
+    port = http.port_of(srv)
+  end)
+
+  lazy_teardown(function() harness.finish(srv) end)
+
+  it("keeps serving SMTP and HTTP while 200 clients trickle half a request each", function()
+    local slow = {}
+    for i = 1, 200 do
+      local s = assert(socket.tcp())
+      assert(s:connect("127.0.0.1", port))
+      s:send("GET /echo?n=" .. i .. " HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+      slow[#slow + 1] = s
+    end
+    local c = client.open(srv.port)
+    c:expect(220)
+    c:ehlo("x.test")
+    c:check("MAIL FROM:<a@x.test>", 250)
+    c:check("RCPT TO:<b@x.test>", 250)
+    c:check("DATA", 354)
+    c:send("Subject: t\r\n\r\nbody\r\n.\r\n")
+    c:expect(250)
+    c:check("QUIT", 221)
+    c:close()
+    assert.equals(200, http.get(port, "/echo").status)
+    for _, s in ipairs(slow) do s:close() end
+  end)
+
+  it("answers 413 to a body over 1 MiB without calling the handler", function()
+    local s = http.send(port, "POST", "/echo", string.rep("b", 1024 * 1024 + 1))
+    local r = assert(http.read_response(s))
+    s:close()
+    assert.equals(413, r.status)
+  end)
+
+  it("survives requests cut at every point", function()
+    local req = "POST /echo?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+    for cut = 1, #req - 1, 3 do
+      local s = assert(socket.tcp())
+      assert(s:connect("127.0.0.1", port))
+      s:send(req:sub(1, cut))
+      s:close()
+    end
+    local r = http.request(port, "POST", "/echo?a=1", "body")
+    assert.equals("POST /echo a=1 body=body", r.body)
+  end)
+end)
+
 describe("http:// listener on the command line", function()
   it("rejects a bad http:// address with exit 2", function()
     local rc, out = harness.run { args = { "-l", "http://nowhere:80", "{script}" }, script = "" }
