@@ -238,7 +238,7 @@ function mock.setup(kurir, arg)
   index:load()
   -- scripted faults: opts.faults:add{...} in a script, PUT /api/v1/faults at run time
   opts.faults = faults.new(kurir)
-  mockapi.serve { kurir = kurir, store = index, smtp = opts.listen, faults = opts.faults }
+  mockapi.serve { kurir = kurir, store = index, faults = opts.faults }
   for _, stage in ipairs { "connect", "helo", "mail", "rcpt" } do
     kurir.on[stage] = function(s, x) return opts.faults:check(stage, s, x) end
   end

@@ -290,9 +290,14 @@ function API:wait(req)
   local timeout, terr = num_param(req.query.timeout, "timeout", 30, WAIT_MAX)
   if not timeout then return fail(req, 400, terr) end
   local store = self.store
-  local function done()
-    local entries = store:select(mailbox, terms)
-    reply(req, 200, list_body(entries, 0, math.max(count, LIST_LIMIT)))
+  local key = (mailbox or "") .. "\0" .. (req.query.query or "") .. "\0" .. count
+  local function done(_, cache)
+    local body = cache and cache[key]
+    if not body then
+      body = encode(list_body(store:select(mailbox, terms), 0, math.max(count, LIST_LIMIT))) .. "\n"
+      if cache then cache[key] = body end
+    end
+    req:respond(200, body, JSON)
   end
   if not store:wait(req, mailbox, terms, count, done) then
     req:deadline(timeout, 408, encode { error = "timeout", timeout = timeout } .. "\n", JSON)
@@ -387,7 +392,6 @@ function API:info(req)
     max_messages = self.store.max_messages,
     max_bytes = self.store.max_bytes,
     maildir = self.store.dir,
-    smtp = array { table.unpack(self.smtp or {}) },
   })
 end
 
@@ -444,10 +448,10 @@ function API:handle(req)
 end
 
 --- Serve the API for store through kurir.http.handle.
--- o = { kurir =, store =, faults = (optional), smtp = { listener strings } }
+-- o = { kurir =, store =, faults = (optional) }
 function api.serve(o)
   local self = setmetatable({
-    kurir = o.kurir, store = o.store, faults = o.faults, smtp = o.smtp,
+    kurir = o.kurir, store = o.store, faults = o.faults,
     subscribers = {}, web = web_root(),
   }, API)
   o.store:on_change(function(kind, e) self:broadcast(kind, e) end)

@@ -317,16 +317,19 @@ end
 
 function Store:notify(kind, e)
   for _, fn in ipairs(self.listeners) do fn(kind, e) end
-  -- waiters: count matches incrementally; answer those that are satisfied
+  -- waiters: count matches incrementally; answer those that are satisfied.
+  -- Waiters with the same filter share one answer body (cache), so that
+  -- thousands of them cost one search and one JSON encoding, not
+  -- thousands, inside the data hook's CPU budget.
   if kind == "new" or kind == "deleted" then
-    local keep = {}
+    local keep, cache = {}, {}
     for _, w in ipairs(self.waiters) do
       if not w.req.closed then
         if (not w.mailbox or e.mailbox == w.mailbox) and query.match(w.query, e) then
           w.have = w.have + (kind == "new" and 1 or -1)
         end
         if w.have >= w.count then
-          w.done(w)
+          w.done(w, cache)
         else
           keep[#keep + 1] = w
         end
@@ -336,8 +339,10 @@ function Store:notify(kind, e)
   end
 end
 
---- Register a wait: done(w) is called once count matching messages exist
--- (at once if they do already). Returns true when answered at once.
+--- Register a wait: done(w, cache) is called once count matching messages
+-- exist (at once if they do already; cache is nil then, else a table
+-- shared by the waiters answered in the same turn). Returns true when
+-- answered at once.
 function Store:wait(req, mailbox, q, count, done)
   local w = { req = req, mailbox = mailbox, query = q, count = count, done = done }
   w.have = #self:select(mailbox, q)
