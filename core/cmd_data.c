@@ -70,7 +70,10 @@ void data_bytes(struct session *s, const char *p, size_t n)
         /* fault injection (s:drop(n)): cut the connection mid-body */
         s->drop_data = false;
         t->too_big = true;
-        session_log(s, "info", "dropped", "si", "stage", "data", "bytes", (long long)(t->spool.size + n));
+        struct buf *lb = session_log_begin(s, "info", "dropped");
+        logfmt_str(lb, "stage", "data");
+        logfmt_int(lb, "bytes", (long long)(t->spool.size + n));
+        session_log_end(s);
         s->conn.eof = true;
         conn_close(&s->conn, false);
         return;

@@ -420,6 +420,7 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)
     for (int i = 0; i < nhttp; i++) {
         srv_log(srv, "info", "listening");
         logfmt_str(&srv->log, "address", http_names[i]);
+        logfmt_int(&srv->log, "port", atoi(strrchr(http_names[i], ':') + 1));
         server_log_end(srv);
     }
     warn_spool(srv);

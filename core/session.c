@@ -307,7 +307,8 @@ void session_hook_finished(struct session *s, const struct hook_result *res)
     if (s->drop_now) {
         /* fault injection: the peer sees the connection end, no reply */
         s->drop_now = false;
-        session_log(s, "info", "dropped", "s", "stage", engine_hook_name(s->cur_hook));
+        logfmt_str(session_log_begin(s, "info", "dropped"), "stage", engine_hook_name(s->cur_hook));
+        session_log_end(s);
         s->conn.eof = true;
         conn_close(&s->conn, false);
         return;

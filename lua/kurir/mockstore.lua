@@ -184,7 +184,9 @@ function Store:load()
   -- rewrite the side file with the messages that are still there
   local lines = {}
   for _, e in ipairs(self.list) do lines[#lines + 1] = meta_line(e.id, e) end
-  local f = io.open(self.dir .. "/.kurir-meta.tmp", "wb")
+  -- (an empty store has none: the Maildir holds only cur/ new/ tmp/)
+  local f = #lines > 0 and io.open(self.dir .. "/.kurir-meta.tmp", "wb")
+  if #lines == 0 then os.remove(self.dir .. "/.kurir-meta") end
   if f then
     f:write(table.concat(lines))
     f:close()

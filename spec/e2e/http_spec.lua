@@ -46,7 +46,7 @@ describe("http:// listener", function()
   local srv, port
 
   lazy_setup(function()
-    srv = harness.start { script = SCRIPT, listen = { "127.0.0.1:" .. harness.free_port(), "http://127.0.0.1:0" } }
+    srv = harness.start { script = SCRIPT, listen = { "127.0.0.1:0", "http://127.0.0.1:0" } }
     port = http.port_of(srv)
   end)
 
@@ -150,7 +150,7 @@ describe("http:// listener under hostile clients", function()
   local srv, port
 
   lazy_setup(function()
-    srv = harness.start { script = SCRIPT, listen = { "127.0.0.1:" .. harness.free_port(), "http://127.0.0.1:0" } }
+    srv = harness.start { script = SCRIPT, listen = { "127.0.0.1:0", "http://127.0.0.1:0" } }
     port = http.port_of(srv)
   end)
 
@@ -205,7 +205,7 @@ describe("http:// listener on the command line", function()
   end)
 
   it("answers 404 when the script has no handler", function()
-    local srv = harness.start { script = "", listen = { "127.0.0.1:" .. harness.free_port(), "http://127.0.0.1:0" } }
+    local srv = harness.start { script = "", listen = { "127.0.0.1:0", "http://127.0.0.1:0" } }
     local r = http.get(http.port_of(srv), "/")
     assert.equals(404, r.status)
     harness.finish(srv)

@@ -11,11 +11,10 @@ local send = require "mail_send"
 teardown(harness.cleanup)
 
 local function start(args, dir)
-  local smtp = harness.free_port()
   local a = { "--maildir", (dir or "{dir}") .. "/mail", "--auth-plaintext" }
   for _, x in ipairs(args or {}) do a[#a + 1] = x end
   local srv = harness.start {
-    script_file = "scripts/mock.lua", args = a, listen = { "127.0.0.1:" .. smtp, "http://127.0.0.1:0" },
+    script_file = "scripts/mock.lua", args = a, listen = { "127.0.0.1:0", "http://127.0.0.1:0" },
   }
   srv.http = http.port_of(srv)
   return srv
