@@ -31,7 +31,6 @@ static long numeric_id(const char *s)
     return v;
 }
 
-/* port 0 asks the kernel for an ephemeral port, never a privileged one */
 static bool privileged_port(const struct config *c)
 {
     /* port 0 is the kernel's pick from the ephemeral range, never below 1024 */
