@@ -3,6 +3,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 LUA        ?= lua5.4
+PYTHON     ?= /usr/bin/python3
 BUSTED     := $(LUA) /usr/bin/busted
 
 # Everything the build, the tests, the fuzzers and the tools drive. swaks's
@@ -12,7 +13,10 @@ BUSTED     := $(LUA) /usr/bin/busted
 DEB_PACKAGES := build-essential cmake pkg-config liblua5.4-dev lua5.4 libev-dev \
   libssl-dev openssl lua-busted lua-socket lua-check swaks python3 curl libc-ares-dev \
   libnet-ssleay-perl libauthen-sasl-perl libdigest-hmac-perl strace \
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev \
+  libmicrohttpd-dev libgmime-3.0-dev lua-cjson nodejs chromium python3-pytest
+# npm: Debian's package, unless a nodejs that bundles its own npm is installed
+DEB_PACKAGES += $(shell command -v npm >/dev/null 2>&1 || echo npm)
 
 # for make bench only (bench/run.sh installs postfix itself, with its
 # daemon kept from starting; smtp-server and Haraka come from npm, which
@@ -20,12 +24,13 @@ DEB_PACKAGES := build-essential cmake pkg-config liblua5.4-dev lua5.4 libev-dev 
 BENCH_DEB_PACKAGES := python3-aiosmtpd linux-perf
 
 .PHONY: all deps build build-asan run test test-unit test-lua test-e2e test-asan test-fuzz check-tools lint bench \
-  install clean
+  install clean test-browser test-examples
 
 all: build
 
 deps:
 	@sh tools/deps.sh $(DEB_PACKAGES)
+	@cd tests/js && { [ -d node_modules/playwright-core ] && [ -d node_modules/nodemailer ] || npm ci --no-audit --no-fund; }
 
 $(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
@@ -40,11 +45,12 @@ build-asan: $(ASAN_BUILD)/Makefile
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 run: deps build
+	@echo "kurir mock: SMTP on 127.0.0.1:1025, web UI and API on http://127.0.0.1:8025/"
 	./$(BUILD)/kurir
 
 test: deps build build-asan
 	$(MAKE) --no-print-directory check-tools
-	$(MAKE) --no-print-directory test-unit test-lua test-e2e lint
+	$(MAKE) --no-print-directory test-unit test-lua test-e2e test-browser test-examples lint
 	$(MAKE) --no-print-directory test-asan
 	$(MAKE) --no-print-directory test-fuzz
 
@@ -61,6 +67,15 @@ test-lua:
 
 test-e2e: check-tools
 	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir $(BUSTED) --run=e2e
+
+# the web UI in headless Chromium (screenshots under $(BUILD)/screenshots)
+test-browser:
+	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir SCREENSHOT_DIR=$(CURDIR)/$(BUILD)/screenshots node tests/js/ui_test.mjs
+
+# the README's test examples: pytest and JavaScript (nodemailer + fetch)
+test-examples:
+	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir $(PYTHON) -m pytest -q -p no:cacheprovider examples/python
+	KURIR_BIN=$(CURDIR)/$(BUILD)/kurir node --test tests/js/signup.test.mjs
 
 test-asan: check-tools
 	cd $(ASAN_BUILD) && ctest --output-on-failure

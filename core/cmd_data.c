@@ -66,6 +66,18 @@ void data_bytes(struct session *s, const char *p, size_t n)
         t->too_big = true;
         return;
     }
+    if (s->drop_data && t->spool.size + n >= s->drop_data_at) {
+        /* fault injection (s:drop(n)): cut the connection mid-body */
+        s->drop_data = false;
+        t->too_big = true;
+        struct buf *lb = session_log_begin(s, "info", "dropped");
+        logfmt_str(lb, "stage", "data");
+        logfmt_int(lb, "bytes", (long long)(t->spool.size + n));
+        session_log_end(s);
+        s->conn.eof = true;
+        conn_close(&s->conn, false);
+        return;
+    }
     spool_append(&t->spool, p, n);
     msg_scan_feed(&t->scan, p, n);
 }

@@ -163,6 +163,7 @@ static const char *read_config(lua_State *L, int t, struct config *c)
             lc->host = get_str(&r, -1, "host");
             lc->port = (int)get_num(&r, lua_gettop(L), "port");
             lc->tls = get_bool(L, -1, "tls");
+            lc->http = get_bool(L, -1, "http");
             lua_pop(L, 1);
         }
     }

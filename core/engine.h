@@ -25,6 +25,7 @@ struct listen_cfg {
     char *host;
     int port;
     bool tls;     /* implicit TLS (smtps://) */
+    bool http;    /* the HTTP API and web UI (http://), see http.c */
 };
 
 struct config {

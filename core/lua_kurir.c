@@ -15,7 +15,9 @@
 #include "dns.h"
 #include "engine.h"
 #include "engine_session.h"
+#include "http.h"
 #include "logfmt.h"
+#include "lua_mime.h"
 #include "lua_socket.h"
 #include "maildir.h"
 #include "server.h"
@@ -271,6 +273,9 @@ void lkurir_open(lua_State *L)
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     luaL_newlib(L, kurir_funcs);
     ldns_open(L);
+    lua_http_open(L);
+    lua_mime_open(L);
+    lua_fs_open(L);
     lua_pushstring(L, KURIR_VERSION);
     lua_setfield(L, -2, "version");
     lua_newtable(L);                 /* kurir.on: an empty proxy */

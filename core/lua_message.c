@@ -8,6 +8,7 @@
 
 #include "binding.h"
 #include "engine_session.h"
+#include "lua_mime.h"
 #include "maildir.h"
 #include "msg_scan.h"
 
@@ -233,6 +234,7 @@ static const luaL_Reg message_methods[] = {
     {"add_header", l_add_header},
     {"store_maildir", l_store_maildir},
     {"discard", l_discard},
+    {"mime", lua_mime_parse},
     {NULL, NULL},
 };
 

@@ -189,6 +189,23 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
+/* (session, [integer]) -> () ; fault injection (kurir.faults): without n,
+ * the connection is closed with no reply once the running hook ends; with
+ * n, it is closed once n bytes of the next message body have arrived */
+static int l_drop(lua_State *L)
+{
+    struct session *s = session_check(L, 1);
+    if (lua_isnoneornil(L, 2)) {
+        s->drop_now = true;
+    } else {
+        lua_Integer n = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, n >= 0, 2, "expected a byte count >= 0");
+        s->drop_data = true;
+        s->drop_data_at = (uint64_t)n;
+    }
+    return 0;
+}
+
 static const luaL_Reg session_meta[] = {
     {"__tostring", l_tostring},
     {NULL, NULL},
@@ -196,6 +213,7 @@ static const luaL_Reg session_meta[] = {
 
 static const luaL_Reg session_methods[] = {
     {"log", l_log},
+    {"drop", l_drop},
     {NULL, NULL},
 };
 

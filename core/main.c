@@ -16,11 +16,13 @@
 #include "server.h"
 
 static const char usage[] =
-    "usage: kurir [-l [smtps://]ADDR:PORT]... [-w N] [--check] [SCRIPT [SCRIPT-ARGS...]]\n"
+    "usage: kurir [-l [smtps://|http://]ADDR:PORT]... [-w N] [--check] [SCRIPT [SCRIPT-ARGS...]]\n"
     "       kurir --version | --help\n"
     "\n"
-    "  -l, --listen [smtps://]ADDR:PORT  listen here instead of the script's listeners\n"
+    "  -l, --listen [smtps://|http://]ADDR:PORT\n"
+    "                                   listen here instead of the script's listeners\n"
     "                                   (repeatable; [::1]:PORT for IPv6; smtps:// = implicit TLS;\n"
+    "                                   http:// = the HTTP API and web UI;\n"
     "                                   PORT 0 = any free port, named in the `listening` log line)\n"
     "  -w, --workers N                  run N worker processes (default: the script's workers,\n"
     "                                   else the number of cores; the mock: 1); 1 = one process\n"
@@ -29,7 +31,8 @@ static const char usage[] =
     "  -h, --help                       this text\n"
     "\n"
     "With no SCRIPT, kurir runs the built-in mock server (scripts/mock.lua):\n"
-    "SMTP on 127.0.0.1:1025, every message stored in the Maildir ./mail.\n"
+    "SMTP on 127.0.0.1:1025, every message stored in the Maildir ./mail, the web UI\n"
+    "and HTTP API on http://127.0.0.1:8025 (scripts/mock.lua --help for its options).\n"
     "\n"
     "Started as root, kurir drops to the script's `user` once the listeners are\n"
     "bound; without one it refuses a port below 1024 unless run_as_root = true.\n";

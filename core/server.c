@@ -22,6 +22,7 @@
 
 #include "client_key.h"
 #include "conn_limit.h"
+#include "http.h"
 #include "logfmt.h"
 #include "reply.h"
 #include "session.h"
@@ -57,6 +58,7 @@ static void warn_spool(struct server *srv)
 
 int server_listen(struct listener *l, const struct listen_cfg *lc)
 {
+    const char *scheme = lc->http ? "http://" : lc->tls ? "smtps://" : "";
     struct sockaddr_storage ss;
     socklen_t slen;
     memset(&ss, 0, sizeof(ss));
@@ -66,12 +68,12 @@ int server_listen(struct listener *l, const struct listen_cfg *lc)
         in4->sin_family = AF_INET;
         in4->sin_port = htons((uint16_t)lc->port);
         slen = sizeof(*in4);
-        snprintf(l->name, sizeof(l->name), "%s%s:%d", lc->tls ? "smtps://" : "", lc->host, lc->port);
+        snprintf(l->name, sizeof(l->name), "%s%s:%d", scheme, lc->host, lc->port);
     } else if (inet_pton(AF_INET6, lc->host, &in6->sin6_addr) == 1) {
         in6->sin6_family = AF_INET6;
         in6->sin6_port = htons((uint16_t)lc->port);
         slen = sizeof(*in6);
-        snprintf(l->name, sizeof(l->name), "%s[%s]:%d", lc->tls ? "smtps://" : "", lc->host, lc->port);
+        snprintf(l->name, sizeof(l->name), "%s[%s]:%d", scheme, lc->host, lc->port);
     } else {
         fprintf(stderr, "kurir: listen %s: not an IP address\n", lc->host);
         return -1;
@@ -91,11 +93,12 @@ int server_listen(struct listener *l, const struct listen_cfg *lc)
         goto fail;
     l->port = ntohs(ss.ss_family == AF_INET ? in4->sin_port : in6->sin6_port);
     if (ss.ss_family == AF_INET)
-        snprintf(l->name, sizeof(l->name), "%s%s:%d", lc->tls ? "smtps://" : "", lc->host, l->port);
+        snprintf(l->name, sizeof(l->name), "%s%s:%d", scheme, lc->host, l->port);
     else
-        snprintf(l->name, sizeof(l->name), "%s[%s]:%d", lc->tls ? "smtps://" : "", lc->host, l->port);
+        snprintf(l->name, sizeof(l->name), "%s[%s]:%d", scheme, lc->host, l->port);
     l->fd = fd;
     l->tls = lc->tls;
+    l->http = lc->http;
     return 0;
 fail:
     fprintf(stderr, "kurir: cannot listen on %s: %s\n", l->name, strerror(errno));
@@ -401,6 +404,7 @@ static void retire_cb(struct ev_loop *loop, ev_signal *w, int revents)
     logfmt_int(&srv->log, "sessions", srv->nsessions);
     server_log_end(srv);
     close_listeners(srv);
+    http_stop_all(srv);           /* its replacement serves HTTP from now on */
     engine_stop_jobs(srv->eng);   /* its replacement runs the new script's tasks */
     maybe_done(srv);
 }
@@ -461,19 +465,24 @@ static int init(struct server *srv, struct ev_loop *loop, struct engine *eng,
     int nls = wk ? wk->nls : cfg->nlisten;
     srv->ls = xcalloc((size_t)(nls ? nls : 1), sizeof(*srv->ls));
     for (int i = 0; i < nls; i++) {
+        struct listener *l = &srv->ls[i];
         if (wk) {
-            srv->ls[i].fd = wk->ls[i].fd;
-            srv->ls[i].tls = wk->ls[i].tls;
-            srv->ls[i].port = wk->ls[i].port;
-            memcpy(srv->ls[i].name, wk->ls[i].name, sizeof(srv->ls[i].name));
-        } else if (server_listen(&srv->ls[i], &cfg->listen[i]) < 0) {
+            *l = wk->ls[i];
+        } else if (server_listen(l, &cfg->listen[i]) < 0) {
             return -1;
         }
-        srv->ls[i].srv = srv;
+        l->srv = srv;
         srv->nls++;
-        ev_io_init(&srv->ls[i].w, accept_cb, srv->ls[i].fd, EV_READ);
-        srv->ls[i].w.data = &srv->ls[i];
-        ev_io_start(loop, &srv->ls[i].w);
+        if (l->http) {
+            /* libmicrohttpd accepts on it from now on and closes it */
+            if (http_listen(srv, l->fd, l->name) < 0)
+                return -1;
+            l->fd = -1;
+            continue;
+        }
+        ev_io_init(&l->w, accept_cb, l->fd, EV_READ);
+        l->w.data = l;
+        ev_io_start(loop, &l->w);
     }
     ev_prepare_init(&srv->flusher, flush_cb);
     srv->flusher.data = srv;
@@ -538,6 +547,7 @@ int server_run(struct server *srv)
 
 void server_free(struct server *srv)
 {
+    http_stop_all(srv);
     for (int i = 0; i < srv->nls; i++)
         if (srv->ls[i].fd >= 0) {
             ev_io_stop(srv->loop, &srv->ls[i].w);

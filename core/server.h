@@ -14,12 +14,14 @@
 
 struct session;
 struct conn_limit;
+struct http_daemon;
 
 struct listener {
     int fd;
     ev_io w;
     bool tls;
-    char name[96];                  /* [smtps://]ADDR:PORT with the port bound */
+    bool http;                      /* an http:// listener: handed to http.c */
+    char name[96];                  /* [smtps://|http://]ADDR:PORT with the port bound */
     int port;                       /* the port bound (the kernel's pick for 0) */
     struct server *srv;
 };
@@ -37,6 +39,7 @@ struct server {
     ev_signal sigusr1;              /* worker: retire (replaced by a reload) */
     ev_timer grace;
     ev_timer accept_pause;          /* accept paused after EMFILE */
+    struct http_daemon *http;       /* http:// listeners (http.c) */
     bool stopping;                  /* no new sessions */
     bool retiring;                  /* ... but the sessions run to their end */
     struct buf log;                 /* the line being built */

@@ -304,6 +304,15 @@ void session_hook_finished(struct session *s, const struct hook_result *res)
             session_free(s);
         return;
     }
+    if (s->drop_now) {
+        /* fault injection: the peer sees the connection end, no reply */
+        s->drop_now = false;
+        logfmt_str(session_log_begin(s, "info", "dropped"), "stage", engine_hook_name(s->cur_hook));
+        session_log_end(s);
+        s->conn.eof = true;
+        conn_close(&s->conn, false);
+        return;
+    }
     /* the timer did not fire for us while the hook ran: start it again */
     if (!s->conn.closing && s->state != SS_TLS) {
         if (s->state == SS_DATA || s->state == SS_BDAT)

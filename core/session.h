@@ -126,6 +126,9 @@ struct session {
     ev_timer pause_timer;            /* session_pause: no command is read meanwhile */
     bool pausing;
     void (*pause_then)(struct session *s);
+    bool drop_now;                   /* s:drop(): close without a reply when the hook ends */
+    bool drop_data;                  /* s:drop(n): close once n body bytes of DATA/BDAT came */
+    uint64_t drop_data_at;
 };
 
 /* server.c hands over an accepted socket */

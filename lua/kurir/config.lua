@@ -191,18 +191,21 @@ local function check_port(p, allow_zero)
   return n
 end
 
---- Parse a listener "ADDR:PORT", "[v6]:PORT", "smtps://ADDR:PORT".
--- Returns { host = "...", port = n, tls = bool } or nil, reason.
+--- Parse a listener "ADDR:PORT", "[v6]:PORT", "smtps://ADDR:PORT",
+-- "http://ADDR:PORT" (the HTTP API and web UI; port 0 = any free port).
+-- Returns { host = "...", port = n, tls = bool, http = bool } or nil, reason.
 function config.parse_listen(str)
   if type(str) ~= "string" then return nil, "expected a string, got " .. describe(str) end
-  local rest, tls = str, false
+  local rest, tls, http = str, false, false
   local scheme, after = str:match("^(%a+)://(.*)$")
   if scheme then
     scheme = scheme:lower()
     if scheme == "smtps" then
       tls = true
+    elseif scheme == "http" then
+      http = true
     elseif scheme ~= "smtp" then
-      return nil, "unknown scheme '" .. scheme .. "://' (smtp:// or smtps://)"
+      return nil, "unknown scheme '" .. scheme .. "://' (smtp://, smtps:// or http://)"
     end
     rest = after
   end
@@ -233,10 +236,10 @@ function config.parse_listen(str)
   if not n then
     return nil, "bad port '" .. port .. "' (0-65535; 0 = any free port)"
   end
-  return { host = host, port = n, tls = tls }
+  return { host = host, port = n, tls = tls, http = http or nil }
 end
 
-local LISTEN_KEYS = { host = true, port = true, tls = true }
+local LISTEN_KEYS = { host = true, port = true, tls = true, http = true }
 
 local function check_listener(v, name)
   if type(v) == "string" then
@@ -251,13 +254,16 @@ local function check_listener(v, name)
     if not h then
       fail("%s.host: expected an IPv4 or IPv6 address or localhost, got %s", name, describe(v.host))
     end
+    local http = false
+    if v.http ~= nil then http = expect_boolean(v.http, name .. ".http") end
     local port = check_port(v.port, true)
     if not port or type(v.port) ~= "number" then
       fail("%s.port: expected a port number 0-65535 (0 = any free port), got %s", name, describe(v.port))
     end
     local tls = false
     if v.tls ~= nil then tls = expect_boolean(v.tls, name .. ".tls") end
-    return { host = h, port = port, tls = tls }
+    if tls and http then fail("%s: tls and http cannot be combined (HTTPS is not offered)", name) end
+    return { host = h, port = port, tls = tls, http = http or nil }
   end
   fail("%s: expected \"ADDR:PORT\" or { host = ..., port = ... }, got %s", name, describe(v))
 end
@@ -523,7 +529,7 @@ end
 
 local function listener_string(l)
   local host = l.host:find(":", 1, true) and ("[" .. l.host .. "]") or l.host
-  return (l.tls and "smtps://" or "") .. host .. ":" .. l.port
+  return (l.tls and "smtps://" or l.http and "http://" or "") .. host .. ":" .. l.port
 end
 
 --- The normalised configuration, every key present with its default.

@@ -3,22 +3,36 @@
 -- every message is stored in one Maildir and logged on one line (the
 -- Subject decoded from RFC 2047 encoded words); with
 -- --tls any AUTH credentials are accepted and logged (never the secret).
+-- The Maildir is also the store behind the HTTP API and web UI
+-- (kurir.mockstore, kurir.mockapi) served on 127.0.0.1:8025 by default.
 
 local config = require "kurir.config"
+local mockstore = require "kurir.mockstore"
+local mockapi = require "kurir.mockapi"
+local faults = require "kurir.faults"
 
 local mock = {}
 
 mock.usage = [[
-usage: kurir [-l [smtps://]ADDR:PORT]... scripts/mock.lua [OPTIONS]
+usage: kurir [-l [smtps://|http://]ADDR:PORT]... scripts/mock.lua [OPTIONS]
 
 A mock mail server for tests: accepts every message and stores it in a
-Maildir (new/ holds one file per message).
+Maildir (new/ holds one file per message, cur/ the ones marked read), with
+a web UI and JSON API (docs/api.md) on http://127.0.0.1:8025.
 
   --maildir DIR        where to store messages (default ./mail; created
                        with cur/ new/ tmp/ at start)
   --listen ADDR:PORT   listen there (repeatable; default 127.0.0.1:1025;
                        smtps://ADDR:PORT for implicit TLS); kurir's own -l
-                       options replace these
+                       options replace these (http:// ones included)
+  --http ADDR:PORT     the web UI and HTTP API (default 127.0.0.1:8025;
+                       port 0 = any free port); --http off for none
+  --max-messages N     keep at most N messages, dropping the oldest
+  --max-bytes N        keep at most N bytes of messages, dropping the oldest
+  --mailbox-order L    where a message's mailbox comes from, in order
+                       (default auth,tag,header): auth = the AUTH user,
+                       tag = +tag of the first recipient, header =
+                       X-Kurir-Mailbox; else "default"
   --tls                offer STARTTLS (and AUTH) with a self-signed
                        certificate made at start
   --cert FILE          use this certificate instead (implies --tls)
@@ -33,7 +47,10 @@ end
 
 --- Parse the script arguments; returns the options table.
 function mock.parse(arg)
-  local opts = { maildir = "./mail", tls = false, listen = {}, auth_plaintext = false }
+  local opts = {
+    maildir = "./mail", tls = false, listen = {}, auth_plaintext = false,
+    http = "127.0.0.1:8025", max_messages = 0, max_bytes = 0, mailbox_order = { "auth", "tag", "header" },
+  }
   arg = arg or {}
   local n = #arg
   local i = 1
@@ -66,6 +83,30 @@ function mock.parse(arg)
       opts.key = value(name, inline)
     elseif name == "--auth-plaintext" then
       opts.auth_plaintext = flag()
+    elseif name == "--http" then
+      local v = value(name, inline)
+      if v == "off" then
+        opts.http = false
+      else
+        local l, err = config.parse_listen("http://" .. v:gsub("^http://", ""))
+        if not l then die("bad --http value '%s': %s", v, err) end
+        opts.http = v:gsub("^http://", "")
+      end
+    elseif name == "--max-messages" or name == "--max-bytes" then
+      local v = value(name, inline)
+      local num = v:match("^%d+$") and math.tointeger(tonumber(v))
+      if not num then die("%s: expected a non-negative integer, got '%s'", name, v) end
+      opts[name:sub(3):gsub("%-", "_")] = num
+    elseif name == "--mailbox-order" then
+      local v = value(name, inline)
+      local order = {}
+      for part in v:gmatch("[^,]+") do
+        if part ~= "auth" and part ~= "tag" and part ~= "header" then
+          die("--mailbox-order: unknown source '%s' (auth, tag, header)", part)
+        end
+        order[#order + 1] = part
+      end
+      opts.mailbox_order = order
     elseif name == "--listen" then
       local v = value(name, inline)
       local l, err = config.parse_listen(v)
@@ -174,8 +215,10 @@ function mock.setup(kurir, arg)
     os.exit(0)
   end
 
-  -- one process: the mock's messages and logs stay in one place
-  local settings = { listen = opts.listen, workers = 1 }
+  local listen = { table.unpack(opts.listen) }
+  if opts.http then listen[#listen + 1] = "http://" .. opts.http end
+  -- one process: the mock's messages, its store index and logs stay in one place
+  local settings = { listen = listen, workers = 1 }
   if opts.tls then
     if opts.cert then
       settings.tls = { cert = opts.cert, key = opts.key }
@@ -190,6 +233,16 @@ function mock.setup(kurir, arg)
   local store = kurir.maildir(dir)
   -- Created now, so that a fixture can list new/ before the first message.
   store:prepare()
+  local index = mockstore.new {
+    dir = dir, kurir = kurir, max_messages = opts.max_messages, max_bytes = opts.max_bytes,
+  }
+  index:load()
+  -- scripted faults: opts.faults:add{...} in a script, PUT /api/v1/faults at run time
+  opts.faults = faults.new(kurir)
+  mockapi.serve { kurir = kurir, store = index, faults = opts.faults }
+  for _, stage in ipairs { "connect", "helo", "mail", "rcpt" } do
+    kurir.on[stage] = function(s, x) return opts.faults:check(stage, s, x) end
+  end
 
   kurir.on.auth = function(s, cred)
     s:log("auth", { user = cred.user, mechanism = cred.mechanism })
@@ -197,6 +250,9 @@ function mock.setup(kurir, arg)
   end
 
   kurir.on.data = function(s, msg)
+    local fcode, ftext = opts.faults:check("data", s, msg)
+    if fcode then return fcode, ftext end
+    local mailbox = mockstore.mailbox_of(s, msg, opts.mailbox_order)
     local ok, names = store:deliver(msg)
     if not ok then
       s:log("store_failed", { id = msg.id, error = names })
@@ -205,8 +261,17 @@ function mock.setup(kurir, arg)
     end
     local files = {}
     for i, name in ipairs(names) do files[i] = dir .. "/" .. name end
+    for _, name in ipairs(names) do
+      local _, err = index:add_file(name, {
+        mailbox = mailbox,
+        tls = s.tls and tostring(s.tls.version or "yes") or false,
+        auth = s.user or false,
+      })
+      if err then s:log("index_failed", { id = msg.id, error = err }) end
+    end
     s:log("stored", {
       id = msg.id,
+      mailbox = mailbox,
       from = msg.from.address,
       to = recipients(msg),
       subject = mock.decode_header(msg:header("Subject") or ""),

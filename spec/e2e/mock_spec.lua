@@ -160,15 +160,18 @@ describe("kurir with no script", function()
     harness.finish(srv)
   end)
 
-  it("runs the mock on 127.0.0.1:1025 storing into ./mail", function()
-    local probe = socket.tcp()
-    local free = probe:bind("127.0.0.1", 1025)
-    probe:close()
-    if not free or harness.listening(1025) then
-      return pending("port 1025 is in use")
+  it("runs the mock on 127.0.0.1:1025 storing into ./mail, the web UI on 127.0.0.1:8025", function()
+    for _, port in ipairs { 1025, 8025 } do
+      local probe = socket.tcp()
+      local free = probe:bind("127.0.0.1", port)
+      probe:close()
+      if not free or harness.listening(port) then
+        return pending("port " .. port .. " is in use")
+      end
     end
     local srv = harness.start { listen = false }
     assert.equals(1025, srv.port)
+    assert.truthy(srv:wait_log("event=listening address=http://127.0.0.1:8025"), srv:describe())
     local sent = "Subject: default mock\r\n\r\nhi\r\n"
     send_one(1025, "b@example.test", "a@example.test", sent)
     local files = harness.maildir_new(srv.dir .. "/mail")

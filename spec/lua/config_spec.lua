@@ -473,6 +473,12 @@ describe("kurir.config.parse_listen", function()
     end)
   end
 
+  it("parses http:// listeners, port 0 included", function()
+    assert.same({ host = "127.0.0.1", port = 8025, tls = false, http = true },
+      config.parse_listen("http://127.0.0.1:8025"))
+    assert.same({ host = "::1", port = 0, tls = false, http = true }, config.parse_listen("HTTP://[::1]:0"))
+  end)
+
   local bad = {
     { "127.0.0.1", "missing port in '127.0.0.1'" },
     { "127.0.0.1:", "bad port ''" },
@@ -495,7 +501,7 @@ describe("kurir.config.parse_listen", function()
     { "[1:2:3:4:5:6:7]:25", "bad IPv6 address" },
     { "[12345::]:25", "bad IPv6 address" },
     { "[fe80::1%eth0]:25", "bad IPv6 address" },
-    { "http://127.0.0.1:80", "unknown scheme 'http://'" },
+    { "ftp://127.0.0.1:80", "unknown scheme 'ftp://'" },
     { "", "missing port in ''" },
   }
   for _, b in ipairs(bad) do

@@ -28,6 +28,12 @@ local function fake_kurir()
   })
   kurir.configure = function(t) config.merge(state, t, 2) end
   kurir.maildir = maildir.new
+  -- the store and the HTTP API: an empty Maildir, no MIME parser, a
+  -- recorded HTTP handler
+  kurir.fs = { list = function() return {} end }
+  kurir.mime = function() return nil, "no parser in this fake" end
+  kurir.http = { handle = function(fn) kurir.http_handler = fn end }
+  kurir.now = os.time
   kurir.log = function(...) kurir.logged[#kurir.logged + 1] = table.concat({ ... }, " ") end
   return kurir
 end
@@ -58,16 +64,24 @@ local function message(fail)
   function msg.store_maildir(self, dir, prefix)
     if fail then return nil, "No space left on device" end
     self.stored[#self.stored + 1] = { dir = dir, prefix = prefix }
+    -- the file the store's index reads back
+    os.execute("mkdir -p '" .. dir .. "/new'")
+    local f = io.open(dir .. "/new/1700000000.M1P2Q3.host", "wb")
+    if f then
+      f:write(prefix, "Subject: Hello there\r\n\r\nbody\r\n")
+      f:close()
+    end
     return "new/1700000000.M1P2Q3.host"
   end
   return msg
 end
 
 describe("kurir.mock arguments", function()
-  it("defaults to ./mail on 127.0.0.1:1025 without TLS", function()
+  it("defaults to ./mail on 127.0.0.1:1025 without TLS, the web UI on 127.0.0.1:8025", function()
     local kurir, cfg, opts = setup({ [0] = "scripts/mock.lua" })
     assert.same("./mail", opts.maildir)
-    assert.same({ { host = "127.0.0.1", port = 1025, tls = false } }, cfg.listen)
+    assert.same({ { host = "127.0.0.1", port = 1025, tls = false },
+      { host = "127.0.0.1", port = 8025, tls = false, http = true } }, cfg.listen)
     assert.same(1, cfg.workers)   -- one process: one place for its messages and logs
     assert.is_nil(cfg.tls)
     assert.is_false(cfg.auth.plaintext)
@@ -103,9 +117,24 @@ describe("kurir.mock arguments", function()
   end)
 
   it("takes repeated --listen, smtps included", function()
-    local _, cfg = setup({ "--listen", "[::1]:2525", "--tls", "--listen", "smtps://127.0.0.1:1465" })
+    local _, cfg = setup({ "--listen", "[::1]:2525", "--tls", "--listen", "smtps://127.0.0.1:1465", "--http", "off" })
     assert.same({ { host = "::1", port = 2525, tls = false }, { host = "127.0.0.1", port = 1465, tls = true } },
       cfg.listen)
+  end)
+
+  it("moves the web UI with --http ADDR:PORT (port 0 too)", function()
+    local _, cfg = setup({ "--http", "127.0.0.1:0" })
+    assert.same({ host = "127.0.0.1", port = 0, tls = false, http = true }, cfg.listen[2])
+    assert.has_error(function() setup({ "--http", "nowhere:1" }) end)
+  end)
+
+  it("takes --max-messages, --max-bytes and --mailbox-order", function()
+    local _, _, opts = setup({ "--max-messages", "5", "--max-bytes=1000", "--mailbox-order", "header,tag" })
+    assert.same(5, opts.max_messages)
+    assert.same(1000, opts.max_bytes)
+    assert.same({ "header", "tag" }, opts.mailbox_order)
+    assert.has_error(function() setup({ "--max-messages", "-1" }) end)
+    assert.has_error(function() setup({ "--mailbox-order", "auth,colour" }) end)
   end)
 
   it("offers AUTH without TLS with --auth-plaintext", function()
@@ -156,12 +185,13 @@ describe("kurir.mock arguments", function()
 end)
 
 describe("kurir.mock hooks", function()
-  it("registers only auth and data", function()
+  it("registers auth and data, and the stages where faults apply", function()
     local kurir = setup({})
     local names = {}
     for k in pairs(kurir.on) do names[#names + 1] = k end
     table.sort(names)
-    assert.same({ "auth", "data" }, names)
+    assert.same({ "auth", "connect", "data", "helo", "mail", "rcpt" }, names)
+    assert.is_function(kurir.http_handler)
   end)
 
   it("accepts any credentials and logs user and mechanism, never the password", function()
@@ -173,16 +203,19 @@ describe("kurir.mock hooks", function()
   end)
 
   it("stores the message in the Maildir, logs one line and answers with the queue id", function()
-    local kurir = setup({ "--maildir", "/tmp/box" })
+    local box = os.tmpname()
+    os.remove(box)
+    local kurir = setup({ "--maildir", box })
     local s, msg = session(), message(false)
     local code, text = kurir.on.data(s, msg)
     assert.same(250, code)
     assert.same("2.0.0 Ok: queued as Q7", text)
-    assert.same({ { dir = "/tmp/box", prefix = "Return-Path: <app@src.test>\r\n" ..
+    assert.same({ { dir = box, prefix = "Return-Path: <app@src.test>\r\n" ..
       "Delivered-To: a@x.test\r\nDelivered-To: b@y.test\r\n" } }, msg.stored)
     assert.same({ { event = "stored", fields = {
       id = "Q7", from = "app@src.test", to = "a@x.test,b@y.test", subject = "Hello there", size = 123,
-      file = "/tmp/box/new/1700000000.M1P2Q3.host" } } }, s.logged)
+      mailbox = "default", file = box .. "/new/1700000000.M1P2Q3.host" } } }, s.logged)
+    os.execute("rm -rf '" .. box .. "'")
   end)
 
   it("logs an empty subject when there is none", function()
