@@ -12,7 +12,8 @@ BUSTED     := $(LUA) /usr/bin/busted
 DEB_PACKAGES := build-essential cmake pkg-config liblua5.4-dev lua5.4 libev-dev \
   libssl-dev openssl lua-busted lua-socket lua-check swaks python3 curl libc-ares-dev \
   libnet-ssleay-perl libauthen-sasl-perl libdigest-hmac-perl strace \
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev \
+  python3-aiosmtpd
 
 .PHONY: all deps build build-asan run test test-unit test-lua test-e2e test-asan test-fuzz check-tools lint bench \
   install clean

@@ -53,6 +53,8 @@ void lcred_register(lua_State *L);
 void lcred_push_new(lua_State *L, struct session *s);
 void lcred_invalidate(lua_State *L, int ref);
 void lkurir_open(lua_State *L);   /* package.loaded.kurir, its C part */
+/* msg:enqueue (lua_queue.c) */
+int lqueue_enqueue(lua_State *L, struct session *s);
 /* Log fields of kurir.log / s:log from stack index first on: (event,
  * table) gives sorted key=value pairs, anything else one msg="..." */
 void lkurir_log_fields(lua_State *L, int first, struct buf *b);

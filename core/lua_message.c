@@ -221,6 +221,12 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
+/* (message, {rcpt...}) -> true | nil, err; waits until the queue has it */
+static int l_enqueue(lua_State *L)
+{
+    return lqueue_enqueue(L, message_check(L, 1));
+}
+
 static const luaL_Reg message_meta[] = {
     {"__tostring", l_tostring},
     {NULL, NULL},
@@ -233,6 +239,7 @@ static const luaL_Reg message_methods[] = {
     {"add_header", l_add_header},
     {"store_maildir", l_store_maildir},
     {"discard", l_discard},
+    {"enqueue", l_enqueue},
     {NULL, NULL},
 };
 

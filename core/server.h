@@ -13,6 +13,7 @@
 #include "util.h"
 
 struct session;
+struct queue;
 
 struct listener {
     int fd;
@@ -46,6 +47,7 @@ struct server {
     char **argv;
     char **listen_override;
     int nlisten_override;
+    struct queue *queue;            /* queue.dir, opened at start when it exists, else on first use */
 };
 
 /* Bind every listener of eng's configuration. -1 with a message on stderr. */
@@ -66,5 +68,7 @@ void server_session_gone(struct server *srv, struct session *s);
 void server_new_id(struct server *srv, char out[24]);
 /* sessions whose peer has the same client key (client_key.h) as peer */
 int server_count_ip(struct server *srv, const struct sockaddr_storage *peer);
+/* The queue of this process, opened on first use; NULL with a reason. */
+struct queue *server_queue(struct server *srv, char *err, size_t cap);
 
 #endif
