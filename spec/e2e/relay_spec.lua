@@ -109,10 +109,9 @@ local MSG = "Subject: relayed\r\nMessage-ID: <r1@e2e.test>\r\n\r\n..leading dot\
 describe("relaying from the queue", function()
   local rx, tx, dns
   local function start(dns_port)
-    local port = harness.free_port()
-    rx = harness.start { script = RECEIVER, args = { "{dir}" }, listen = { "127.0.0.1:" .. port } }
-    tx = harness.start { script = SENDER, args = { "{dir}", tostring(port), dns_port or "-" } }
-    return port
+    rx = harness.start { script = RECEIVER, args = { "{dir}" } }   -- an ephemeral port
+    tx = harness.start { script = SENDER, args = { "{dir}", tostring(rx.port), dns_port or "-" } }
+    return rx.port
   end
   after_each(function()
     harness.finish(tx)
@@ -154,7 +153,10 @@ describe("relaying from the queue", function()
   end)
 
   it("defers while the receiver is down and delivers once it is up", function()
-    local port = harness.free_port()
+    -- a receiver's ephemeral port, then the receiver goes away
+    local first = harness.start { script = RECEIVER, args = { "{dir}" } }
+    local port = first.port
+    harness.finish(first)
     tx = harness.start { script = SENDER, args = { "{dir}", tostring(port), "-" } }
     local id = send(tx, "alice@src.test", "bob@relay.test", MSG)
     assert.truthy(tx:wait_log("event=deferred id=" .. id .. " .-connect to 127.0.0.1"), tx:describe())
@@ -194,7 +196,6 @@ describe("relaying from the queue", function()
   it("relays to Python's aiosmtpd", function()
     assert(os.execute("/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null"),
       "Debian's python3 cannot import aiosmtpd: install python3-aiosmtpd (make deps)")
-    local port = harness.free_port()
     local dir = harness.tmpdir()
     harness.write_file(dir .. "/rx.py", [[
 import sys, time
@@ -206,14 +207,23 @@ class H:
         with open(sys.argv[2] + "/rcpts", "w") as f:
             f.write(",".join(envelope.rcpt_tos))
         return "250 OK"
-c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1]))
+import socket
+probe = socket.socket()
+probe.bind(("127.0.0.1", 0))
+free = probe.getsockname()[1]
+probe.close()
+c = Controller(H(), hostname="127.0.0.1", port=free)
 c.start()
-open(sys.argv[2] + "/ready", "w").close()
+with open(sys.argv[2] + "/ready.tmp", "w") as f:
+    f.write(str(free))
+import os
+os.rename(sys.argv[2] + "/ready.tmp", sys.argv[2] + "/ready")
 time.sleep(60)
 ]])
-    os.execute("/usr/bin/python3 " .. harness.quote(dir .. "/rx.py") .. " " .. port .. " " .. harness.quote(dir) ..
+    os.execute("/usr/bin/python3 " .. harness.quote(dir .. "/rx.py") .. " 0 " .. harness.quote(dir) ..
       " >/dev/null 2>&1 & echo $! > " .. harness.quote(dir .. "/pid"))
-    assert.truthy(harness.wait_for(function() return harness.exists(dir .. "/ready") end, 10))
+    local port = tonumber(harness.wait_for(function() return harness.read_file(dir .. "/ready") end, 10))
+    assert.truthy(port, "aiosmtpd did not start")
     tx = harness.start { script = SENDER, args = { "{dir}", tostring(port), "-" } }
     local id = send(tx, "alice@src.test", "bob@relay.test", MSG)
     assert.truthy(tx:wait_log("event=queue_done id=" .. id .. " delivered=1"), tx:describe())
@@ -226,7 +236,6 @@ time.sleep(60)
   it("delivers over LMTP to aiosmtpd and takes its per-recipient reply", function()
     assert(os.execute("/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null"),
       "Debian's python3 cannot import aiosmtpd: install python3-aiosmtpd (make deps)")
-    local port = harness.free_port()
     local dir = harness.tmpdir()
     harness.write_file(dir .. "/lmtp.py", [==[
 import sys, time
@@ -245,16 +254,24 @@ class H:
 class C(Controller):
     def factory(self):
         return LMTP(self.handler)
-c = C(H(), hostname="127.0.0.1", port=int(sys.argv[1]))
+import socket
+probe = socket.socket()
+probe.bind(("127.0.0.1", 0))
+free = probe.getsockname()[1]
+probe.close()
+c = C(H(), hostname="127.0.0.1", port=free)
 c.start()
-open(sys.argv[2] + "/ready", "w").close()
+with open(sys.argv[2] + "/ready.tmp", "w") as f:
+    f.write(str(free))
+import os
+os.rename(sys.argv[2] + "/ready.tmp", sys.argv[2] + "/ready")
 time.sleep(60)
 ]==])
-    os.execute("/usr/bin/python3 " .. harness.quote(dir .. "/lmtp.py") .. " " .. port .. " " ..
+    os.execute("/usr/bin/python3 " .. harness.quote(dir .. "/lmtp.py") .. " 0 " ..
       harness.quote(dir) .. " >" .. harness.quote(dir .. "/log") .. " 2>&1 & echo $! > " ..
       harness.quote(dir .. "/pid"))
-    assert.truthy(harness.wait_for(function() return harness.exists(dir .. "/ready") end, 10),
-      harness.read_file(dir .. "/log"))
+    local port = tonumber(harness.wait_for(function() return harness.read_file(dir .. "/ready") end, 10))
+    assert.truthy(port, harness.read_file(dir .. "/log"))
     tx = harness.start { script = SENDER, args = { "{dir}", tostring(port), "-" } }
     local id1 = send(tx, "alice@src.test", "bob@lmtp.test", MSG)
     local id2 = send(tx, "alice@src.test", "nobody@lmtp.test", MSG)

@@ -7,6 +7,8 @@ message that got a 250 was delivered exactly once (by Message-ID), and that
 nothing partial or unknown appears in the mboxes.
 
 usage: crash_queue.py KURIR SCRIPT DIR PORT MESSAGES THREADS KILLS
+(PORT 0: the first kurir binds an ephemeral port, named in its listening
+log line; the restarts take the same port)
 """
 import hashlib, json, mailbox, os, signal, smtplib, socket, subprocess, sys, threading, time
 
@@ -17,8 +19,19 @@ log = open(os.path.join(d, "kurir.log"), "ab")
 
 
 def start():
+    global port
     p = subprocess.Popen([kurir, "-l", "127.0.0.1:%d" % port, script, d], stdout=log, stderr=log,
                          stdin=subprocess.DEVNULL)
+    while port == 0 and time.time() < deadline:
+        text = open(os.path.join(d, "kurir.log"), "rb").read().decode("utf-8", "replace")
+        found = [l for l in text.splitlines() if "event=listening" in l]
+        if found:
+            port = int(found[-1].split("port=")[1].split()[0]) if "port=" in found[-1] else \
+                int(found[-1].rsplit(":", 1)[1])
+            break
+        if p.poll() is not None:
+            sys.exit("kurir exited with %s at start" % p.returncode)
+        time.sleep(0.02)
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
