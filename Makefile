@@ -14,14 +14,15 @@ DEB_PACKAGES := build-essential cmake pkg-config liblua5.4-dev lua5.4 libev-dev 
   libssl-dev openssl lua-busted lua-socket lua-check swaks python3 curl libc-ares-dev \
   libnet-ssleay-perl libauthen-sasl-perl libdigest-hmac-perl strace \
   clang libclang-rt-14-dev \
-  libmicrohttpd-dev libgmime-3.0-dev lua-cjson nodejs chromium python3-pytest
+  libmicrohttpd-dev libgmime-3.0-dev lua-cjson nodejs chromium python3-pytest \
+  python3-aiosmtpd
 # npm: Debian's package, unless a nodejs that bundles its own npm is installed
 DEB_PACKAGES += $(shell command -v npm >/dev/null 2>&1 || echo npm)
 
 # for make bench only (bench/run.sh installs postfix itself, with its
 # daemon kept from starting; smtp-server and Haraka come from npm, which
 # needs Node.js >= 20 and npm)
-BENCH_DEB_PACKAGES := python3-aiosmtpd linux-perf
+BENCH_DEB_PACKAGES := linux-perf
 
 .PHONY: all deps build build-asan run test test-unit test-lua test-e2e test-asan test-fuzz check-tools lint bench \
   install clean test-browser test-examples

@@ -104,6 +104,7 @@ static void ehlo_reply(struct session *s, const struct hook_result *r)
     buf_appends(o, "250-PIPELINING\r\n");
     buf_printf(o, "250-SIZE %llu\r\n", (unsigned long long)c->message_size);
     buf_appends(o, "250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n");
+    buf_appends(o, "250-DSN\r\n");
     if (s->eng->tls && !s->tls)
         buf_appends(o, "250-STARTTLS\r\n");
     if (auth_offered(s)) {

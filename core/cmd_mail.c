@@ -74,6 +74,16 @@ static int mail_check(struct session *s, struct smtp_span arg)
             char tmp[512];
             if (!pr->value.ptr || smtp_xtext_decode(pr->value.ptr, pr->value.len, tmp, sizeof(tmp)) < 0)
                 return reply_text(s, 501, "5.5.4 Syntax: AUTH=<xtext>", STAGE_MAIL, true);
+        } else if (ascii_caseeq(k, kl, "RET")) {   /* RFC 3461 4.3 */
+            if (!pr->value.ptr || !(ascii_caseeq(pr->value.ptr, pr->value.len, "FULL") ||
+                                    ascii_caseeq(pr->value.ptr, pr->value.len, "HDRS")))
+                return reply_text(s, 501, "5.5.4 Syntax: RET=FULL|HDRS", STAGE_MAIL, true);
+        } else if (ascii_caseeq(k, kl, "ENVID")) {   /* RFC 3461 4.4: xtext, at most 100 chars */
+            char tmp[512];
+            if (!pr->value.ptr || pr->value.len > 100 ||
+                smtp_xtext_decode(pr->value.ptr, pr->value.len, tmp, sizeof(tmp)) < 0)
+                return reply_text(s, 501, "5.5.4 Syntax: ENVID=<xtext of at most 100 characters>", STAGE_MAIL,
+                                  true);
         } else {
             session_reply(s, R_PARAM_UNKNOWN);
             session_error(s);
@@ -109,7 +119,25 @@ static void mail_proceed(struct session *s, const struct hook_result *r)
     session_reply_result(s, r, R_MAIL_OK, R_MAIL_REJECT, STAGE_MAIL);
 }
 
-/* RCPT TO:<path> */
+/* NEVER alone, or a list of SUCCESS, FAILURE, DELAY */
+static bool notify_ok(const char *v, size_t n)
+{
+    if (ascii_caseeq(v, n, "NEVER"))
+        return true;
+    size_t i = 0;
+    while (i <= n) {
+        size_t j = i;
+        while (j < n && v[j] != ',')
+            j++;
+        if (!(ascii_caseeq(v + i, j - i, "SUCCESS") || ascii_caseeq(v + i, j - i, "FAILURE") ||
+              ascii_caseeq(v + i, j - i, "DELAY")))
+            return false;
+        i = j + 1;
+    }
+    return true;
+}
+
+/* RCPT TO:<path> [NOTIFY=...] [ORCPT=...] */
 static int rcpt_check(struct session *s, struct smtp_span arg)
 {
     struct smtp_path p;
@@ -117,10 +145,24 @@ static int rcpt_check(struct session *s, struct smtp_span arg)
     enum smtp_addr_error e = smtp_path_parse(SMTP_PATH_RCPT, arg.ptr, arg.len, &p, &why);
     if (e != SMTP_ADDR_OK)
         return path_error(s, e, false, why);
-    if (p.nparams > 0) {
-        session_reply(s, R_PARAM_UNKNOWN);
-        session_error(s);
-        return -1;
+    for (int i = 0; i < p.nparams; i++) {
+        const struct smtp_param *pr = &p.params[i];
+        if (ascii_caseeq(pr->key.ptr, pr->key.len, "NOTIFY")) {   /* RFC 3461 4.1 */
+            if (!pr->value.ptr || !notify_ok(pr->value.ptr, pr->value.len))
+                return reply_text(s, 501, "5.5.4 Syntax: NOTIFY=NEVER or NOTIFY=SUCCESS,FAILURE,DELAY",
+                                  STAGE_RCPT, true);
+        } else if (ascii_caseeq(pr->key.ptr, pr->key.len, "ORCPT")) {   /* RFC 3461 4.2 */
+            char tmp[1024];
+            const char *semi = pr->value.ptr ? memchr(pr->value.ptr, ';', pr->value.len) : NULL;
+            if (!semi || semi == pr->value.ptr || pr->value.len > 500 ||
+                smtp_xtext_decode(semi + 1, pr->value.len - (size_t)(semi + 1 - pr->value.ptr), tmp,
+                                  sizeof(tmp)) < 0)
+                return reply_text(s, 501, "5.5.4 Syntax: ORCPT=addr-type;xtext", STAGE_RCPT, true);
+        } else {
+            session_reply(s, R_PARAM_UNKNOWN);
+            session_error(s);
+            return -1;
+        }
     }
     if (p.utf8 && !s->tx.smtputf8)
         return reply_text(s, 553, "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter",

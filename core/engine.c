@@ -203,6 +203,24 @@ static const char *read_config(lua_State *L, int t, struct config *c)
     lua_pop(L, 1);
     c->cpu_budget = get_num(&r, t, "cpu_budget");
 
+    if (field(&r, t, "queue", LUA_TTABLE)) {
+        int q = lua_gettop(L);
+        c->queue_dir = get_str(&r, q, "dir");
+        c->queue_lifetime = get_num(&r, q, "lifetime");
+        c->queue_concurrency = (int)get_num(&r, q, "concurrency");
+        if (field(&r, q, "retry", LUA_TTABLE)) {
+            int n = (int)lua_rawlen(L, -1);
+            c->queue_retry = xcalloc((size_t)(n ? n : 1), sizeof(double));
+            for (int i = 1; i <= n; i++) {
+                lua_rawgeti(L, -1, i);
+                c->queue_retry[c->nqueue_retry++] = lua_tonumber(L, -1);
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+
     if (field(&r, t, "on_error", LUA_TTABLE)) {
         int oe = lua_gettop(L);
         for (int h = 0; h < HOOK_COUNT; h++) {
@@ -268,6 +286,8 @@ static void free_config(struct config *c)
     free(c->tls_key);
     free(c->tls_chain);
     free(c->tls_ca);
+    free(c->queue_dir);
+    free(c->queue_retry);
     memset(c, 0, sizeof(*c));
 }
 
@@ -444,6 +464,13 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
     e->default_data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "check_route");
     e->check_route_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (e->hook_ref[HOOK_DATA] != LUA_NOREF) {
+        /* a data hook that returns nothing lets the routes deliver (SPEC 4) */
+        lua_getfield(L, -1, "wrap");
+        lua_rawgeti(L, LUA_REGISTRYINDEX, e->hook_ref[HOOK_DATA]);
+        lua_call(L, 1, 1);
+        lua_rawseti(L, LUA_REGISTRYINDEX, e->hook_ref[HOOK_DATA]);
+    }
     lua_pop(L, 1);
 
     /* configuration: kurir.config.finalize(state, overrides, hostname) */

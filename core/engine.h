@@ -63,6 +63,11 @@ struct config {
     unsigned auth_mechs;          /* bit (1 << enum sasl_mech) */
     int auth_order[4];            /* enum sasl_mech, in the configured order */
     int nauth_order;
+    char *queue_dir;              /* queue.dir */
+    double *queue_retry;          /* queue.retry: seconds between attempts, the last repeats */
+    int nqueue_retry;
+    double queue_lifetime;        /* queue.lifetime: seconds, then the message bounces */
+    int queue_concurrency;        /* queue.concurrency: deliveries at once per destination */
 };
 
 struct engine_job;

@@ -58,6 +58,8 @@ void lkurir_open(lua_State *L);   /* package.loaded.kurir, its C part */
 void lkurir_set_worker(int id, int count);
 void lshared_register(lua_State *L);                        /* lua_shared.c */
 int lshared_open(lua_State *L);                             /* kurir.shared(name, size) */
+/* msg:enqueue (lua_queue.c) */
+int lqueue_enqueue(lua_State *L, struct session *s);
 /* Log fields of kurir.log / s:log from stack index first on: (event,
  * table) gives sorted key=value pairs, anything else one msg="..." */
 void lkurir_log_fields(lua_State *L, int first, struct buf *b);

@@ -222,6 +222,12 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
+/* (message, {rcpt...}) -> true | nil, err; waits until the queue has it */
+static int l_enqueue(lua_State *L)
+{
+    return lqueue_enqueue(L, message_check(L, 1));
+}
+
 static const luaL_Reg message_meta[] = {
     {"__tostring", l_tostring},
     {NULL, NULL},
@@ -235,6 +241,7 @@ static const luaL_Reg message_methods[] = {
     {"store_maildir", l_store_maildir},
     {"discard", l_discard},
     {"mime", lua_mime_parse},
+    {"enqueue", l_enqueue},
     {NULL, NULL},
 };
 

@@ -7,6 +7,7 @@
  * through spool_copy_to(). */
 #include "maildir.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -279,6 +280,96 @@ fail:
         unlink(new_path);
     if (name_out && name_cap)
         name_out[0] = '\0';
+    errno = saved;
+    return -1;
+}
+
+static bool delivered_before(const char *dir, const char *name)
+{
+    char p[PATH_MAX];
+    struct stat st;
+    if (path_fits(p, dir, "new", name) && stat(p, &st) == 0)
+        return true;
+    char cur[PATH_MAX];
+    if (!path_fits(cur, dir, "cur", NULL))
+        return false;
+    DIR *d = opendir(cur);
+    if (!d)
+        return false;
+    size_t n = strlen(name);
+    bool found = false;
+    struct dirent *de;
+    while (!found && (de = readdir(d)))
+        found = !strncmp(de->d_name, name, n) && (de->d_name[n] == '\0' || de->d_name[n] == ':');
+    closedir(d);
+    return found;
+}
+
+int maildir_deliver_named(const char *dir, const char *name, const char *prefix, size_t prefix_len, int src_fd,
+                          uint64_t src_off, char *err, size_t err_cap)
+{
+    char tmp_path[PATH_MAX], new_path[PATH_MAX], new_dir[PATH_MAX];
+    int fd = -1, saved;
+    set_err(err, err_cap, "ok");
+    if (!path_fits(tmp_path, dir, "tmp", name) || !path_fits(new_path, dir, "new", name) ||
+        !path_fits(new_dir, dir, "new", NULL)) {
+        errno = ENAMETOOLONG;
+        set_err(err, err_cap, "maildir path too long");
+        return -1;
+    }
+    if (maildir_prepare(dir) < 0) {
+        set_err(err, err_cap, "cannot create maildir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (delivered_before(dir, name))
+        return 0;
+    fd = open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        set_err(err, err_cap, "cannot create %s: %s", tmp_path, strerror(errno));
+        return -1;
+    }
+    if (prefix_len && write_all(fd, prefix, prefix_len) < 0) {
+        set_err(err, err_cap, "write %s: %s", tmp_path, strerror(errno));
+        goto fail;
+    }
+    char chunk[65536];
+    for (uint64_t off = src_off;;) {
+        ssize_t r = pread(src_fd, chunk, sizeof(chunk), (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            set_err(err, err_cap, "read the queued message: %s", strerror(errno));
+            goto fail;
+        }
+        if (r == 0)
+            break;
+        if (write_all(fd, chunk, (size_t)r) < 0) {
+            set_err(err, err_cap, "write %s: %s", tmp_path, strerror(errno));
+            goto fail;
+        }
+        off += (uint64_t)r;
+    }
+    if (fsync(fd) < 0) {
+        set_err(err, err_cap, "fsync %s: %s", tmp_path, strerror(errno));
+        goto fail;
+    }
+    close(fd);
+    fd = -1;
+    if (link(tmp_path, new_path) < 0 && errno != EEXIST) {
+        set_err(err, err_cap, "link to %s: %s", new_path, strerror(errno));
+        goto fail;
+    }
+    unlink(tmp_path);
+    if (fsync_dir(new_dir) < 0) {
+        set_err(err, err_cap, "fsync %s: %s", new_dir, strerror(errno));
+        return -1;   /* the file stays: the retry finds it and only syncs again */
+    }
+    return 0;
+fail:
+    saved = errno;
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp_path);
     errno = saved;
     return -1;
 }

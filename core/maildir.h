@@ -18,4 +18,11 @@ int maildir_prepare(const char *dir);
 int maildir_deliver(const char *dir, const char *prefix, size_t prefix_len, struct spool *body,
                     char *name_out, size_t name_cap, char *err, size_t err_cap);
 
+/* Deliver under a fixed name (the queue's: id and recipient), so that a
+ * second delivery of the same recipient after a crash finds new/name (or
+ * cur/name:2,...) and does nothing. The message is prefix followed by the
+ * bytes of src_fd from src_off to its end. 0 or -1 with err. */
+int maildir_deliver_named(const char *dir, const char *name, const char *prefix, size_t prefix_len, int src_fd,
+                          uint64_t src_off, char *err, size_t err_cap);
+
 #endif

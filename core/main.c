@@ -13,10 +13,12 @@
 #include "privdrop.h"
 #include "engine_session.h"
 #include "master.h"
+#include "queue_cli.h"
 #include "server.h"
 
 static const char usage[] =
     "usage: kurir [-l [smtps://|http://]ADDR:PORT]... [-w N] [--check] [SCRIPT [SCRIPT-ARGS...]]\n"
+    "       kurir queue [list [--json] | show ID | flush [ID] | delete ID | hold ID | release ID] [--spool DIR]\n"
     "       kurir --version | --help\n"
     "\n"
     "  -l, --listen [smtps://|http://]ADDR:PORT\n"
@@ -94,9 +96,8 @@ int main(int argc, char **argv)
         }
     }
     if (i == 1 && i < argc && !strcmp(argv[i], "queue")) {
-        fprintf(stderr, "kurir: the queue is not part of this version yet\n");
         free(listen);
-        return 2;
+        return queue_cli_main(argc - 2, argv + 2);
     }
 
     char mock[PATH_MAX];

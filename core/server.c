@@ -18,12 +18,14 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "client_key.h"
 #include "conn_limit.h"
 #include "http.h"
 #include "logfmt.h"
+#include "queue.h"
 #include "reply.h"
 #include "session.h"
 
@@ -536,8 +538,31 @@ int server_init_worker(struct server *srv, struct ev_loop *loop, struct engine *
     return init(srv, loop, eng, w);
 }
 
+struct queue *server_queue(struct server *srv, char *err, size_t cap)
+{
+    if (srv->queue)
+        return srv->queue;
+    struct queue *q = xcalloc(1, sizeof(*q));
+    if (queue_open(q, srv, err, cap) < 0) {
+        free(q);
+        srv_log(srv, "error", "queue_unavailable");
+        logfmt_str(&srv->log, "error", err);
+        server_log_end(srv);
+        return NULL;
+    }
+    srv->queue = q;
+    return q;
+}
+
 int server_run(struct server *srv)
 {
+    /* messages left from an earlier run resume now; a fresh queue
+     * directory is made on first use only */
+    struct stat st;
+    if (stat(srv->eng->cfg.queue_dir, &st) == 0) {
+        char err[256];
+        server_queue(srv, err, sizeof(err));
+    }
     ev_run(srv->loop, 0);
     srv_log(srv, "info", "stopped");
     server_log_end(srv);
@@ -548,6 +573,11 @@ int server_run(struct server *srv)
 void server_free(struct server *srv)
 {
     http_stop_all(srv);
+    if (srv->queue) {
+        queue_close(srv->queue);
+        free(srv->queue);
+        srv->queue = NULL;
+    }
     for (int i = 0; i < srv->nls; i++)
         if (srv->ls[i].fd >= 0) {
             ev_io_stop(srv->loop, &srv->ls[i].w);

@@ -15,6 +15,7 @@
 struct session;
 struct conn_limit;
 struct http_daemon;
+struct queue;
 
 struct listener {
     int fd;
@@ -55,6 +56,7 @@ struct server {
     char **argv;
     char **listen_override;
     int nlisten_override;
+    struct queue *queue;            /* queue.dir, opened at start when it exists, else on first use */
 };
 
 /* What the master hands a worker: listeners it bound (the worker takes
@@ -90,5 +92,7 @@ void server_session_gone(struct server *srv, struct session *s);
 void server_new_id(struct server *srv, char out[24]);
 /* sessions whose peer has the same client key (client_key.h) as peer */
 int server_count_ip(struct server *srv, const struct sockaddr_storage *peer);
+/* The queue of this process, opened on first use; NULL with a reason. */
+struct queue *server_queue(struct server *srv, char *err, size_t cap);
 
 #endif

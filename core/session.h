@@ -84,6 +84,7 @@ struct tx {
     int msg_ref;                     /* kurir.message userdata while the data hook runs */
     bool handed;                     /* stored, read whole (raw) or discarded on purpose */
     double data_deadline;            /* loop time the message must be in by; 0 = not started */
+    bool queued;                     /* msg:enqueue committed (or is committing) it */
 };
 
 struct session {

@@ -275,6 +275,26 @@ int spool_copy_to(struct spool *s, int fd)
     return copy_rw(s, fd, &off);
 }
 
+int spool_dup(const struct spool *src, struct spool *dst)
+{
+    spool_init(dst);
+    if (src->err) {
+        errno = src->err;
+        return -1;
+    }
+    if (src->fd >= 0) {
+        dst->fd = fcntl(src->fd, F_DUPFD_CLOEXEC, 0);
+        if (dst->fd < 0)
+            return -1;
+    }
+    dst->dir = src->dir ? strdup(src->dir) : NULL;
+    if (src->dir && !dst->dir)
+        abort();
+    dst->size = src->size;
+    buf_append(&dst->wbuf, buf_peek(&src->wbuf), buf_used(&src->wbuf));
+    return 0;
+}
+
 void spool_close(struct spool *s)
 {
     if (s->fd >= 0)

@@ -32,6 +32,9 @@ int spool_finish(struct spool *s);
 ssize_t spool_pread(struct spool *s, void *dst, size_t n, uint64_t off);
 /* Copy the whole body to fd (after spool_finish). 0 or -1. */
 int spool_copy_to(struct spool *s, int fd);
+/* A second handle on a finished body (own fd and buffer copy), so that a
+ * queue commit can read it on another thread while the session goes on. */
+int spool_dup(const struct spool *src, struct spool *dst);
 void spool_close(struct spool *s);
 /* Space of the file system holding dir: bytes an unprivileged writer may
  * still use, and whether it is tmpfs (RAM: lost at reboot). 0 or -1. */

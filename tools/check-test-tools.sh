@@ -47,6 +47,10 @@ if command -v curl >/dev/null 2>&1; then
         fail "curl cannot do smtp:// and smtps:// (tls_spec): install curl from Debian"
 fi
 
+# the queue specs relay to aiosmtpd under Debian's own python3
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 ||
+    fail "/usr/bin/python3 cannot import aiosmtpd (spec/e2e/relay_spec.lua): install python3-aiosmtpd"
+
 # swaks reports its optional modules with --support; the specs use TLS
 # (STARTTLS and --tls-on-connect) and AUTH PLAIN/LOGIN/CRAM-MD5.
 if command -v swaks >/dev/null 2>&1; then

@@ -11,7 +11,7 @@ local net = require "kurir.net"
 
 local api = {}
 
---- Add kurir.configure, kurir.maildir, kurir.discard and kurir.connect by
+--- Add kurir.configure, kurir.maildir, the route factories and kurir.connect by
 -- name to the module table `kurir`; returns the configuration state that
 -- kurir.configure merges into (the engine finalizes it after the script).
 function api.complete(kurir)
@@ -20,8 +20,8 @@ function api.complete(kurir)
   kurir.maildir = maildir.new
   maildir.prepare_dir = rawget(kurir, "_maildir_prepare")   -- C: create a Maildir now
   kurir._maildir_prepare = nil
-  -- kurir.default requires kurir itself: looked up on the first call
-  kurir.discard = function() return require("kurir.default").discard() end
+  -- routes as data: kurir.mbox, pipe, relay, lmtp, deliver, discard
+  require("kurir.route").install(kurir)
   kurir.connect = net.wrap(kurir.connect, kurir.dns)
   return state
 end

@@ -52,6 +52,7 @@ config.defaults = {
   },
   -- servers = nil: the system's resolv.conf
   dns = { timeout = 5, tries = 2 },
+  queue = { dir = "./queue", retry = { 60, 300, 900, 3600 }, lifetime = 5 * 86400, concurrency = 10 },
 }
 
 -- Errors raised while checking carry this marker so that merge can tell
@@ -420,6 +421,21 @@ local function check_account(v, n)
   end
   return v
 end
+local QUEUE = {
+  dir = function(v, n)
+    expect_string(v, n)
+    if v == "" then fail("%s: expected a directory, got an empty string", n) end
+    return v
+  end,
+  retry = function(v, n)
+    return check_list(v, n, function(x, xn)
+      expect_positive_number(x, xn)
+      return x + 0.0
+    end, "expected at least one retry interval in seconds")
+  end,
+  lifetime = function(v, n) expect_positive_number(v, n) return v + 0.0 end,
+  concurrency = function(v, n) return expect_integer(v, n, 1, 10000, "an integer 1-10000") end,
+}
 
 local function check_policy(v, n)
   return expect_choice(v, n, POLICIES, "\"tempfail\", \"reject\", \"continue\"")
@@ -459,11 +475,13 @@ local TOP = {
   tls = function(v, n) return section(TLS, v, n) end,
   auth = function(v, n) return section(AUTH, v, n) end,
   dns = function(v, n) return section(DNS, v, n) end,
+  queue = function(v, n) return section(QUEUE, v, n) end,
 }
 
 -- Sections whose keys merge one by one across configure calls; the others
 -- (hostname, listen, spool, user, group, workers, ...) are replaced as a whole.
-local MERGED = { limits = true, timeouts = true, on_error = true, tls = true, auth = true, dns = true }
+local MERGED = { limits = true, timeouts = true, on_error = true, tls = true, auth = true, dns = true,
+  queue = true }
 
 --- A fresh configuration state for one script load.
 function config.new()
@@ -603,6 +621,14 @@ function config.finalize(state, overrides, default_hostname)
     servers = dn.servers and copy_list(dn.servers) or nil,
     timeout = dn.timeout or d.dns.timeout,
     tries = dn.tries or d.dns.tries,
+  }
+
+  local q = v.queue or {}
+  cfg.queue = {
+    dir = q.dir or d.queue.dir,
+    retry = copy_list(q.retry or d.queue.retry),
+    lifetime = q.lifetime or d.queue.lifetime,
+    concurrency = q.concurrency or d.queue.concurrency,
   }
 
   if v.tls then

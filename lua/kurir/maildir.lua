@@ -13,7 +13,7 @@
 
 local maildir = {}
 
-local Agent = {}
+local Agent = { __kurir_route = true }
 Agent.__index = Agent
 Agent.kind = "maildir"
 
@@ -45,7 +45,8 @@ function maildir.new(template)
         "\" (%{user}, %{domain}, %{address})", 2)
     end
   end
-  return setmetatable({ template = template }, Agent)
+  -- agent + template: the route as data (a queued recipient stores them)
+  return setmetatable({ agent = "maildir", template = template }, Agent)
 end
 
 --- The directory for one recipient address table.

@@ -60,7 +60,7 @@ describe("session", function()
         kws[#kws + 1] = lines[i]:sub(5)
       end
       table.sort(kws)
-      assert.same({ "8BITMIME", "CHUNKING", "ENHANCEDSTATUSCODES", "HELP", "PIPELINING",
+      assert.same({ "8BITMIME", "CHUNKING", "DSN", "ENHANCEDSTATUSCODES", "HELP", "PIPELINING",
         "SIZE 1000000", "SMTPUTF8" }, kws)
       assert.is_nil(ext.STARTTLS)
       assert.is_nil(ext.AUTH)

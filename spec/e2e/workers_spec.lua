@@ -357,6 +357,57 @@ end
     harness.finish(srv)
   end)
 
+  it("the queue has one owner: messages accepted by any worker are delivered exactly once", function()
+    local dir = harness.tmpdir()
+    harness.write_file(dir .. "/ok.sh", 'mkdir -p "$(dirname "$0")/out"\n' ..
+      'cat >> "$(dirname "$0")/out/$RECIPIENT"\n')
+    local srv = harness.start { workers = 2, args = { dir }, script = [==[
+local kurir = require "kurir"
+local dir = arg[1]
+kurir.configure { hostname = "mx.w.test", queue = { dir = dir .. "/queue", retry = { 0.2 } } }
+local route = kurir.pipe { "/bin/sh", dir .. "/ok.sh" }
+function kurir.on.connect(s) return 220, "worker " .. kurir.worker() end
+function kurir.on.rcpt(s, rcpt) rcpt.route = route end
+]==] }
+    -- new connections until both workers have greeted (bounded), one
+    -- message on each
+    local seen, sent = {}, 0
+    for i = 1, 60 do
+      local c = client.connect(srv.port)
+      local _, text = c:reply()
+      seen[text:match("worker (%d)")] = true
+      c:check("EHLO c.test", 250)
+      c:check("MAIL FROM:<a@w.test>", 250)
+      c:check("RCPT TO:<r" .. i .. "@w.test>", 250)
+      c:check("DATA", 354)
+      c:check("Subject: " .. i .. "\r\n\r\nbody " .. i .. "\r\n.", 250)
+      c:check("QUIT", 221)
+      c:close()
+      sent = i
+      if seen["0"] and seen["1"] and i >= 10 then break end
+    end
+    assert.truthy(seen["0"] and seen["1"], "one worker took every connection:\n" .. srv:describe())
+    local done = harness.wait_for(function()
+      for i = 1, sent do
+        if not harness.read_file(dir .. "/out/r" .. i .. "@w.test") then return false end
+      end
+      return true
+    end, 20)
+    assert.truthy(done, srv:describe())
+    -- let a second delivery show itself: the queue must drain (every
+    -- message done), then each file holds its message once
+    assert(srv:wait_log(function(log)
+      local _, n = log:gsub("event=queue_done", "")
+      return n >= sent
+    end, 20), srv:describe())
+    for i = 1, sent do
+      local body = harness.read_file(dir .. "/out/r" .. i .. "@w.test")
+      local _, n = body:gsub("body " .. i .. "\r?\n", "")
+      assert.equals(1, n, "r" .. i .. " delivered " .. n .. " times")
+    end
+    finish(srv)
+  end)
+
   it("log lines from several workers never interleave; a line over PIPE_BUF is cut with a marker", function()
     local dir = harness.tmpdir()
     local path = dir .. "/script.lua"

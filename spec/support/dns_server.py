@@ -37,6 +37,12 @@ ZONE = {
     # for kurir.connect by name: the test peers run on loopback
     ("peer.test", T_A): ["127.0.0.1"],
     ("peer6.test", T_AAAA): ["::1"],
+    # queue specs: MX delivery to a kurir on loopback, a null MX, no MX (A fallback)
+    ("mxdeliver.test", T_MX): [(10, "mxhost.test"), (20, "mxdown.test")],
+    ("mxhost.test", T_A): ["127.0.0.1"],
+    ("mxdown.test", T_A): ["127.0.0.3"],
+    ("nullmx.test", T_MX): [(0, ".")],
+    ("nomx.test", T_A): ["127.0.0.1"],
 }
 NO_ANSWER = {"slow.test"}
 # answered with another question in the reply: a resolver must drop it
@@ -49,6 +55,8 @@ def exists(name):
 
 
 def encode_name(name):
+    if name.rstrip(".") == "":
+        return b"\x00"   # the root (a null MX, RFC 7505)
     out = b""
     for label in name.rstrip(".").split("."):
         raw = label.encode("ascii")
