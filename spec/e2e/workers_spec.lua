@@ -23,6 +23,15 @@ function kurir.on.rcpt(s, rcpt)
   return 250, "2.1.5 count " .. counts:incr("rcpt", 1, 0)
 end
 function kurir.on.data(s, msg) return 250, "2.0.0 ok" end
+-- XBUSY seconds: say so on stderr at once, then spin without yielding, so
+-- that this worker accepts nothing meanwhile (see busy())
+function kurir.on.command(s, verb, arg)
+  if verb ~= "XBUSY" then return end
+  io.stderr:write("busy_start worker=" .. kurir.worker() .. " session=" .. s.id .. "\n")
+  local t = kurir.now() + tonumber(arg)
+  while kurir.now() < t do end
+  return 250, "2.0.0 done"
+end
 ]]
 
 local function start(o)
@@ -64,6 +73,25 @@ local function wait_ready(srv, n, generation)
     for _ in pairs(t) do k = k + 1 end
     return k >= n and t
   end, 10)
+end
+
+-- Keep one worker busy in a hook (a worker in a hook accepts nothing), so
+-- that the next connection goes to another worker. Returns the busy
+-- worker's id and a function that waits for its reply and closes.
+-- Sessions spread over workers by the kernel's choice otherwise, which may
+-- well be one worker every time.
+local function busy(srv, seconds)
+  local c = client.open(srv.port)
+  local id = tonumber(c:expect(220):match("worker (%d+)"))
+  c:ehlo("client.e2e.test")
+  local before = select(2, srv:log():gsub("busy_start", ""))
+  c:send("XBUSY " .. (seconds or 0.8) .. "\r\n")
+  assert(srv:wait_log(function(log) return select(2, log:gsub("busy_start", "")) > before end, 10),
+    srv:describe())
+  return id, function()
+    c:expect(250)
+    c:close()
+  end
 end
 
 -- One session: greeting (worker id and tag) and the count that RCPT sees.
@@ -239,12 +267,15 @@ describe("workers", function()
     local srv = start()
     assert(wait_ready(srv, 2, 1), srv:describe())
     local seen, last = {}, 0
-    for _ = 1, 40 do
-      local id, n = rcpt(srv.port)
+    for _ = 1, 2 do
+      local busy_id, done = busy(srv)
+      local id, n = rcpt(srv.port)   -- the other worker: the busy one accepts nothing
+      done()
+      assert.are_not.equal(busy_id, id)
       assert.equals(last + 1, n)
       last = n
       seen[id] = true
-      if seen[0] and seen[1] then break end
+      seen[busy_id] = true
     end
     assert.is_true(seen[0] and seen[1], "sessions never reached both workers")
     assert.is_true(srv:signal("HUP"))
@@ -368,11 +399,22 @@ kurir.configure { hostname = "mx.w.test", queue = { dir = dir .. "/queue", retry
 local route = kurir.pipe { "/bin/sh", dir .. "/ok.sh" }
 function kurir.on.connect(s) return 220, "worker " .. kurir.worker() end
 function kurir.on.rcpt(s, rcpt) rcpt.route = route end
+function kurir.on.command(s, verb, arg)
+  if verb ~= "XBUSY" then return end
+  io.stderr:write("busy_start worker=" .. kurir.worker() .. "\n")
+  local t = kurir.now() + tonumber(arg)
+  while kurir.now() < t do end
+  return 250, "2.0.0 done"
+end
 ]==] }
-    -- new connections until both workers have greeted (bounded), one
-    -- message on each
+    -- messages on new connections; every other one while a worker is kept
+    -- busy, so that both workers accept some
     local seen, sent = {}, 0
-    for i = 1, 60 do
+    for i = 1, 10 do
+      local done
+      if i % 2 == 0 then
+        done = select(2, busy(srv, 0.5))
+      end
       local c = client.connect(srv.port)
       local _, text = c:reply()
       seen[text:match("worker (%d)")] = true
@@ -383,8 +425,8 @@ function kurir.on.rcpt(s, rcpt) rcpt.route = route end
       c:check("Subject: " .. i .. "\r\n\r\nbody " .. i .. "\r\n.", 250)
       c:check("QUIT", 221)
       c:close()
+      if done then done() end
       sent = i
-      if seen["0"] and seen["1"] and i >= 10 then break end
     end
     assert.truthy(seen["0"] and seen["1"], "one worker took every connection:\n" .. srv:describe())
     local done = harness.wait_for(function()
