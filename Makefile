@@ -84,6 +84,7 @@ test-asan: check-tools
 	  KURIR_BIN=$(CURDIR)/$(ASAN_BUILD)/kurir KURIR_SANITIZED=1 $(BUSTED) --run=e2e
 
 lint:
+	sh tools/check-layers.sh
 	luacheck lua scripts spec
 
 bench: build
@@ -113,9 +114,9 @@ test-fuzz:
 
 fuzz:
 	mkdir -p $(FUZZ_DIR)/corpus/parser $(FUZZ_DIR)/corpus/addr $(FUZZ_DIR)/corpus/scan
-	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_parser.c core/smtp_parser.c core/smtp_addr.c core/util.c -o $(FUZZ_DIR)/fuzz_parser
-	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_addr.c core/smtp_addr.c core/util.c -o $(FUZZ_DIR)/fuzz_addr
-	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_scan.c core/msg_scan.c core/util.c -o $(FUZZ_DIR)/fuzz_scan
+	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_parser.c core/proto/smtp_parser.c core/proto/smtp_addr.c core/proto/util.c -o $(FUZZ_DIR)/fuzz_parser
+	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_addr.c core/proto/smtp_addr.c core/proto/util.c -o $(FUZZ_DIR)/fuzz_addr
+	$(FUZZ_CC) $(FUZZ_FLAGS) tests/fuzz/fuzz_scan.c core/proto/msg_scan.c core/proto/util.c -o $(FUZZ_DIR)/fuzz_scan
 	for f in parser addr scan; do \
 	  $(FUZZ_DIR)/fuzz_$$f -dict=tests/fuzz/smtp.dict -max_total_time=$(FUZZ_SECONDS) \
 	    -artifact_prefix=$(FUZZ_DIR)/ -print_final_stats=1 $(FUZZ_DIR)/corpus/$$f tests/fuzz/seeds/$$f \

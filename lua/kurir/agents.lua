@@ -1,5 +1,5 @@
 -- kurir.agents: the queue's Lua delivery agents, run by the engine in a
--- task for one recipient of a queued message (core/agent_lua.c):
+-- task for one recipient of a queued message (core/queue/agent_lua.c):
 --
 --   agents.run(route, m) -> code, text | true | false, why | nil, why
 --

@@ -10,7 +10,7 @@
 
 local config = {}
 
--- The hook names, as the engine lists them (core/engine.c), in its order.
+-- The hook names, as the engine lists them (core/lua/engine.c), in its order.
 config.hook_names = require "kurir.hooks"
 
 local HOOKS = {}

@@ -1,4 +1,4 @@
--- End to end: http:// listeners on kurir's own event loop (core/http.c).
+-- End to end: http:// listeners on kurir's own event loop (core/http/http.c).
 -- A script answers requests through kurir.http.handle; a request it does
 -- not answer at once stays open (a suspended connection) until Lua
 -- answers it or its deadline does, and nothing of it blocks SMTP.

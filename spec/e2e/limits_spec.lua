@@ -1,5 +1,5 @@
 -- End to end: limits (SPEC 3). Each limit is answered with its reply from
--- core/reply.h and the session stays in step (or is closed with 421).
+-- core/proto/reply.h and the session stays in step (or is closed with 421).
 
 local socket = require "socket"
 local harness = require "harness"

@@ -1,5 +1,5 @@
 -- End to end: greeting, EHLO/HELO, command sequencing and the standard
--- replies of SPEC section 3 (exact texts from core/reply.h); command
+-- replies of SPEC section 3 (exact texts from core/proto/reply.h); command
 -- framing, SIZE and message_size (at the limit and at twice it), SMTPUTF8
 -- for MAIL and RCPT paths.
 

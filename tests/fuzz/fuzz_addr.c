@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_addr.h"
-#include "util.h"
+#include "proto/smtp_addr.h"
+#include "proto/util.h"
 
 #define CHECK(cond)                                                      \
     do {                                                                 \

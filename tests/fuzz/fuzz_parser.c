@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_addr.h"
-#include "smtp_parser.h"
-#include "util.h"
+#include "proto/smtp_addr.h"
+#include "proto/smtp_parser.h"
+#include "proto/util.h"
 
 /* Event log: one record per event; DATA/BDAT runs are merged. */
 struct evlog {

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "msg_scan.h"
-#include "util.h"
+#include "proto/msg_scan.h"
+#include "proto/util.h"
 
 #define CHECK(cond)                                                      \
     do {                                                                 \

@@ -1,7 +1,7 @@
 /* test_client_key.c - the per-client connection limit key: IPv4 as is,
  * IPv6 cut to the prefix (addresses of one /64 share a key, of two do
  * not), IPv4-mapped IPv6 as IPv4. */
-#include "client_key.h"
+#include "proto/client_key.h"
 #include "testutil.h"
 
 #include <arpa/inet.h>

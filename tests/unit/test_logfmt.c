@@ -1,7 +1,7 @@
 /* test_logfmt.c - exact logfmt output: the time field's shape, bare and
  * quoted values, every escape, UTF-8 pass-through, keys, numbers, and that
  * logfmt_emit() puts one whole line on the fd and resets the buffer. */
-#include "logfmt.h"
+#include "proto/logfmt.h"
 #include "testutil.h"
 
 #include <fcntl.h>

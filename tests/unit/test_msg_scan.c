@@ -4,8 +4,8 @@
  * expected header_len is strlen(head). Every input is fed whole, split at
  * each boundary, byte by byte; results must not depend on the split.
  * Random inputs are checked against a simple whole-buffer reference. */
-#include "msg_scan.h"
-#include "util.h"
+#include "proto/msg_scan.h"
+#include "proto/util.h"
 #include "testutil.h"
 
 #include <stdint.h>

@@ -3,8 +3,8 @@
  * parse errors (no magic, cut off, no id), the status log (last line
  * wins, a torn last line ignored, hold/release, mbox-begin), route
  * strings, and the DSN built from an envelope. */
-#include "dsn.h"
-#include "queue_file.h"
+#include "proto/dsn.h"
+#include "proto/queue_file.h"
 #include "testutil.h"
 
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* test_reply.c - the reply table, default enhanced codes and texts, and the
  * exact bytes reply_format() puts on the wire (multi-line, wrapping at the
  * 512-byte line limit, enhanced codes, control bytes, "%h"). */
-#include "reply.h"
+#include "proto/reply.h"
 #include "testutil.h"
 
 #include <stdlib.h>

@@ -9,8 +9,8 @@
 
 #include <openssl/evp.h>
 
-#include "sasl.h"
-#include "util.h"
+#include "proto/sasl.h"
+#include "proto/util.h"
 
 #include "testutil.h"
 

@@ -6,8 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "conn_limit.h"
-#include "shared_dict.h"
+#include "sys/conn_limit.h"
+#include "sys/shared_dict.h"
 #include "testutil.h"
 
 static struct sd_value num(long long i)

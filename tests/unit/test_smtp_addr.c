@@ -1,6 +1,6 @@
 /* test_smtp_addr.c - tests for core/smtp_addr.c: command split, MAIL/RCPT
  * path table, ESMTP parameters, xtext, numbers, HELO arguments. */
-#include "smtp_addr.h"
+#include "proto/smtp_addr.h"
 #include "testutil.h"
 
 #include <limits.h>

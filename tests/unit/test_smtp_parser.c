@@ -6,7 +6,7 @@
  * A tiny session stand-in switches to DATA after a "DATA" command and to
  * BDAT after "BDAT n". Random token streams are checked against a
  * straightforward reference model of the same framing rules. */
-#include "smtp_parser.h"
+#include "proto/smtp_parser.h"
 #include "testutil.h"
 
 #include <stdint.h>

@@ -9,8 +9,8 @@
  * -Wl,--wrap=fsync (CMakeLists.txt), so every fsync the code under test
  * makes goes through __wrap_fsync below, which records what the fd was
  * and can be told to fail. */
-#include "maildir.h"
-#include "spool.h"
+#include "sys/maildir.h"
+#include "sys/spool.h"
 #include "testutil.h"
 
 #include <dirent.h>

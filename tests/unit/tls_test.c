@@ -23,8 +23,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "tls.h"
-#include "util.h"
+#include "net/tls.h"
+#include "proto/util.h"
 
 #include "testutil.h"
 

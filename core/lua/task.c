@@ -1,0 +1,319 @@
+/* task.c - Lua coroutines that may wait, whoever owns them.
+ *
+ * Owns: the single resume helper through which every run starts and every
+ * waiting function comes back, the CPU budget (an instruction-count hook
+ * that keeps firing until the error escapes any pcall of the script), the
+ * wall-clock limit of a run, the wait timer and the deferred wake-up.
+ * Uses: the engine's Lua state and event loop. What a run's results mean
+ * (a hook's reply, nothing for kurir.spawn) is the owner's business,
+ * reported through struct task_ops. */
+#include "lua/task.h"
+
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "lua/engine.h"
+#include "app/server.h"
+#include "proto/util.h"
+
+#define CPU_CHECK_EVERY 10000
+
+static struct ev_loop *loop_of(const struct task *t)
+{
+    return t->eng->srv ? t->eng->srv->loop : NULL;
+}
+
+struct task *task_current(lua_State *L)
+{
+    return *(struct task **)lua_getextraspace(L);
+}
+
+void task_init(struct task *t, struct engine *e, lua_State *L, const struct task_ops *ops,
+               double limit)
+{
+    t->eng = e;
+    t->ops = ops;
+    t->limit = limit;
+    t->cpu_start = -1;
+    t->co = lua_newthread(L);
+    t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    *(struct task **)lua_getextraspace(t->co) = t;
+    ev_timer_init(&t->timer, NULL, 0, 0);
+    t->timer.data = t;
+}
+
+static void stop_timer(struct task *t)
+{
+    struct ev_loop *loop = loop_of(t);
+    if (loop)
+        ev_timer_stop(loop, &t->timer);
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void count_hook(lua_State *co, lua_Debug *ar)
+{
+    (void)ar;
+    struct task *t = task_current(co);
+    if (!t)
+        return;
+    if (t->cpu_start < 0) {
+        /* first check of this resume: start the clock here, so that short
+         * runs (the common case) never pay for reading it */
+        t->cpu_start = cpu_now();
+        return;
+    }
+    if (t->cpu_exceeded || cpu_now() - t->cpu_start > t->eng->cfg.cpu_budget) {
+        t->cpu_exceeded = true;
+        /* fire on every instruction from now on, in this thread and in the
+         * task's own (co may be a coroutine of the script), so a pcall in
+         * the script cannot swallow the abort */
+        lua_sethook(co, count_hook, LUA_MASKCOUNT, 1);
+        if (t->co != co)
+            lua_sethook(t->co, count_hook, LUA_MASKCOUNT, 1);
+        luaL_error(co, "CPU budget of %f s exceeded", t->eng->cfg.cpu_budget);
+    }
+}
+
+/* Make the main thread's extra space name t while t runs: threads the
+ * script creates during the run copy it (lua_newthread), so the CPU budget
+ * also finds its task in them. */
+static void set_running(struct task *t, struct task *running)
+{
+    *(struct task **)lua_getextraspace(t->eng->L) = running;
+}
+
+/* Reset the coroutine after an error or an abort. __close handlers run
+ * here, so the CPU budget stays armed while they do. */
+static void reset_coroutine(struct task *t)
+{
+    lua_State *co = t->co;
+    t->cpu_exceeded = false;
+    t->cpu_start = -1;
+    set_running(t, t);
+    t->resetting = true;
+    lua_sethook(co, count_hook, LUA_MASKCOUNT, CPU_CHECK_EVERY);
+    lua_resetthread(co);
+    lua_sethook(co, NULL, 0, 0);
+    t->resetting = false;
+    set_running(t, NULL);
+    lua_settop(co, 0);
+    *(struct task **)lua_getextraspace(co) = t;
+}
+
+/* The run is over. t may be freed by done(): not used after it. */
+static void finish(struct task *t, bool ok, int nres)
+{
+    stop_timer(t);
+    t->running = false;
+    t->waiting = false;
+    t->waiter = NULL;
+    t->ops->done(t, ok, nres);
+}
+
+static void fail(struct task *t, const char *msg)
+{
+    t->ops->error(t, msg, NULL);
+    reset_coroutine(t);
+    finish(t, false, 0);
+}
+
+/* The single resume helper: every run's start and every wake-up of a
+ * waiting function comes through here. */
+static void resume(struct task *t, int nargs)
+{
+    lua_State *co = t->co;
+    lua_State *L = t->eng->L;
+    int nres = 0;
+    t->cpu_exceeded = false;
+    t->cpu_start = -1;
+    set_running(t, t);
+    lua_sethook(co, count_hook, LUA_MASKCOUNT, CPU_CHECK_EVERY);
+    int status = lua_resume(co, NULL, nargs, &nres);
+    lua_sethook(co, NULL, 0, 0);
+    set_running(t, NULL);
+    if (status == LUA_YIELD) {
+        if (t->waiting)
+            return;   /* a kurir waiting function: its completion resumes us */
+        fail(t, "coroutine.yield() outside a coroutine of the script; use kurir waiting functions");
+    } else if (status == LUA_OK) {
+        finish(t, true, nres);
+    } else {
+        const char *msg = lua_tostring(co, -1);
+        if (!msg)
+            msg = luaL_typename(co, -1);
+        luaL_traceback(L, co, msg, 0);
+        t->ops->error(t, msg, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        reset_coroutine(t);
+        finish(t, false, 0);
+    }
+}
+
+void task_run(struct task *t, int nargs)
+{
+    t->deadline = t->limit > 0 ? time_mono() + t->limit : 0;
+    t->waiting = false;
+    t->waiter = NULL;
+    t->wake_pending = false;
+    t->running = true;
+    resume(t, nargs);
+}
+
+void task_abort(struct task *t)
+{
+    stop_timer(t);
+    t->wake_pending = false;
+    struct task_waiter *waiter = t->waiter;
+    t->waiter = NULL;
+    if (waiter)
+        waiter->cancel(waiter);
+    t->waiting = false;
+    t->gen++;
+    if (t->running && t->co)
+        reset_coroutine(t);
+    t->running = false;
+}
+
+void task_close(struct task *t)
+{
+    if (t->running)
+        task_abort(t);
+    stop_timer(t);
+    if (t->co) {
+        lua_settop(t->co, 0);
+        *(struct task **)lua_getextraspace(t->co) = NULL;
+        luaL_unref(t->eng->L, LUA_REGISTRYINDEX, t->co_ref);
+    }
+    t->co = NULL;
+    t->co_ref = LUA_NOREF;
+}
+
+/* Continuation of kurir.sleep: returns what the wake-up pushed. */
+static int sleep_continue(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    return lua_gettop(L) - (int)ctx;
+}
+
+/* The wait timer: the run's time limit, a waiter's own timeout, or the end
+ * of kurir.sleep. */
+static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct task *t = w->data;
+    if (!t->waiting || t->gen != t->armed_gen)
+        return;
+    t->waiting = false;
+    struct task_waiter *waiter = t->waiter;
+    t->waiter = NULL;
+    if (waiter)
+        waiter->cancel(waiter);
+    if (t->wait_expired) {
+        /* The run used up its limit. It is not resumed at all, so no pcall
+         * in the script can catch this and go on waiting. */
+        char msg[96];
+        snprintf(msg, sizeof(msg), "hook time limit of %g s exceeded while waiting", t->limit);
+        fail(t, msg);
+        return;
+    }
+    if (waiter) {
+        /* the operation's own timeout: an expected failure, nil + "timeout" */
+        lua_pushnil(t->co);
+        lua_pushliteral(t->co, "timeout");
+        resume(t, 2);
+        return;
+    }
+    resume(t, 0);
+}
+
+static bool can_wait(const struct task *t, lua_State *L)
+{
+    /* lua_isyieldable: a wait started where Lua cannot yield (a C call
+     * boundary, a metamethod, a __close handler) must be refused before
+     * any operation starts */
+    return t && t->co == L && t->running && !t->waiting && !t->resetting && loop_of(t) &&
+           lua_isyieldable(L);
+}
+
+struct task *task_waiting(lua_State *L)
+{
+    struct task *t = task_current(L);
+    return can_wait(t, L) ? t : NULL;
+}
+
+int task_suspend(lua_State *L, struct task_waiter *waiter, double timeout, lua_KFunction k,
+                 lua_KContext ctx)
+{
+    struct task *t = task_current(L);
+    if (!can_wait(t, L))
+        return luaL_error(L, "this function can only wait inside a hook or a task (not at load "
+                             "time, in a coroutine of the script, a metamethod or a callback of a "
+                             "C function)");
+    t->wait_expired = false;
+    if (t->limit > 0) {
+        double left = t->deadline - time_mono();
+        if (timeout < 0 || timeout >= left) {
+            timeout = left > 0 ? left : 0;
+            t->wait_expired = true;
+        }
+    }
+    t->waiting = true;
+    t->waiter = waiter;
+    t->armed_gen = ++t->gen;
+    struct ev_loop *loop = loop_of(t);
+    ev_timer_stop(loop, &t->timer);
+    ev_set_cb(&t->timer, wait_cb);
+    if (timeout >= 0 && isfinite(timeout)) {
+        ev_timer_set(&t->timer, timeout, 0);
+        ev_timer_start(loop, &t->timer);
+    }
+    return lua_yieldk(L, 0, ctx, k);
+}
+
+/* The deferred half of task_wake: resume from the event loop itself. */
+static void wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct task *t = w->data;
+    if (!t->wake_pending)
+        return;
+    t->wake_pending = false;
+    t->waiting = false;
+    resume(t, t->wake_nres);
+}
+
+/* Completion of a waiting operation. The resume is deferred to the next
+ * loop iteration: a completion may be reported from inside another task's
+ * run (c-ares answering several queries in one call), and one run must
+ * never execute nested inside another. */
+void task_wake(struct task *t, int nres)
+{
+    if (!t->waiting || t->wake_pending || !t->co) {
+        if (t->co)
+            lua_pop(t->co, nres);
+        return;
+    }
+    struct ev_loop *loop = loop_of(t);
+    t->waiter = NULL;
+    t->wake_pending = true;
+    t->wake_nres = nres;
+    ev_timer_stop(loop, &t->timer);
+    ev_set_cb(&t->timer, wake_cb);
+    ev_timer_set(&t->timer, 0, 0);
+    ev_timer_start(loop, &t->timer);
+}
+
+int task_sleep(lua_State *L, double seconds)
+{
+    return task_suspend(L, NULL, seconds, sleep_continue, (lua_KContext)lua_gettop(L));
+}

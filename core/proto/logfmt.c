@@ -1,0 +1,184 @@
+/* logfmt.c - builds one logfmt line per event in a caller's struct buf.
+ * Every value goes through logfmt_value(), which quotes and escapes
+ * anything that could start a new field or a new line: client bytes are
+ * logged faithfully but can never forge either. The server queues finished
+ * lines and writes them once per loop iteration (server_log_end); only
+ * lines made before the loop runs (kurir.log while the script loads) go
+ * out through logfmt_emit(), one write(2) each. Owns no state. */
+#include "proto/logfmt.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char hexdig[] = "0123456789abcdef";
+
+/* Length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, no
+ * surrogates, at most U+10FFFF) starting at s[0] >= 0x80, or 0. C1 control
+ * characters (U+0080..U+009F) count as not well-formed: like C0 controls
+ * they are escaped byte by byte. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf;   /* range of the second byte */
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        if (c == 0xc2)
+            lo = 0xa0;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+static bool bare_ok(const char *val, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)val[i];
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '=' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+void logfmt_value(struct buf *b, const char *val, size_t n)
+{
+    if (!val || n == 0) {
+        buf_append(b, "\"\"", 2);
+        return;
+    }
+    if (bare_ok(val, n)) {
+        buf_append(b, val, n);
+        return;
+    }
+    const unsigned char *s = (const unsigned char *)val;
+    buf_append(b, "\"", 1);
+    size_t i = 0, run = 0;   /* s[run..i) is pending verbatim output */
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        if (c >= 0x80) {
+            size_t u = utf8_len(s + i, n - i);
+            if (u) {
+                i += u;
+                continue;
+            }
+        }
+        buf_append(b, s + run, i - run);
+        char esc[4] = { '\\', 0, 0, 0 };
+        size_t elen = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'x';
+            esc[2] = hexdig[c >> 4];
+            esc[3] = hexdig[c & 15];
+            elen = 4;
+            break;
+        }
+        buf_append(b, esc, elen);
+        i++;
+        run = i;
+    }
+    buf_append(b, s + run, n - run);
+    buf_append(b, "\"", 1);
+}
+
+/* Keys come from our code and from scripts (s:log); anything outside
+ * [A-Za-z0-9_.-] becomes '_' so a key cannot forge a field either. */
+static void append_key(struct buf *b, const char *key)
+{
+    buf_append(b, " ", 1);
+    size_t n = key ? strlen(key) : 0;
+    if (n == 0) {
+        buf_append(b, "_", 1);
+    } else {
+        char *p = buf_reserve(b, n);
+        for (size_t i = 0; i < n; i++) {
+            char c = key[i];
+            bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '_' || c == '.' || c == '-';
+            p[i] = ok ? c : '_';
+        }
+        buf_commit(b, n);
+    }
+    buf_append(b, "=", 1);
+}
+
+void logfmt_begin(struct buf *b, const char *level, const char *session, const char *event)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    buf_printf(b, "time=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+               tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L);
+    logfmt_str(b, "level", level);
+    if (session)
+        logfmt_str(b, "session", session);
+    logfmt_str(b, "event", event);
+}
+
+void logfmt_str(struct buf *b, const char *key, const char *val)
+{
+    logfmt_mem(b, key, val, val ? strlen(val) : 0);
+}
+
+void logfmt_mem(struct buf *b, const char *key, const char *val, size_t n)
+{
+    append_key(b, key);
+    logfmt_value(b, val, n);
+}
+
+void logfmt_int(struct buf *b, const char *key, long long v)
+{
+    append_key(b, key);
+    buf_printf(b, "%lld", v);
+}
+
+void logfmt_dbl(struct buf *b, const char *key, double v)
+{
+    append_key(b, key);
+    buf_printf(b, "%.3f", v);
+}
+
+void logfmt_emit(struct buf *b, int fd)
+{
+    buf_append(b, "\n", 1);
+    /* One write: a line is appended atomically or not at all (O_APPEND
+     * files, pipes up to PIPE_BUF). Bounded retries on EINTR only. */
+    for (int tries = 0; tries < 100; tries++) {
+        ssize_t w = write(fd, buf_peek(b), buf_used(b));
+        if (w >= 0 || errno != EINTR)
+            break;
+    }
+    buf_reset(b);
+}

@@ -1,0 +1,210 @@
+/* util.c - allocation wrappers, checked sizes, growable buffers. Owns no
+ * state; every buffer belongs to whoever embeds the struct buf. */
+#include "proto/util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "kurir: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom(n);
+    return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        oom(n * size);
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        oom(n);
+    return q;
+}
+
+char *xstrdup(const char *s)
+{
+    return xmemdup(s, strlen(s));
+}
+
+char *xmemdup(const void *p, size_t n)
+{
+    char *q = xmalloc(size_add(n, 1));
+    if (n)
+        memcpy(q, p, n);
+    q[n] = '\0';
+    return q;
+}
+
+size_t size_add(size_t a, size_t b)
+{
+    if (a > SIZE_MAX - b) {
+        fprintf(stderr, "kurir: size overflow\n");
+        abort();
+    }
+    return a + b;
+}
+
+size_t size_mul(size_t a, size_t b)
+{
+    if (b && a > SIZE_MAX / b) {
+        fprintf(stderr, "kurir: size overflow\n");
+        abort();
+    }
+    return a * b;
+}
+
+void buf_init(struct buf *b)
+{
+    memset(b, 0, sizeof(*b));
+}
+
+void buf_free(struct buf *b)
+{
+    free(b->data);
+    buf_init(b);
+}
+
+void buf_reset(struct buf *b)
+{
+    b->off = b->len = 0;
+}
+
+size_t buf_used(const struct buf *b)
+{
+    return b->len - b->off;
+}
+
+const char *buf_peek(const struct buf *b)
+{
+    return b->data ? b->data + b->off : "";
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+    if (n >= buf_used(b)) {
+        b->off = b->len = 0;
+        return;
+    }
+    b->off += n;
+}
+
+void buf_compact(struct buf *b)
+{
+    if (b->off == 0)
+        return;
+    size_t used = buf_used(b);
+    if (used)
+        memmove(b->data, b->data + b->off, used);
+    b->off = 0;
+    b->len = used;
+}
+
+char *buf_reserve(struct buf *b, size_t n)
+{
+    if (b->cap - b->len >= n)
+        return b->data + b->len;
+    /* Reuse consumed space at the front before growing. */
+    if (b->off && b->cap - buf_used(b) >= n) {
+        buf_compact(b);
+        return b->data + b->len;
+    }
+    size_t need = size_add(buf_used(b), n);
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap = size_mul(cap, 2);
+    buf_compact(b);
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+    return b->data + b->len;
+}
+
+void buf_commit(struct buf *b, size_t n)
+{
+    b->len += n;
+}
+
+void buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (!n)
+        return;
+    memcpy(buf_reserve(b, n), p, n);
+    b->len += n;
+}
+
+void buf_appends(struct buf *b, const char *s)
+{
+    buf_append(b, s, strlen(s));
+}
+
+void buf_printf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0)
+        return;
+    char *p = buf_reserve(b, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void buf_shrink(struct buf *b, size_t keep_cap)
+{
+    if (buf_used(b) == 0 && b->cap > keep_cap) {
+        free(b->data);
+        buf_init(b);
+    }
+}
+
+static int lower(int c)
+{
+    return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
+
+bool ascii_casecmp(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+            return false;
+    return true;
+}
+
+bool ascii_caseeq(const char *a, size_t alen, const char *lit)
+{
+    size_t n = strlen(lit);
+    return alen == n && ascii_casecmp(a, lit, n);
+}
+
+double time_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double time_wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}

@@ -1,0 +1,69 @@
+/* engine_session.h - what engine.c and the lua_*.c bindings offer to the
+ * session layer: the session's task and userdata, starting and aborting
+ * hooks, and the Lua objects of a transaction. */
+#ifndef KURIR_ENGINE_SESSION_H
+#define KURIR_ENGINE_SESSION_H
+
+#include <lua.h>
+#include "smtp/session.h"
+#include "proto/smtp_addr.h"
+
+void engine_session_open(struct session *s);
+void engine_session_close(struct session *s);
+
+/* Resume the session coroutine on hook h; always ends in
+ * session_hook_finished() (now, or later after a wait). */
+void engine_start_hook(struct session *s, enum hook h, int (*push)(struct session *, lua_State *));
+/* Abandon a running/waiting hook (client gone). */
+void engine_abort_hook(struct session *s);
+/* the session whose hooks t runs; NULL for a task of kurir.spawn/every */
+struct session *engine_task_session(struct task *t);
+
+/* Build an address table from a parsed path; returns a registry ref. */
+int engine_address_ref(struct session *s, const struct smtp_path *p);
+/* Push s->arg_ref (the object a check built) as the hook argument. */
+int engine_push_arg(struct session *s, lua_State *co);
+/* Push verb and argument of the current command (command hook). */
+int engine_push_command_args(struct session *s, lua_State *co);
+/* Push the HELO name / VRFY / EXPN argument as a string. */
+int engine_push_line_arg(struct session *s, lua_State *co);
+/* Push a new kurir.message for the current transaction. */
+int engine_push_message(struct session *s, lua_State *co);
+/* Push a kurir.cred for the SASL exchange in s->sasl. */
+int engine_push_cred(struct session *s, lua_State *co);
+
+/* Transaction objects */
+void engine_tx_set_from(struct session *s, int ref);
+void engine_tx_add_rcpt(struct session *s, int ref);
+/* rcpt.route of the RCPT argument table ref, if set, must be a delivery
+ * agent: false (and an error logged) otherwise. */
+bool engine_check_route(struct session *s, int ref);
+void engine_tx_release(struct session *s);   /* drop refs, close the message object */
+void engine_release_ref(struct session *s, int *ref);
+
+/* bindings (lua_session.c, lua_message.c, lua_cred.c, lua_kurir.c); their
+ * prefix is l + the class, never Lua's own lua_/luaL_ */
+void lsession_register(lua_State *L);
+void lsession_push_new(lua_State *L, struct session *s);   /* new userdata */
+void lsession_invalidate(lua_State *L, int ud_ref);
+void lmessage_register(lua_State *L);
+void lmessage_push_new(lua_State *L, struct session *s);
+void lmessage_invalidate(lua_State *L, int ref);
+void lcred_register(lua_State *L);
+void lcred_push_new(lua_State *L, struct session *s);
+void lcred_invalidate(lua_State *L, int ref);
+void lkurir_open(lua_State *L);   /* package.loaded.kurir, its C part */
+/* kurir.worker(): id from 0 and count; id -1 while the master checks the
+ * script (it serves nothing). A single process is worker 0 of 1. */
+void lkurir_set_worker(int id, int count);
+void lshared_register(lua_State *L);                        /* lua_shared.c */
+int lshared_open(lua_State *L);                             /* kurir.shared(name, size) */
+/* msg:enqueue (lua_queue.c) */
+int lqueue_enqueue(lua_State *L, struct session *s);
+/* Log fields of kurir.log / s:log from stack index first on: (event,
+ * table) gives sorted key=value pairs, anything else one msg="..." */
+void lkurir_log_fields(lua_State *L, int first, struct buf *b);
+/* the event loop of the engine that owns L (NULL while the script loads) */
+struct ev_loop *engine_loop(lua_State *L);
+
+#endif

@@ -1,0 +1,696 @@
+/* session.c - runs one SMTP session: takes parser events while no hook is
+ * running, dispatches command lines through the command table (check ->
+ * hook -> proceed), turns hook results into replies, and owns the session's
+ * timers, error counter and lifetime.
+ *
+ * Lifetime: a session is freed only from conn's closed callback (deferred by
+ * conn.c, never inside our own callbacks) and only when no hook is running;
+ * the disconnect hook runs first, in the session's coroutine. */
+#include "smtp/session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp/engine_session.h"
+#include "proto/logfmt.h"
+#include "app/server.h"
+
+#define READ_CHUNK 16384
+
+static const struct cmd *const cmd_tables[] = {
+    cmd_basic_table, cmd_mail_table, cmd_data_table, cmd_auth_table, cmd_starttls_table,
+};
+
+static void session_process(struct session *s);
+static void session_free(struct session *s);
+static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void arm_timer(struct session *s, double secs);
+
+static struct session *from_conn(struct conn *c)
+{
+    return (struct session *)((char *)c - offsetof(struct session, conn));
+}
+
+struct buf *session_log_begin(struct session *s, const char *level, const char *event)
+{
+    struct buf *b = &s->srv->log;
+    buf_reset(b);
+    logfmt_begin(b, level, s->id, event);
+    return b;
+}
+
+void session_log_end(struct session *s)
+{
+    server_log_end(s->srv);
+}
+
+static void want_flush(struct session *s)
+{
+    server_want_flush(s->srv, &s->conn);
+}
+
+void session_flush(struct session *s)
+{
+    want_flush(s);
+}
+
+void session_reply(struct session *s, enum reply_id id)
+{
+    reply_canned(&s->conn.out, id, s->enhanced, s->eng->cfg.hostname);
+    want_flush(s);
+}
+
+void session_reply_code(struct session *s, int code, const char *text, size_t tlen, enum reply_stage stage)
+{
+    if (!text || !tlen) {
+        text = reply_default_text(code, stage);
+        tlen = strlen(text);
+    }
+    reply_format(&s->conn.out, code, NULL, text, tlen, s->enhanced, stage, s->eng->cfg.hostname);
+    want_flush(s);
+    if (code == 421) {
+        session_close(s);
+    }
+}
+
+bool session_result_ok(const struct hook_result *r)
+{
+    return r->kind == HR_DEFAULT || (r->kind == HR_REPLY && r->code >= 200 && r->code < 400);
+}
+
+void session_reply_result(struct session *s, const struct hook_result *r, enum reply_id ok,
+                          enum reply_id reject, enum reply_stage stage)
+{
+    switch (r->kind) {
+    case HR_DEFAULT:
+        session_reply(s, ok);
+        break;
+    case HR_REJECT:
+    case HR_ERROR:
+        session_reply(s, reject);
+        break;
+    case HR_REPLY:
+        session_reply_code(s, r->code, r->text, r->tlen, stage);
+        break;
+    }
+}
+
+void session_close(struct session *s)
+{
+    if (s->state == SS_CLOSED)
+        return;
+    ev_set_cb(&s->timer, timeout_cb);
+    arm_timer(s, 10.0);   /* bound the final flush */
+    conn_close(&s->conn, true);
+}
+
+void session_error(struct session *s)
+{
+    s->errors++;
+    if (s->errors >= s->eng->cfg.errors) {
+        logfmt_int(session_log_begin(s, "warn", "too_many_errors"), "errors", s->errors);
+        session_log_end(s);
+        session_reply(s, R_TOO_MANY_ERRORS);
+        session_close(s);
+    }
+}
+
+void session_junk(struct session *s)
+{
+    int limit = s->eng->cfg.junk_commands;
+    if (s->state == SS_CLOSED || s->conn.closing || limit <= 0)
+        return;
+    if (++s->junk > limit) {
+        logfmt_int(session_log_begin(s, "warn", "too_many_junk_commands"), "commands", s->junk);
+        session_log_end(s);
+        session_reply(s, R_TOO_MANY_JUNK);
+        session_close(s);
+    }
+}
+
+void session_junk_clear(struct session *s)
+{
+    s->junk = 0;
+}
+
+/* ---- timers ---------------------------------------------------------- */
+
+static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct session *s = w->data;
+    ev_timer_stop(loop, w);
+    void (*then)(struct session *) = s->pause_then;
+    s->pausing = false;
+    s->pause_then = NULL;
+    if (s->state == SS_CLOSED || s->conn.closing || s->conn.closed)
+        return;
+    arm_timer(s, s->eng->cfg.t_command);
+    if (then)
+        then(s);
+    if (!s->in_hook && !s->processing && s->state != SS_CLOSED)
+        session_process(s);
+}
+
+void session_pause(struct session *s, double secs, void (*then)(struct session *s))
+{
+    if (secs <= 0) {
+        then(s);
+        return;
+    }
+    s->pausing = true;
+    s->pause_then = then;
+    conn_set_reading(&s->conn, false);
+    ev_timer_set(&s->pause_timer, secs, 0);
+    ev_timer_start(s->conn.loop, &s->pause_timer);
+}
+
+static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct session *s = w->data;
+    ev_timer_stop(loop, w);   /* arm_timer's repeat: a deadline fires once */
+    if (s->conn.closing) {
+        conn_close(&s->conn, false);   /* the client does not read its last replies */
+        return;
+    }
+    if (s->in_hook || s->pausing)
+        return;   /* hooks have their own limit (engine.c); a pause ends by itself */
+    bool data = s->state == SS_DATA || s->state == SS_BDAT;
+    if (data && s->tx.data_deadline > 0 && ev_now(loop) >= s->tx.data_deadline) {
+        struct buf *b = session_log_begin(s, "info", "timeout");
+        logfmt_str(b, "state", "data");
+        logfmt_str(b, "reason", "min_data_rate");
+        logfmt_int(b, "bytes", (long long)s->tx.spool.size);
+        session_log_end(s);
+        session_reply(s, R_TOO_SLOW);
+        session_close(s);
+        return;
+    }
+    logfmt_str(session_log_begin(s, "info", "timeout"), "state", data ? "data" : "command");
+    session_log_end(s);
+    session_reply(s, R_TIMEOUT);
+    session_close(s);
+}
+
+/* Restart the session deadline: one heap adjustment (ev_timer_again), as
+ * this runs for every command. */
+static void arm_timer(struct session *s, double secs)
+{
+    s->timer.repeat = secs;
+    ev_timer_again(s->conn.loop, &s->timer);
+}
+
+/* The message deadline (DATA, BDAT): timeouts.data from the first chunk,
+ * extended by one second per limits.min_data_rate bytes received, so a
+ * client that trickles cannot hold the session. The timer fires at the
+ * earlier of that deadline and timeouts.data without input. */
+static void arm_data_timer(struct session *s, size_t nread)
+{
+    const struct config *c = &s->eng->cfg;
+    double now = ev_now(s->conn.loop);
+    double secs = c->t_data;
+    if (c->min_data_rate > 0) {
+        if (s->tx.data_deadline <= 0)
+            s->tx.data_deadline = now + c->t_data;
+        s->tx.data_deadline += (double)nread / c->min_data_rate;
+        double left = s->tx.data_deadline - now;
+        if (left < secs)
+            secs = left;
+        if (secs < 0.001)
+            secs = 0.001;   /* past the deadline: fire at once (repeat 0 would stop the timer) */
+    }
+    arm_timer(s, secs);
+}
+
+/* ---- transactions ---------------------------------------------------- */
+
+void session_new_queue_id(struct session *s, char *out)
+{
+    server_new_id(s->srv, out);
+}
+
+void session_tx_begin(struct session *s)
+{
+    struct tx *t = &s->tx;
+    session_tx_reset(s);
+    t->active = true;
+    session_new_queue_id(s, t->id);
+}
+
+void session_tx_reset(struct session *s)
+{
+    struct tx *t = &s->tx;
+    engine_tx_release(s);
+    spool_close(&t->spool);
+    buf_free(&t->added);
+    memset(t, 0, sizeof(*t));
+    spool_init(&t->spool);
+    buf_init(&t->added);
+    t->from_ref = t->rcpts_ref = t->msg_ref = LUA_NOREF;
+    /* a hook error between a header read and its release left the copy */
+    buf_reset(&s->scratch);
+    buf_shrink(&s->scratch, 4096);
+    if (s->state == SS_MAIL || s->state == SS_RCPT || s->state == SS_DATA || s->state == SS_BDAT)
+        s->state = SS_READY;
+}
+
+/* ---- hooks ----------------------------------------------------------- */
+
+void session_run_hook(struct session *s, enum hook h, int (*push)(struct session *, lua_State *),
+                      session_proceed_fn proceed)
+{
+    if (h == HOOK_NONE || !engine_has_hook(s->eng, h)) {
+        struct hook_result r = {HR_DEFAULT, 0, NULL, 0, false};
+        proceed(s, &r);
+        return;
+    }
+    s->pending = proceed;
+    s->cur_hook = h;
+    s->in_hook = true;
+    conn_set_reading(&s->conn, false);
+    engine_start_hook(s, h, push);
+}
+
+void session_hook_finished(struct session *s, const struct hook_result *res)
+{
+    struct hook_result r = *res;
+    session_proceed_fn p = s->pending;
+    s->pending = NULL;
+    s->in_hook = false;
+    if (r.kind == HR_ERROR) {
+        enum err_policy pol = s->eng->cfg.on_error[s->cur_hook];
+        if (pol == ERR_REJECT) {
+            r.kind = HR_REJECT;
+        } else if (pol == ERR_CONTINUE) {
+            r.kind = HR_DEFAULT;
+        } else {
+            const struct reply_def *d = reply_get(R_HOOK_ERROR);
+            buf_reset(&s->hook_text);
+            buf_printf(&s->hook_text, "%s %s", d->esc, d->text);
+            r.kind = HR_REPLY;
+            r.error = true;
+            r.code = d->code;
+            r.text = buf_peek(&s->hook_text);
+            r.tlen = buf_used(&s->hook_text);
+        }
+    }
+    if (s->state == SS_CLOSED || s->conn.closed) {
+        /* the connection went away while the hook ran */
+        if (p && s->cur_hook == HOOK_DISCONNECT)
+            p(s, &r);
+        else
+            session_free(s);
+        return;
+    }
+    if (s->drop_now) {
+        /* fault injection: the peer sees the connection end, no reply */
+        s->drop_now = false;
+        logfmt_str(session_log_begin(s, "info", "dropped"), "stage", engine_hook_name(s->cur_hook));
+        session_log_end(s);
+        s->conn.eof = true;
+        conn_close(&s->conn, false);
+        return;
+    }
+    /* the timer did not fire for us while the hook ran: start it again */
+    if (!s->conn.closing && s->state != SS_TLS) {
+        if (s->state == SS_DATA || s->state == SS_BDAT)
+            arm_data_timer(s, 0);
+        else
+            arm_timer(s, s->eng->cfg.t_command);
+    }
+    if (p)
+        p(s, &r);
+    if (!s->in_hook && !s->processing && s->state != SS_CLOSED) {
+        session_process(s);
+    }
+}
+
+/* ---- greeting -------------------------------------------------------- */
+
+void session_timeouts_reset(struct session *s)
+{
+    ev_set_cb(&s->timer, timeout_cb);
+    arm_timer(s, s->eng->cfg.t_command);
+}
+
+/* A canned reply with its enhanced code even before EHLO (the greeting
+ * stage, where the client cannot have asked for them yet). */
+static void reply_with_esc(struct session *s, enum reply_id id, enum reply_stage stage)
+{
+    const struct reply_def *d = reply_get(id);
+    buf_reset(&s->hook_text);
+    buf_printf(&s->hook_text, "%s %s", d->esc, d->text);
+    session_reply_code(s, d->code, buf_peek(&s->hook_text), buf_used(&s->hook_text), stage);
+}
+
+/* SPEC 2.1 at connect: a greeting is 220, 421 (and close) or 554 (then
+ * only QUIT), whatever code the script chose: RFC 5321 3.1 and 4.1.1.1
+ * allow no other greeting. A hook error (tempfail) is 421 4.3.0. */
+static void connect_done(struct session *s, const struct hook_result *r)
+{
+    s->state = SS_INIT;
+    s->greeted = true;
+    arm_timer(s, s->eng->cfg.t_command);
+    switch (r->kind) {
+    case HR_DEFAULT:
+        session_reply(s, R_GREETING);
+        break;
+    case HR_REJECT:
+        session_reply(s, R_CONNECT_REJECT);
+        s->state = SS_REFUSED;
+        break;
+    case HR_ERROR:
+    case HR_REPLY:
+        if (r->error) {
+            reply_with_esc(s, R_HOOK_ERROR_CLOSE, STAGE_CONNECT);   /* closes */
+        } else if (r->code < 400) {
+            if (r->tlen)
+                session_reply_code(s, 220, r->text, r->tlen, STAGE_CONNECT);
+            else
+                session_reply(s, R_GREETING);
+        } else if (r->code < 500) {
+            session_reply_code(s, 421, r->text, r->tlen, STAGE_CONNECT);   /* closes */
+        } else {
+            session_reply_code(s, 554, r->text, r->tlen, STAGE_CONNECT);
+            s->state = SS_REFUSED;
+        }
+        break;
+    }
+    if (!s->conn.closing)
+        conn_set_reading(&s->conn, true);
+}
+
+void session_greet(struct session *s)
+{
+    s->state = SS_GREETING;
+    session_run_hook(s, HOOK_CONNECT, NULL, connect_done);
+}
+
+/* ---- command dispatch ------------------------------------------------ */
+
+static const struct cmd *find_cmd(const char *verb, size_t len)
+{
+    for (size_t t = 0; t < sizeof(cmd_tables) / sizeof(cmd_tables[0]); t++)
+        for (const struct cmd *c = cmd_tables[t]; c->verb; c++)
+            if (ascii_caseeq(verb, len, c->verb))
+                return c;
+    return NULL;
+}
+
+static void unknown_done(struct session *s, const struct hook_result *r)
+{
+    if (r->kind == HR_DEFAULT || r->kind == HR_REJECT) {
+        session_reply(s, R_UNKNOWN_CMD);
+        session_error(s);
+        return;
+    }
+    session_reply_code(s, r->code, r->text, r->tlen, STAGE_COMMAND);
+    if (r->code >= 500)
+        session_error(s);
+}
+
+static enum reply_id sequence_error(struct session *s, const struct cmd *c)
+{
+    if (s->state == SS_INIT)
+        return R_NEED_HELO;
+    if (!strcmp(c->verb, "MAIL"))
+        return R_NESTED_MAIL;
+    if (!strcmp(c->verb, "RCPT"))
+        return R_NEED_MAIL;
+    if (!strcmp(c->verb, "DATA"))
+        return s->state == SS_MAIL ? R_NEED_RCPT : R_NEED_MAIL;
+    if (!strcmp(c->verb, "STARTTLS") && s->tls)
+        return R_ALREADY_TLS;
+    return R_BAD_SEQUENCE;
+}
+
+struct smtp_span session_arg(struct session *s)
+{
+    struct smtp_span verb, arg;
+    smtp_cmd_split(buf_peek(&s->line), buf_used(&s->line), &verb, &arg);
+    return arg;
+}
+
+static void handle_command(struct session *s, const char *line, size_t len)
+{
+    buf_reset(&s->line);
+    buf_append(&s->line, line, len);
+    arm_timer(s, s->eng->cfg.t_command);
+    if (s->state == SS_AUTH) {
+        auth_line(s, buf_peek(&s->line), len);
+        return;
+    }
+    struct smtp_span verb, arg;
+    smtp_cmd_split(buf_peek(&s->line), len, &verb, &arg);
+    const struct cmd *c = find_cmd(verb.ptr, verb.len);
+    if (s->state == SS_REFUSED && !(c && !strcmp(c->verb, "QUIT"))) {
+        session_reply(s, R_REFUSED_SESSION);
+        session_error(s);
+        return;
+    }
+    if (!c) {
+        if (verb.len == 0 || !engine_has_hook(s->eng, HOOK_COMMAND)) {
+            session_reply(s, R_UNKNOWN_CMD);
+            session_error(s);
+            return;
+        }
+        session_run_hook(s, HOOK_COMMAND, engine_push_command_args, unknown_done);
+        return;
+    }
+    if (!(c->states & ST(s->state))) {
+        session_reply(s, sequence_error(s, c));
+        session_error(s);
+        return;
+    }
+    if (s->eng->cfg.auth_required && !s->user && (c->flags & CMD_NEEDS_AUTH)) {
+        session_reply(s, R_AUTH_REQUIRED);
+        session_error(s);
+        return;
+    }
+    if (c->check && c->check(s, arg) < 0)
+        return;
+    session_run_hook(s, c->hook, c->push, c->proceed);
+}
+
+static void session_process(struct session *s)
+{
+    if (s->processing || s->state == SS_CLOSED)
+        return;
+    s->processing = true;
+    while (!s->in_hook && !s->pausing && !s->conn.closing && !s->conn.closed && s->state != SS_TLS &&
+           s->state != SS_GREETING) {
+        if (s->shutdown && !s->tx.active && (s->state == SS_INIT || s->state == SS_READY)) {
+            session_reply(s, R_SHUTDOWN);
+            session_close(s);
+            break;
+        }
+        if (conn_queued(&s->conn) >= s->conn.out_high)
+            break;   /* the client is not reading its replies: stop until drained */
+        struct smtp_event ev;
+        if (smtp_parser_next(&s->parser, &ev) == SMTP_EV_NONE)
+            break;
+        switch (ev.type) {
+        case SMTP_EV_COMMAND:
+            handle_command(s, ev.ptr, ev.len);
+            if ((s->state == SS_DATA || s->state == SS_BDAT) && !s->conn.closing)
+                arm_data_timer(s, 0);   /* the message deadline starts (or goes on) */
+            break;
+        case SMTP_EV_LINE_TOO_LONG:
+            logfmt_int(session_log_begin(s, "info", "line_too_long"), "bytes", (long long)ev.len);
+            session_log_end(s);
+            if (s->state == SS_AUTH) {
+                s->state = s->state_before_auth;
+                sasl_reset(&s->sasl);
+                s->parser.max_line = s->eng->cfg.line_length;
+            }
+            session_reply(s, R_LINE_TOO_LONG);
+            session_error(s);
+            break;
+        case SMTP_EV_DATA:
+        case SMTP_EV_BDAT:
+            data_bytes(s, ev.ptr, ev.len);
+            break;
+        case SMTP_EV_DATA_END:
+            data_end(s);
+            break;
+        case SMTP_EV_BDAT_END:
+            bdat_chunk_end(s);
+            break;
+        case SMTP_EV_NONE:
+            break;
+        }
+    }
+    s->processing = false;
+    if (smtp_parser_pending(&s->parser) == 0 && s->state != SS_DATA && s->state != SS_BDAT)
+        smtp_parser_shrink(&s->parser);   /* idle sessions keep no input buffer */
+    if (s->state != SS_CLOSED && !s->conn.closing)
+        conn_set_reading(&s->conn, !s->in_hook && !s->pausing && s->state != SS_GREETING);
+    if (s->conn.eof && !s->in_hook && !s->pausing && !s->conn.closing)
+        conn_close(&s->conn, true);   /* the peer may only have shut its sending side */
+}
+
+/* ---- connection callbacks ------------------------------------------- */
+
+static void on_readable(struct conn *c)
+{
+    struct session *s = from_conn(c);
+    for (int i = 0; i < 8; i++) {
+        char *p = smtp_parser_reserve(&s->parser, READ_CHUNK);
+        ssize_t n = conn_read(c, p, READ_CHUNK);
+        if (n > 0) {
+            smtp_parser_commit(&s->parser, (size_t)n);
+            if (s->state == SS_DATA || s->state == SS_BDAT)
+                arm_data_timer(s, (size_t)n);
+            if ((size_t)n < READ_CHUNK && !c->tr->pending(c))
+                break;
+            continue;
+        }
+        break;   /* CONN_AGAIN, EOF (c->eof set) or error */
+    }
+    session_process(s);
+}
+
+static void on_drained(struct conn *c)
+{
+    struct session *s = from_conn(c);
+    session_process(s);
+}
+
+static void on_handshake(struct conn *c, bool ok)
+{
+    struct session *s = from_conn(c);
+    if (!ok) {
+        session_log_begin(s, "info", "tls_failed");
+        session_log_end(s);
+        c->eof = true;
+        conn_close(c, false);
+        return;
+    }
+    starttls_done(s, true);   /* STARTTLS, or implicit TLS before the greeting */
+}
+
+static void disconnect_done(struct session *s, const struct hook_result *r)
+{
+    (void)r;
+    s->disconnect_done = true;
+    session_free(s);
+}
+
+static void on_closed(struct conn *c)
+{
+    struct session *s = from_conn(c);
+    s->state = SS_CLOSED;
+    ev_timer_stop(c->loop, &s->timer);
+    ev_timer_stop(c->loop, &s->pause_timer);
+    s->pausing = false;
+    server_forget_conn(s->srv, c);
+    if (s->in_hook)
+        engine_abort_hook(s);   /* the client left; its waiting hook is abandoned */
+    s->in_hook = false;
+    s->pending = NULL;
+    logfmt_int(session_log_begin(s, "info", "disconnect"), "errors", s->errors);
+    session_log_end(s);
+    if (!s->disconnect_done && engine_has_hook(s->eng, HOOK_DISCONNECT)) {
+        session_run_hook(s, HOOK_DISCONNECT, NULL, disconnect_done);
+        return;
+    }
+    session_free(s);
+}
+
+static const struct conn_ops session_conn_ops = {
+    on_readable, on_drained, on_handshake, on_closed,
+};
+
+/* ---- lifetime -------------------------------------------------------- */
+
+struct session *session_new(struct server *srv, int fd, bool implicit_tls,
+                            const struct sockaddr_storage *peer)
+{
+    struct session *s = xcalloc(1, sizeof(*s));
+    conn_init(&s->conn, srv->loop, fd, &session_conn_ops, peer);
+    s->srv = srv;
+    s->eng = srv->eng;
+    engine_ref(s->eng);
+    server_new_id(srv, s->id);
+    smtp_parser_init(&s->parser, s->eng->cfg.line_length);
+    buf_init(&s->line);
+    buf_init(&s->hook_text);
+    buf_init(&s->scratch);
+    spool_init(&s->tx.spool);
+    buf_init(&s->tx.added);
+    s->tx.from_ref = s->tx.rcpts_ref = s->tx.msg_ref = LUA_NOREF;
+    s->ud_ref = s->arg_ref = LUA_NOREF;
+    s->cur_hook = HOOK_NONE;
+    ev_timer_init(&s->timer, timeout_cb, 0, 0);
+    s->timer.data = s;
+    ev_timer_init(&s->pause_timer, pause_cb, 0, 0);
+    s->pause_timer.data = s;
+    s->next = srv->sessions;
+    if (srv->sessions)
+        srv->sessions->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+    engine_session_open(s);
+    struct buf *b = session_log_begin(s, "info", "connect");
+    logfmt_str(b, "remote_ip", s->conn.peer_ip);
+    logfmt_int(b, "remote_port", s->conn.peer_port);
+    logfmt_str(b, "local_ip", s->conn.local_ip);
+    logfmt_int(b, "local_port", s->conn.local_port);
+    session_log_end(s);
+    if (implicit_tls) {
+        s->tls_required = true;
+        s->state = SS_TLS;
+        starttls_begin(s);
+    } else {
+        session_greet(s);
+    }
+    return s;
+}
+
+static void session_free(struct session *s)
+{
+    if (s->in_hook)
+        return;
+    ev_timer_stop(s->srv->loop, &s->timer);
+    ev_timer_stop(s->srv->loop, &s->pause_timer);
+    session_tx_reset(s);
+    engine_session_close(s);
+    sasl_reset(&s->sasl);
+    smtp_parser_free(&s->parser);
+    buf_free(&s->line);
+    buf_free(&s->hook_text);
+    buf_free(&s->scratch);
+    free(s->helo);
+    free(s->user);
+    /* From here no hook, timer or wait of this session can run: specs wait
+     * for this line to prove that something did not happen. */
+    session_log_begin(s, "info", "session_end");
+    session_log_end(s);
+    struct server *srv = s->srv;
+    engine_unref(s->eng);
+    server_session_gone(srv, s);
+    free(s);
+}
+
+void session_shutdown(struct session *s)
+{
+    s->shutdown = true;
+    if (!s->in_hook && !s->processing && !s->tx.active &&
+        (s->state == SS_INIT || s->state == SS_READY || s->state == SS_REFUSED)) {
+        session_reply(s, R_SHUTDOWN);
+        session_close(s);
+    }
+}
+
+void session_force_close(struct session *s)
+{
+    if (s->state == SS_CLOSED)
+        return;
+    if (!s->conn.closing)
+        session_reply(s, R_SHUTDOWN);
+    conn_flush(&s->conn);
+    s->conn.eof = true;
+    conn_close(&s->conn, false);
+}

@@ -1,0 +1,200 @@
+/* session.h - one SMTP session (lives as long as the connection) and its
+ * transaction (MAIL to end of DATA/BDAT or RSET). The command table lives
+ * in the cmd_*.c files; session.c runs it: take parser events, check ->
+ * hook -> proceed, timeouts, error counting, pipelining. */
+#ifndef KURIR_SESSION_H
+#define KURIR_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include "net/conn.h"
+#include "lua/engine.h"
+#include "proto/logfmt.h"
+#include "proto/msg_scan.h"
+#include "proto/reply.h"
+#include "proto/sasl.h"
+#include "proto/smtp_addr.h"
+#include "proto/smtp_parser.h"
+#include "sys/spool.h"
+#include "lua/task.h"
+
+struct server;
+struct session;
+
+enum sstate {
+    SS_GREETING,     /* connect hook running, no greeting sent yet */
+    SS_INIT,         /* greeted, waiting for HELO/EHLO */
+    SS_READY,        /* HELO/EHLO done, no transaction */
+    SS_MAIL,         /* MAIL accepted, no recipient yet */
+    SS_RCPT,         /* at least one recipient */
+    SS_DATA,         /* receiving DATA */
+    SS_BDAT,         /* receiving a BDAT chunk */
+    SS_AUTH,         /* inside an AUTH exchange (334 sent) */
+    SS_REFUSED,      /* connect hook said 554: only QUIT */
+    SS_TLS,          /* TLS handshake running */
+    SS_CLOSED,
+};
+
+#define ST(x) (1u << (x))
+
+struct hook_result {
+    enum { HR_DEFAULT, HR_REJECT, HR_REPLY, HR_ERROR } kind;
+    int code;
+    const char *text;    /* HR_REPLY: points into session->hook_text */
+    size_t tlen;
+    bool error;          /* the 451 a hook error became (on_error = tempfail) */
+};
+
+typedef void (*session_proceed_fn)(struct session *s, const struct hook_result *r);
+
+struct cmd {
+    const char *verb;
+    unsigned states;                 /* ST() mask where the command is valid */
+    unsigned flags;
+    /* 0: go on to the hook; -1: replied already (or queued a reply) */
+    int (*check)(struct session *s, struct smtp_span arg);
+    enum hook hook;
+    /* push hook arguments after the session object; returns how many */
+    int (*push)(struct session *s, lua_State *co);
+    session_proceed_fn proceed;
+    enum reply_stage stage;
+};
+
+#define CMD_NEEDS_AUTH  0x01   /* refused with 530 until AUTH when auth.required */
+
+struct tx {
+    bool active;
+    char id[24];                     /* queue id */
+    int nrcpts;
+    int from_ref;                    /* Lua address table (registry) */
+    int rcpts_ref;                   /* Lua array of address tables */
+    bool smtputf8;
+    struct spool spool;
+    struct msg_scan scan;
+    bool body_started;
+    bool too_big;
+    bool bdat;                       /* BDAT used: DATA now refused */
+    bool bdat_bad;                   /* current chunk is consumed then refused */
+    enum reply_id bdat_err;
+    bool bdat_last;
+    uint64_t bdat_size;
+    struct buf added;                /* headers prepended by add_header + Received */
+    int msg_ref;                     /* kurir.message userdata while the data hook runs */
+    bool handed;                     /* stored, read whole (raw) or discarded on purpose */
+    double data_deadline;            /* loop time the message must be in by; 0 = not started */
+    bool queued;                     /* msg:enqueue committed (or is committing) it */
+};
+
+struct session {
+    struct conn conn;
+    struct server *srv;
+    struct engine *eng;
+    struct session *prev, *next;
+    char id[24];
+    enum sstate state;
+    enum sstate state_before_auth;
+    enum sstate state_before_bdat;
+    bool esmtp;
+    bool esmtp_before;               /* restored when HELO/EHLO is rejected */
+    bool enhanced;                   /* the client used EHLO: enhanced status codes */
+    char *helo;
+    bool tls;                        /* TLS active */
+    bool tls_required;               /* implicit-TLS listener: handshake first */
+    char *user;                      /* authenticated identity */
+    int errors;
+    int junk;                        /* commands that changed nothing (session_junk) */
+    bool greeted;
+    bool shutdown;                   /* server stopping: close after this transaction */
+    struct smtp_parser parser;
+    struct tx tx;
+    struct sasl sasl;
+    ev_timer timer;                  /* command / data timeout */
+    struct buf line;                 /* copy of the command being processed */
+    struct buf hook_text;            /* text of the last hook reply */
+    struct buf scratch;
+    bool scratch_utf8;               /* MAIL check -> proceed */
+    /* Lua */
+    struct task task;                /* runs the hooks (coroutine, budget, waits) */
+    int ud_ref;                      /* kurir.session userdata */
+    int arg_ref;                     /* argument object built by a check (address, cred) */
+    bool in_hook;                    /* a hook runs or waits */
+    enum hook cur_hook;
+    session_proceed_fn pending;      /* what to do with the running hook's result */
+    bool disconnect_done;
+    bool processing;
+    ev_timer pause_timer;            /* session_pause: no command is read meanwhile */
+    bool pausing;
+    void (*pause_then)(struct session *s);
+    bool drop_now;                   /* s:drop(): close without a reply when the hook ends */
+    bool drop_data;                  /* s:drop(n): close once n body bytes of DATA/BDAT came */
+    uint64_t drop_data_at;
+};
+
+/* server.c hands over an accepted socket */
+struct session *session_new(struct server *srv, int fd, bool implicit_tls,
+                            const struct sockaddr_storage *peer);
+/* server shutdown: finish the current transaction, then 421 and close */
+void session_shutdown(struct session *s);
+void session_force_close(struct session *s);
+
+/* Reply helpers used by the cmd_*.c rows. */
+void session_reply(struct session *s, enum reply_id id);
+/* bytes were put on s->conn.out directly: write them this loop iteration */
+void session_flush(struct session *s);
+void session_reply_code(struct session *s, int code, const char *text, size_t tlen, enum reply_stage stage);
+void session_reply_result(struct session *s, const struct hook_result *r, enum reply_id ok,
+                          enum reply_id reject, enum reply_stage stage);
+bool session_result_ok(const struct hook_result *r);
+void session_error(struct session *s);            /* count an error; 421 past the limit */
+void session_close(struct session *s);            /* flush and close */
+/* count a command that changed nothing (NOOP, RSET, HELP, VRFY, EXPN, a
+ * refused RCPT); 421 past limits.junk_commands. Call after its reply. */
+void session_junk(struct session *s);
+/* a message was accepted: the client is doing real work */
+void session_junk_clear(struct session *s);
+/* read no further command for secs seconds (other sessions go on), then
+ * call then(s); nothing is called if the connection closes meanwhile */
+void session_pause(struct session *s, double secs, void (*then)(struct session *s));
+
+/* Run hook h (if the script has it) then call proceed with the result.
+ * push may be NULL (no extra arguments). */
+void session_run_hook(struct session *s, enum hook h, int (*push)(struct session *, lua_State *),
+                      session_proceed_fn proceed);
+/* engine.c calls this when a waiting hook finished */
+void session_hook_finished(struct session *s, const struct hook_result *r);
+
+void session_greet(struct session *s);
+/* back to the command timeout after a TLS handshake */
+void session_timeouts_reset(struct session *s);
+/* the argument of the command being processed (from the session's copy) */
+struct smtp_span session_arg(struct session *s);
+void session_tx_reset(struct session *s);
+void session_tx_begin(struct session *s);
+void session_new_queue_id(struct session *s, char *out);
+/* One log line about s: session_log_begin starts it (time, level, session
+ * id, event) and returns the buffer for typed logfmt_str/_int/_mem fields;
+ * session_log_end queues it. Nothing else may log in between. */
+struct buf *session_log_begin(struct session *s, const char *level, const char *event);
+void session_log_end(struct session *s);
+
+/* command tables of the cmd_*.c files */
+extern const struct cmd cmd_basic_table[];
+extern const struct cmd cmd_mail_table[];
+extern const struct cmd cmd_data_table[];
+extern const struct cmd cmd_auth_table[];
+extern const struct cmd cmd_starttls_table[];
+
+/* data path (cmd_data.c) */
+void data_bytes(struct session *s, const char *p, size_t n);
+void data_end(struct session *s);
+void bdat_chunk_end(struct session *s);
+
+/* starttls (cmd_starttls.c) */
+void starttls_begin(struct session *s);
+void starttls_done(struct session *s, bool ok);
+/* auth (cmd_auth.c) */
+void auth_line(struct session *s, const char *line, size_t len);
+
+#endif
