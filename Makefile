@@ -31,7 +31,7 @@ all: build
 
 deps:
 	@sh tools/deps.sh $(DEB_PACKAGES)
-	@cd tests/js && { [ -d node_modules/playwright-core ] && [ -d node_modules/nodemailer ] || npm ci --no-audit --no-fund; }
+	@cd tests/js && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; }
 
 $(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release

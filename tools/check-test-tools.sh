@@ -69,6 +69,21 @@ if command -v strace >/dev/null 2>&1; then
         fail "strace cannot trace here (ptrace refused: kernel.yama.ptrace_scope or a seccomp policy)"
 fi
 
+# the browser test and the JS example: Node.js (Debian 12's is 18, which
+# playwright-core 1.61 still supports; later versions need 20) and the npm
+# packages of tests/js at the versions of its package-lock.json
+need node nodejs
+need chromium chromium
+if command -v node >/dev/null 2>&1; then
+    node -e 'process.exit(parseInt(process.versions.node) >= 18 ? 0 : 1)' ||
+        fail "node $(node --version) is too old for tests/js (playwright-core 1.61 needs 18 or later): install Debian's nodejs"
+    for m in playwright-core nodemailer; do
+        want=$(sed -n "/\"node_modules\/$m\"/,/version/s/.*\"version\": \"\(.*\)\".*/\1/p" tests/js/package-lock.json)
+        have=$(sed -n 's/.*"version": "\(.*\)".*/\1/p' "tests/js/node_modules/$m/package.json" 2>/dev/null | head -1)
+        [ "$want" = "$have" ] || fail "tests/js needs $m $want (has ${have:-none}): run make deps (npm ci in tests/js)"
+    done
+fi
+
 if [ "$problems" -gt 0 ]; then
     echo "check-test-tools: $problems problem(s); 'make deps' installs every tool the tests use" >&2
     exit 1
