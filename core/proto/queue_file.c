@@ -126,7 +126,7 @@ static bool next_tok(const char **p, const char *end, const char **t, size_t *tn
     return true;
 }
 
-static unsigned parse_notify(const char *p, size_t n)
+unsigned queue_file_notify(const char *p, size_t n)
 {
     unsigned v = 0;
     size_t i = 0;
@@ -232,7 +232,7 @@ int queue_file_parse(const char *p, size_t n, struct qenv *e, char *err, size_t 
             r->address = queue_file_untoken(v, vn);
             if (!r->address)
                 r->address = xstrdup("");
-            r->notify = (nn == 1 && nt[0] == '-') ? 0 : parse_notify(nt, nn);
+            r->notify = (nn == 1 && nt[0] == '-') ? 0 : queue_file_notify(nt, nn);
             r->orcpt = queue_file_untoken(ot, on);
             r->route = xmemdup(q, (size_t)(nl - q));
         }

@@ -55,6 +55,8 @@ struct qenv {
 void queue_file_token(struct buf *b, const char *s, size_t n);
 /* Decode a token into a malloc'ed NUL-terminated string (NULL for "-"). */
 char *queue_file_untoken(const char *p, size_t n);
+/* QN_* bits of a NOTIFY value ("NEVER" or a comma list). */
+unsigned queue_file_notify(const char *p, size_t n);
 /* The envelope header, ending with the blank line before the message. */
 void queue_file_format(const struct qenv *e, struct buf *out);
 /* Parse the envelope header at the start of p[0..n). 0 (body_off set) or
