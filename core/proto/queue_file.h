@@ -47,7 +47,9 @@ struct qenv {
     bool held;
     struct qrcpt *rcpts;
     int nrcpts;
-    uint64_t body_off;      /* offset of the message bytes in the file */
+    uint64_t body_off;      /* offset of the message bytes in the file; when
+                             * nonzero before queue_file_format, written as a
+                             * `body` line (a linked spool file) */
 };
 
 /* Append s as one token: "-" for empty, %XX for bytes <= 0x20, >= 0x7f,
