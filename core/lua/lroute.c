@@ -125,7 +125,8 @@ int lroute_serialize(lua_State *L, int idx, struct buf *out, char *err, size_t c
         }
     }
     if (rc == 0) {
-        qsort(kvs, n, sizeof(*kvs), kv_cmp);
+        if (n > 1)
+            qsort(kvs, n, sizeof(*kvs), kv_cmp);
         queue_file_token(out, buf_peek(&agent), buf_used(&agent));
         for (size_t i = 0; i < n; i++) {
             buf_append(out, " ", 1);
