@@ -948,7 +948,7 @@ void engine_push_rcpts(struct session *s, lua_State *L)
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
     int n = 0;
     for (int i = 0; i < e->nrcpts; i++) {
-        if (e->rcpts[i].state != ENV_RCPT_ACCEPTED && e->rcpts[i].state != ENV_RCPT_QUEUED)
+        if (!envelope_rcpt_accepted(e, i))
             continue;
         lua_rawgeti(L, -1, (lua_Integer)i + 1);
         lua_rawseti(L, -3, ++n);

@@ -167,22 +167,9 @@ static bool accepted(const struct env_rcpt *r)
     return r->state == ENV_RCPT_ACCEPTED || r->state == ENV_RCPT_QUEUED;
 }
 
-int envelope_find_rcpt(const struct envelope *e, const char *address, size_t len)
+bool envelope_rcpt_accepted(const struct envelope *e, int i)
 {
-    for (int i = 0; i < e->nrcpts; i++) {
-        const struct env_rcpt *r = &e->rcpts[i];
-        if (accepted(r) && strlen(r->addr.address) == len && memcmp(r->addr.address, address, len) == 0)
-            return i;
-    }
-    return -1;
-}
-
-int envelope_accepted_at(const struct envelope *e, int n)
-{
-    for (int i = 0; i < e->nrcpts; i++)
-        if (accepted(&e->rcpts[i]) && n-- == 0)
-            return i;
-    return -1;
+    return valid(e, i) && accepted(&e->rcpts[i]);
 }
 
 int envelope_to_qenv(const struct envelope *e, const int *idx, int n, struct qenv *out, char *err,
@@ -195,7 +182,7 @@ int envelope_to_qenv(const struct envelope *e, const int *idx, int n, struct qen
     }
     out->rcpts = xcalloc((size_t)n, sizeof(*out->rcpts));
     for (int k = 0; k < n; k++) {
-        if (!valid(e, idx[k]) || !accepted(&e->rcpts[idx[k]])) {
+        if (!envelope_rcpt_accepted(e, idx[k])) {
             snprintf(err, cap, "recipient %d is not a recipient of this message", k + 1);
             queue_file_free(out);
             return -1;

@@ -76,10 +76,8 @@ void envelope_rcpt_accept(struct envelope *e, int i);
 void envelope_rcpt_refuse(struct envelope *e, int i);
 /* Replace the route string of recipient i (NULL clears it). */
 void envelope_rcpt_set_route(struct envelope *e, int i, const char *route);
-/* Index of the first accepted recipient with exactly this address, or -1. */
-int envelope_find_rcpt(const struct envelope *e, const char *address, size_t len);
-/* The n-th (from 0) accepted recipient's index, or -1. */
-int envelope_accepted_at(const struct envelope *e, int n);
+/* Is recipient i part of the message (ACCEPTED or QUEUED)? */
+bool envelope_rcpt_accepted(const struct envelope *e, int i);
 /* Parameter key (case-insensitive) of a: true when present; *value is its
  * value or NULL for a keyword without one. */
 bool envelope_param(const struct env_addr *a, const char *key, const char **value);

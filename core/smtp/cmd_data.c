@@ -97,12 +97,11 @@ static void log_summary(struct session *s, int code, size_t reply_at)
     struct buf *rc = &s->scratch;
     buf_reset(rc);
     for (int i = 0, n = 0; e && i < e->nrcpts; i++) {
-        const struct env_rcpt *r = &e->rcpts[i];
-        if (r->state != ENV_RCPT_ACCEPTED && r->state != ENV_RCPT_QUEUED)
+        if (!envelope_rcpt_accepted(e, i))
             continue;
         if (n++ > 0)
             buf_append(rc, ",", 1);
-        buf_appends(rc, r->addr.address);
+        buf_appends(rc, e->rcpts[i].addr.address);
     }
     const char *from = e && e->has_from ? e->from.address : "";
     struct buf *b = session_log_begin(s, code < 300 ? "info" : "warn", "message");
