@@ -416,6 +416,7 @@ struct engine *engine_load(const char *script, int argc, char **argv, char **lis
 
     lsession_register(L);
     lmessage_register(L);
+    laddress_register(L);
     lcred_register(L);
     lkurir_open(L);
     /* the parts of `kurir` written in Lua; kurir.api.complete returns the
@@ -907,33 +908,10 @@ int engine_push_command_args(struct session *s, lua_State *co)
     return 2;
 }
 
-int engine_address_ref(struct session *s, const struct smtp_path *p)
+int engine_address_ref(struct session *s, struct envelope *env, int idx)
 {
     lua_State *L = s->eng->L;
-    lua_createtable(L, 0, 5);
-    lua_pushlstring(L, p->address.ptr ? p->address.ptr : "", p->address.len);
-    lua_setfield(L, -2, "address");
-    lua_pushlstring(L, p->local.ptr ? p->local.ptr : "", p->local.len);
-    lua_setfield(L, -2, "user");
-    lua_pushlstring(L, p->domain.ptr ? p->domain.ptr : "", p->domain.len);
-    lua_setfield(L, -2, "domain");
-    lua_createtable(L, 0, p->nparams);
-    for (int i = 0; i < p->nparams; i++) {
-        const struct smtp_param *pr = &p->params[i];
-        luaL_Buffer b;
-        luaL_buffinit(L, &b);
-        for (size_t k = 0; k < pr->key.len; k++) {
-            char ch = pr->key.ptr[k];
-            luaL_addchar(&b, (ch >= 'a' && ch <= 'z') ? (char)(ch - 32) : ch);
-        }
-        luaL_pushresult(&b);
-        if (pr->value.ptr)
-            lua_pushlstring(L, pr->value.ptr, pr->value.len);
-        else
-            lua_pushboolean(L, 1);
-        lua_rawset(L, -3);
-    }
-    lua_setfield(L, -2, "params");
+    laddress_push(L, env, idx);
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -947,16 +925,35 @@ void engine_tx_set_from(struct session *s, int ref)
     s->tx.rcpts_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-void engine_tx_add_rcpt(struct session *s, int ref)
+/* tx.rcpts_ref holds the views by envelope index + 1, so that a
+ * recipient's own fields (the script's, its route object) stay with it */
+void engine_tx_add_rcpt(struct session *s, int idx, int ref)
 {
     lua_State *L = s->eng->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
     if (lua_istable(L, -1)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+        lua_rawseti(L, -2, (lua_Integer)idx + 1);
     }
     lua_pop(L, 1);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
+}
+
+void engine_push_rcpts(struct session *s, lua_State *L)
+{
+    const struct envelope *e = s->tx.env;
+    lua_createtable(L, e ? e->accepted : 0, 0);
+    if (!e || s->tx.rcpts_ref == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
+    int n = 0;
+    for (int i = 0; i < e->nrcpts; i++) {
+        if (!envelope_rcpt_accepted(e, i))
+            continue;
+        lua_rawgeti(L, -1, (lua_Integer)i + 1);
+        lua_rawseti(L, -3, ++n);
+    }
+    lua_pop(L, 1);
 }
 
 bool engine_check_route(struct session *s, int ref)
@@ -968,8 +965,7 @@ bool engine_check_route(struct session *s, int ref)
         lua_pop(L, 2);
         return true;
     }
-    lua_pushliteral(L, "route");
-    lua_rawget(L, -2);
+    lua_getfield(L, -1, "route");   /* the view's __index: cannot raise */
     lua_remove(L, -2);
     int rc = lua_pcall(L, 1, 1, 0);
     if (rc == LUA_OK && lua_isnil(L, -1)) {

@@ -109,6 +109,8 @@ void queue_file_format(const struct qenv *e, struct buf *out)
         tok(out, r->orcpt);
         buf_printf(out, " %s\n", r->route);   /* already encoded tokens */
     }
+    if (e->body_off)   /* a linked spool file: the message starts there, zeros before it */
+        buf_printf(out, "body %llu\n", (unsigned long long)e->body_off);
     buf_appends(out, "\n");
 }
 
@@ -126,7 +128,7 @@ static bool next_tok(const char **p, const char *end, const char **t, size_t *tn
     return true;
 }
 
-static unsigned parse_notify(const char *p, size_t n)
+unsigned queue_file_notify(const char *p, size_t n)
 {
     unsigned v = 0;
     size_t i = 0;
@@ -153,6 +155,7 @@ int queue_file_parse(const char *p, size_t n, struct qenv *e, char *err, size_t 
     const char *end = p + n, *line = p;
     int cap_r = 0;
     bool magic = false, id = false;
+    uint64_t body_at = 0;   /* a `body` line: where the message starts */
     while (line < end) {
         const char *nl = memchr(line, '\n', (size_t)(end - line));
         if (!nl) {
@@ -164,7 +167,12 @@ int queue_file_parse(const char *p, size_t n, struct qenv *e, char *err, size_t 
                 snprintf(err, cap, "no %s", magic ? "id" : "header");
                 goto fail;
             }
-            e->body_off = (uint64_t)(nl + 1 - p);
+            uint64_t end_of_header = (uint64_t)(nl + 1 - p);
+            if (body_at && body_at < end_of_header) {
+                snprintf(err, cap, "body offset inside the envelope");
+                goto fail;
+            }
+            e->body_off = body_at ? body_at : end_of_header;
             return 0;
         }
         if (!magic) {
@@ -200,6 +208,16 @@ int queue_file_parse(const char *p, size_t n, struct qenv *e, char *err, size_t 
             char tmp[64];
             snprintf(tmp, sizeof(tmp), "%.*s", (int)(vn < 63 ? vn : 63), v);
             e->arrival = strtod(tmp, NULL);
+        } else if (ascii_caseeq(k, kn, "body")) {
+            char tmp[32];
+            snprintf(tmp, sizeof(tmp), "%.*s", (int)(vn < 31 ? vn : 31), v);
+            char *endp;
+            unsigned long long at = strtoull(tmp, &endp, 10);
+            if (vn == 0 || vn > 15 || *endp || tmp[0] == '-') {
+                snprintf(err, cap, "bad body offset");
+                goto fail;
+            }
+            body_at = at;
         } else if (ascii_caseeq(k, kn, "from")) {
             e->from = queue_file_untoken(v, vn);
         } else if (ascii_caseeq(k, kn, "ret")) {
@@ -232,7 +250,7 @@ int queue_file_parse(const char *p, size_t n, struct qenv *e, char *err, size_t 
             r->address = queue_file_untoken(v, vn);
             if (!r->address)
                 r->address = xstrdup("");
-            r->notify = (nn == 1 && nt[0] == '-') ? 0 : parse_notify(nt, nn);
+            r->notify = (nn == 1 && nt[0] == '-') ? 0 : queue_file_notify(nt, nn);
             r->orcpt = queue_file_untoken(ot, on);
             r->route = xmemdup(q, (size_t)(nl - q));
         }

@@ -47,7 +47,9 @@ struct qenv {
     bool held;
     struct qrcpt *rcpts;
     int nrcpts;
-    uint64_t body_off;      /* offset of the message bytes in the file */
+    uint64_t body_off;      /* offset of the message bytes in the file; when
+                             * nonzero before queue_file_format, written as a
+                             * `body` line (a linked spool file) */
 };
 
 /* Append s as one token: "-" for empty, %XX for bytes <= 0x20, >= 0x7f,
@@ -55,6 +57,8 @@ struct qenv {
 void queue_file_token(struct buf *b, const char *s, size_t n);
 /* Decode a token into a malloc'ed NUL-terminated string (NULL for "-"). */
 char *queue_file_untoken(const char *p, size_t n);
+/* QN_* bits of a NOTIFY value ("NEVER" or a comma list). */
+unsigned queue_file_notify(const char *p, size_t n);
 /* The envelope header, ending with the blank line before the message. */
 void queue_file_format(const struct qenv *e, struct buf *out);
 /* Parse the envelope header at the start of p[0..n). 0 (body_off set) or

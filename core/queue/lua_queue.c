@@ -1,7 +1,8 @@
 /* lua_queue.c - msg:enqueue(rcpts), the waiting method that commits the
- * message of a data hook to the queue for the given recipients (each with
- * a route made by a factory): the envelope is built from the transaction
- * (sender with RET/ENVID, recipients with NOTIFY/ORCPT, client), the body
+ * message of a data hook to the queue for the given recipients (views on
+ * the transaction's envelope, each with a route made by a factory): the
+ * queue envelope is made from the C envelope (sender with RET/ENVID,
+ * recipients with NOTIFY/ORCPT and route string, client), the body
  * is the spool plus the headers kurir adds, and the hook waits until the
  * queue_store threads made it durable. kurir.default.data calls it; so may
  * a script's own data hook. */
@@ -51,103 +52,63 @@ static int enqueue_continue(lua_State *L, int status, lua_KContext ctx)
     return lua_gettop(L) - (int)ctx;
 }
 
-/* a string field of the table at idx (raw), malloc'ed, or NULL */
-static char *field(lua_State *L, int idx, const char *k)
-{
-    lua_pushstring(L, k);
-    lua_rawget(L, idx);
-    char *v = lua_type(L, -1) == LUA_TSTRING ? xstrdup(lua_tostring(L, -1)) : NULL;
-    lua_pop(L, 1);
-    return v;
-}
-
-/* params[k] of the address table at idx, malloc'ed, or NULL */
-static char *param(lua_State *L, int idx, const char *k)
-{
-    lua_pushliteral(L, "params");
-    lua_rawget(L, idx);
-    char *v = NULL;
-    if (lua_istable(L, -1))
-        v = field(L, lua_gettop(L), k);
-    lua_pop(L, 1);
-    return v;
-}
-
-static unsigned notify_bits(const char *v)
-{
-    if (!v)
-        return 0;
-    unsigned n = 0;
-    const char *p = v;
-    while (*p) {
-        size_t l = strcspn(p, ",");
-        if (ascii_caseeq(p, l, "NEVER"))
-            n |= QN_NEVER;
-        else if (ascii_caseeq(p, l, "SUCCESS"))
-            n |= QN_SUCCESS;
-        else if (ascii_caseeq(p, l, "FAILURE"))
-            n |= QN_FAILURE;
-        else if (ascii_caseeq(p, l, "DELAY"))
-            n |= QN_DELAY;
-        p += l;
-        if (*p)
-            p++;
-    }
-    return n;
-}
-
 /* (message session, {rcpt...}) -> true | nil, err; waits */
 int lqueue_enqueue(lua_State *L, struct session *s)
 {
     luaL_checktype(L, 2, LUA_TTABLE);
     if (s->tx.queued)
         return luaL_error(L, "msg:enqueue: this message is already queued");
-    struct qenv env;
-    memset(&env, 0, sizeof(env));
     int n = (int)lua_rawlen(L, 2);
     if (n == 0) {
         lua_pushnil(L);
         lua_pushliteral(L, "no recipients to queue");
         return 2;
     }
+    /* the recipients are views on the envelope: what is queued is read
+     * from there (address, NOTIFY, ORCPT, the route string) */
+    struct envelope *e = s->tx.env;
+    int *idx = xcalloc((size_t)n, sizeof(*idx));
+    int k = 0;
     char err[256];
-    env.rcpts = xcalloc((size_t)n, sizeof(*env.rcpts));
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, 2, i);
-        int r = lua_gettop(L);
-        struct qrcpt *q = &env.rcpts[env.nrcpts];
-        if (!lua_istable(L, r)) {
-            queue_file_free(&env);
-            return luaL_error(L, "msg:enqueue: recipient %d is not an address table", i);
+        int r = laddress_index(L, -1, e);
+        if (r < 0) {
+            free(idx);
+            if (!lua_istable(L, -1))
+                return luaL_error(L, "msg:enqueue: recipient %d is not an address table", i);
+            return luaL_error(L, "msg:enqueue: recipient %d is not a recipient of this message", i);
         }
-        q->address = field(L, r, "address");
-        env.nrcpts++;
-        if (!q->address) {
-            queue_file_free(&env);
-            return luaL_error(L, "msg:enqueue: recipient %d has no address", i);
-        }
-        char *nt = param(L, r, "NOTIFY");
-        q->notify = notify_bits(nt);
-        free(nt);
-        q->orcpt = param(L, r, "ORCPT");
-        lua_pushliteral(L, "route");
-        lua_rawget(L, r);
-        struct buf rb;
-        buf_init(&rb);
-        int rc = lroute_serialize(L, -1, &rb, err, sizeof(err));
-        lua_pop(L, 2);
-        if (rc < 0) {
+        if (!e->rcpts[r].route) {
+            /* no storable route: say why, as the route check would */
+            lua_getfield(L, -1, "route");
+            struct buf rb;
+            buf_init(&rb);
+            if (lroute_serialize(L, -1, &rb, err, sizeof(err)) == 0)
+                snprintf(err, sizeof(err), "the route was changed after it was set (set rcpt.route again)");
             buf_free(&rb);
+            free(idx);
             lua_pushnil(L);
-            lua_pushfstring(L, "<%s>: %s", q->address, err);
-            queue_file_free(&env);
+            lua_pushfstring(L, "<%s>: %s", e->rcpts[r].addr.address, err);
             return 2;
         }
-        q->route = xmemdup(buf_peek(&rb), buf_used(&rb));
-        buf_free(&rb);
+        lua_pop(L, 1);
+        bool dup = false;
+        for (int j = 0; j < k; j++)
+            dup = dup || idx[j] == r;
+        if (!dup)
+            idx[k++] = r;
+    }
+    struct qenv env;
+    if (envelope_to_qenv(e, idx, k, &env, err, sizeof(err)) < 0) {
+        free(idx);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
     }
     struct queue *qu = server_queue(s->srv, err, sizeof(err));
     if (!qu) {
+        free(idx);
         queue_file_free(&env);
         lua_pushnil(L);
         lua_pushstring(L, err);
@@ -155,23 +116,11 @@ int lqueue_enqueue(lua_State *L, struct session *s)
     }
     snprintf(env.id, sizeof(env.id), "%s", s->tx.id);
     env.arrival = time_wall();
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.from_ref);
-    if (lua_istable(L, -1)) {
-        int f = lua_gettop(L);
-        env.from = field(L, f, "address");
-        env.ret = param(L, f, "RET");
-        env.envid = param(L, f, "ENVID");
-    }
-    lua_pop(L, 1);
-    if (!env.from)
-        env.from = xstrdup("");
-    if (env.ret)
-        for (char *p = env.ret; *p; p++)
-            *p = (*p >= 'a' && *p <= 'z') ? (char)(*p - 32) : *p;
     env.client = xstrdup(s->conn.peer_ip);
     env.helo = s->helo ? xstrdup(s->helo) : NULL;
     struct task *t = task_waiting(L);
     if (!t || t != &s->task) {
+        free(idx);
         queue_file_free(&env);
         return luaL_error(L, "msg:enqueue: only inside the data hook of this message's session");
     }
@@ -183,11 +132,14 @@ int lqueue_enqueue(lua_State *L, struct session *s)
     op->commit = queue_commit(qu, &env, &s->tx.added, &s->tx.spool, op_done, op);
     if (!op->commit) {
         free(op);
+        free(idx);
         s->tx.queued = false;
         lua_pushnil(L);
         lua_pushfstring(L, "cannot read the message body: %s", strerror(errno));
         return 2;
     }
+    envelope_mark_queued(e, idx, k);
+    free(idx);
     return task_suspend(L, &op->waiter, -1, enqueue_continue, (lua_KContext)lua_gettop(L));
 }
 

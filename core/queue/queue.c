@@ -173,11 +173,19 @@ static void commit_done(struct qjob *j)
         logfmt_str(b, "error", j->errtext);
         qlog_end(q);
         queue_file_free(&c->env);
-    } else if (q->owner && !entry_find(q, c->env.id)) {
-        entry_add(q, &c->env);   /* (a rescan may have found the file first) */
-        kick(q);
     } else {
-        queue_file_free(&c->env);   /* the owner picks it up from msg/ */
+        /* body: linked (the spool file became msg/ID), copied (it could not
+         * be linked), written (the message was in memory) */
+        struct buf *b = qlog(q, "info", "queued", j->id);
+        logfmt_int(b, "rcpts", c->env.nrcpts);
+        logfmt_str(b, "body", j->linked ? "linked" : j->link ? "copied" : "written");
+        qlog_end(q);
+        if (q->owner && !entry_find(q, c->env.id)) {
+            entry_add(q, &c->env);   /* (a rescan may have found the file first) */
+            kick(q);
+        } else {
+            queue_file_free(&c->env);   /* the owner picks it up from msg/ */
+        }
     }
     if (c->cb)
         c->cb(c->arg, j->err, j->errtext);
@@ -196,8 +204,26 @@ struct queue_commit *queue_commit(struct queue *q, struct qenv *env, const struc
     c->arg = arg;
     struct qjob *j = queue_store_job(&q->store, QJ_COMMIT, commit_done, c);
     snprintf(j->id, sizeof(j->id), "%s", c->env.id);
-    queue_file_format(&c->env, &j->head);
-    c->env.body_off = buf_used(&j->head);
+    /* A body spilled to a file becomes the queue file itself when the
+     * envelope and the added headers fit in the room before it (the
+     * envelope then names where the message starts: its `body` line). */
+    size_t alen = head ? buf_used(head) : 0;
+    uint64_t room = body ? spool_file_offset(body) : 0;
+    c->env.body_off = 0;
+    if (room > alen) {
+        c->env.body_off = room - alen;
+        queue_file_format(&c->env, &j->head);
+        j->link = buf_used(&j->head) <= c->env.body_off;
+        if (!j->link)
+            buf_reset(&j->head);
+    }
+    if (!j->link) {
+        c->env.body_off = 0;
+        queue_file_format(&c->env, &j->head);
+        c->env.body_off = buf_used(&j->head);
+    }
+    j->env_len = buf_used(&j->head);
+    j->body_off = c->env.body_off;
     if (head)
         buf_append(&j->head, buf_peek(head), buf_used(head));
     if (body) {

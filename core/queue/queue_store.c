@@ -43,6 +43,51 @@ static void job_fail(struct qjob *j, const char *what)
     snprintf(j->errtext, sizeof(j->errtext), "%s %s: %s", what, j->id, strerror(j->err));
 }
 
+static int pwrite_all(int fd, const char *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+/* A commit whose body was spilled to a file: the envelope goes into the
+ * hole at the start of that file, the added headers right before the
+ * body, and the file is linked as tmp/ID. When it cannot be linked
+ * (another file system), a new tmp/ID gets the same layout and a copy of
+ * the body. Returns the fd to sync and close, or -1 (job failed). */
+static int commit_linked(struct queue_store *qs, struct qjob *j)
+{
+    const char *h = buf_peek(&j->head);
+    size_t alen = buf_used(&j->head) - j->env_len;
+    int bfd = j->body.fd;
+    if (pwrite_all(bfd, h, j->env_len, 0) == 0 && pwrite_all(bfd, h + j->env_len, alen, j->body_off) == 0 &&
+        spool_link(&j->body, qs->tmpfd, j->id) == 0) {
+        j->linked = true;
+        int fd = fcntl(bfd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+            job_fail(j, "dup");
+        return fd;
+    }
+    int fd = openat(qs->tmpfd, j->id, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        job_fail(j, "create tmp/");
+        return -1;
+    }
+    if (pwrite_all(fd, h, j->env_len, 0) < 0 || pwrite_all(fd, h + j->env_len, alen, j->body_off) < 0 ||
+        lseek(fd, (off_t)spool_file_offset(&j->body), SEEK_SET) < 0 || spool_copy_to(&j->body, fd) < 0)
+        job_fail(j, "write tmp/");
+    return fd;
+}
+
 /* A group of commits and status lines made durable together: write all,
  * one sync, then the renames and one fsync of each directory touched. */
 static void run_group(struct queue_store *qs, struct qjob *list)
@@ -55,7 +100,10 @@ static void run_group(struct queue_store *qs, struct qjob *list)
     bool any_commit = false, any_status = false;
     for (struct qjob *j = list; j; j = j->next, i++) {
         fds[i] = -1;
-        if (j->kind == QJ_COMMIT) {
+        if (j->kind == QJ_COMMIT && j->link) {
+            any_commit = true;
+            fds[i] = commit_linked(qs, j);
+        } else if (j->kind == QJ_COMMIT) {
             any_commit = true;
             fds[i] = openat(qs->tmpfd, j->id, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
             if (fds[i] < 0) {

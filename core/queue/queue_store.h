@@ -28,6 +28,13 @@ struct qjob {
     struct buf head;        /* COMMIT: envelope + added headers; STATUS: the lines */
     struct spool body;      /* COMMIT: the message body (owned) */
     bool has_body;
+    bool link;              /* COMMIT: head = envelope (env_len bytes) + added headers,
+                             * laid out in front of the spilled body's own file
+                             * (body_off: where the added headers start), which is
+                             * linked as tmp/ID, or copied when it cannot be */
+    bool linked;            /* COMMIT: it was linked (for the log) */
+    size_t env_len;
+    uint64_t body_off;
     qjob_fn run;            /* RUN: called on a thread */
     qjob_fn done;           /* called in the loop; owns the job */
     void *arg;

@@ -92,56 +92,26 @@ static void log_summary(struct session *s, int code, size_t reply_at)
     size_t rlen = reply_at <= used ? used - reply_at : 0;
     while (rlen && (reply[rlen - 1] == '\n' || reply[rlen - 1] == '\r'))
         rlen--;
-    lua_State *L = s->eng->L;
+    /* the envelope, not the script's tables: what the message is */
+    const struct envelope *e = s->tx.env;
     struct buf *rc = &s->scratch;
     buf_reset(rc);
-    /* The script may have changed these tables: read them raw, never
-     * through metamethods, and take only strings (this runs unprotected). */
-    if (s->tx.rcpts_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
-        lua_Integer n = lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0;
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, -1, i);
-            size_t len = 0;
-            const char *a = NULL;
-            if (lua_istable(L, -1)) {
-                lua_pushliteral(L, "address");
-                lua_rawget(L, -2);
-                if (lua_type(L, -1) == LUA_TSTRING)
-                    a = lua_tolstring(L, -1, &len);
-                lua_pop(L, 1);
-            }
-            if (i > 1)
-                buf_append(rc, ",", 1);
-            if (a)
-                buf_append(rc, a, len);
-            lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
+    for (int i = 0, n = 0; e && i < e->nrcpts; i++) {
+        if (!envelope_rcpt_accepted(e, i))
+            continue;
+        if (n++ > 0)
+            buf_append(rc, ",", 1);
+        buf_appends(rc, e->rcpts[i].addr.address);
     }
-    const char *from = NULL;
-    size_t flen = 0;
-    int pushed = 0;
-    if (s->tx.from_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.from_ref);
-        pushed = 1;
-        if (lua_istable(L, -1)) {
-            lua_pushliteral(L, "address");
-            lua_rawget(L, -2);
-            pushed = 2;
-            if (lua_type(L, -1) == LUA_TSTRING)
-                from = lua_tolstring(L, -1, &flen);
-        }
-    }
+    const char *from = e && e->has_from ? e->from.address : "";
     struct buf *b = session_log_begin(s, code < 300 ? "info" : "warn", "message");
     logfmt_str(b, "id", s->tx.id);
-    logfmt_mem(b, "from", from ? from : "", flen);
+    logfmt_str(b, "from", from);
     logfmt_mem(b, "rcpts", buf_peek(rc), buf_used(rc));
     logfmt_int(b, "size", (long long)s->tx.spool.size);
     logfmt_int(b, "code", code);
     logfmt_mem(b, "reply", reply, rlen);
     session_log_end(s);
-    lua_pop(L, pushed);
 }
 
 static void reset_after(struct session *s, const struct hook_result *r)
@@ -202,7 +172,7 @@ static void received_header(struct session *s)
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
     const char *with = s->esmtp ? (s->tls ? (s->user ? "ESMTPSA" : "ESMTPS") : (s->user ? "ESMTPA" : "ESMTP"))
                                 : "SMTP";
-    if (s->tx.smtputf8)
+    if (s->tx.env && s->tx.env->smtputf8)
         with = s->tls ? (s->user ? "UTF8SMTPSA" : "UTF8SMTPS") : (s->user ? "UTF8SMTPA" : "UTF8SMTP");
     struct buf *b = &s->tx.added;
     struct buf nb;
@@ -286,7 +256,7 @@ static int bdat_check(struct session *s, struct smtp_span arg)
     } else if (!t->active) {
         t->bdat_bad = true;
         t->bdat_err = R_NEED_MAIL;
-    } else if (t->nrcpts == 0) {
+    } else if (!t->env || t->env->accepted == 0) {
         t->bdat_bad = true;
         t->bdat_err = R_NEED_RCPT;
     } else if (open_body(s) < 0) {

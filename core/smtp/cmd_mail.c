@@ -100,8 +100,10 @@ static int mail_check(struct session *s, struct smtp_span arg)
     if (spool_short(s))
         return -1;
     engine_release_ref(s, &s->arg_ref);
-    s->arg_ref = engine_address_ref(s, &p);
-    s->scratch_utf8 = utf8;
+    envelope_unref(s->arg_env);
+    s->arg_env = envelope_new();
+    envelope_set_from(s->arg_env, &p);
+    s->arg_ref = engine_address_ref(s, s->arg_env, -1);
     return 0;
 }
 
@@ -109,12 +111,15 @@ static void mail_proceed(struct session *s, const struct hook_result *r)
 {
     if (session_result_ok(r)) {
         session_tx_begin(s);
-        s->tx.smtputf8 = s->scratch_utf8;
+        s->tx.env = s->arg_env;   /* the transaction takes the reference */
+        s->arg_env = NULL;
         engine_tx_set_from(s, s->arg_ref);
         s->arg_ref = LUA_NOREF;
         s->state = SS_MAIL;
     } else {
         engine_release_ref(s, &s->arg_ref);
+        envelope_unref(s->arg_env);
+        s->arg_env = NULL;
     }
     session_reply_result(s, r, R_MAIL_OK, R_MAIL_REJECT, STAGE_MAIL);
 }
@@ -164,15 +169,16 @@ static int rcpt_check(struct session *s, struct smtp_span arg)
             return -1;
         }
     }
-    if (p.utf8 && !s->tx.smtputf8)
+    if (p.utf8 && !s->tx.env->smtputf8)
         return reply_text(s, 553, "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter",
                           STAGE_RCPT, false);
-    if (s->tx.nrcpts >= s->eng->cfg.recipients) {
+    if (s->tx.env->accepted >= s->eng->cfg.recipients) {
         session_reply(s, R_TOO_MANY_RCPTS);
         return -1;
     }
     engine_release_ref(s, &s->arg_ref);
-    s->arg_ref = engine_address_ref(s, &p);
+    s->arg_rcpt = envelope_add_rcpt(s->tx.env, &p);
+    s->arg_ref = engine_address_ref(s, s->tx.env, s->arg_rcpt);
     return 0;
 }
 
@@ -180,18 +186,20 @@ static void rcpt_proceed(struct session *s, const struct hook_result *r)
 {
     if (session_result_ok(r) && !engine_check_route(s, s->arg_ref)) {
         /* a script bug: tempfail now rather than a misleading 451 at DATA */
+        envelope_rcpt_refuse(s->tx.env, s->arg_rcpt);
         engine_release_ref(s, &s->arg_ref);
         session_reply(s, R_HOOK_ERROR);
         return;
     }
     if (session_result_ok(r)) {
-        engine_tx_add_rcpt(s, s->arg_ref);
+        envelope_rcpt_accept(s->tx.env, s->arg_rcpt);
+        engine_tx_add_rcpt(s, s->arg_rcpt, s->arg_ref);
         s->arg_ref = LUA_NOREF;
-        s->tx.nrcpts++;
         s->state = SS_RCPT;
         session_reply_result(s, r, R_RCPT_OK, R_RCPT_REJECT, STAGE_RCPT);
         return;
     }
+    envelope_rcpt_refuse(s->tx.env, s->arg_rcpt);
     engine_release_ref(s, &s->arg_ref);
     session_reply_result(s, r, R_RCPT_OK, R_RCPT_REJECT, STAGE_RCPT);
     session_junk(s);   /* a refused recipient: a directory harvest counts */

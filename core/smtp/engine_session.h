@@ -19,8 +19,9 @@ void engine_abort_hook(struct session *s);
 /* the session whose hooks t runs; NULL for a task of kurir.spawn/every */
 struct session *engine_task_session(struct task *t);
 
-/* Build an address table from a parsed path; returns a registry ref. */
-int engine_address_ref(struct session *s, const struct smtp_path *p);
+/* A view (lua_address.c) on the sender (idx -1) or recipient idx of env;
+ * returns a registry ref. */
+int engine_address_ref(struct session *s, struct envelope *env, int idx);
 /* Push s->arg_ref (the object a check built) as the hook argument. */
 int engine_push_arg(struct session *s, lua_State *co);
 /* Push verb and argument of the current command (command hook). */
@@ -32,9 +33,12 @@ int engine_push_message(struct session *s, lua_State *co);
 /* Push a kurir.cred for the SASL exchange in s->sasl. */
 int engine_push_cred(struct session *s, lua_State *co);
 
-/* Transaction objects */
+/* Transaction objects: the sender's view (ref taken over) starts the
+ * transaction's views; an accepted recipient's view joins them */
 void engine_tx_set_from(struct session *s, int ref);
-void engine_tx_add_rcpt(struct session *s, int ref);
+void engine_tx_add_rcpt(struct session *s, int idx, int ref);
+/* push the accepted recipients' views, in order, as a new array */
+void engine_push_rcpts(struct session *s, lua_State *L);
 /* rcpt.route of the RCPT argument table ref, if set, must be a delivery
  * agent: false (and an error logged) otherwise. */
 bool engine_check_route(struct session *s, int ref);
@@ -49,6 +53,12 @@ void lsession_invalidate(lua_State *L, int ud_ref);
 void lmessage_register(lua_State *L);
 void lmessage_push_new(lua_State *L, struct session *s);
 void lmessage_invalidate(lua_State *L, int ref);
+/* the address views on the envelope (lua_address.c): idx -1 is the sender */
+struct envelope;
+void laddress_register(lua_State *L);
+void laddress_push(lua_State *L, struct envelope *env, int idx);
+/* the recipient index of the view at i if it is a recipient of env, else -1 */
+int laddress_index(lua_State *L, int i, const struct envelope *env);
 void lcred_register(lua_State *L);
 void lcred_push_new(lua_State *L, struct session *s);
 void lcred_invalidate(lua_State *L, int ref);

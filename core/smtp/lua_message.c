@@ -205,10 +205,10 @@ static int f_from(lua_State *L)
     return 1;
 }
 
-/* (message) -> {address table...} */
+/* (message) -> {address...} ; a new array of the accepted recipients */
 static int f_rcpts(lua_State *L)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, message_check(L, 1)->tx.rcpts_ref);
+    engine_push_rcpts(message_check(L, 1), L);
     return 1;
 }
 

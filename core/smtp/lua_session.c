@@ -146,14 +146,10 @@ static int f_from(lua_State *L)
     return 1;
 }
 
-/* (session) -> {address table...} */
+/* (session) -> {address...} ; a new array of the accepted recipients */
 static int f_rcpts(lua_State *L)
 {
-    struct session *s = session_check(L, 1);
-    if (s->tx.rcpts_ref == LUA_NOREF)
-        lua_newtable(L);
-    else
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
+    engine_push_rcpts(session_check(L, 1), L);
     return 1;
 }
 

@@ -243,6 +243,7 @@ void session_tx_reset(struct session *s)
 {
     struct tx *t = &s->tx;
     engine_tx_release(s);
+    envelope_unref(t->env);
     spool_close(&t->spool);
     buf_free(&t->added);
     memset(t, 0, sizeof(*t));
@@ -656,6 +657,7 @@ static void session_free(struct session *s)
     ev_timer_stop(s->srv->loop, &s->timer);
     ev_timer_stop(s->srv->loop, &s->pause_timer);
     session_tx_reset(s);
+    envelope_unref(s->arg_env);
     engine_session_close(s);
     sasl_reset(&s->sasl);
     smtp_parser_free(&s->parser);

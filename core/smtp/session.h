@@ -13,6 +13,7 @@
 #include "lua/engine.h"
 #include "proto/logfmt.h"
 #include "proto/msg_scan.h"
+#include "proto/envelope.h"
 #include "proto/reply.h"
 #include "proto/sasl.h"
 #include "proto/smtp_addr.h"
@@ -67,10 +68,9 @@ struct cmd {
 struct tx {
     bool active;
     char id[24];                     /* queue id */
-    int nrcpts;
-    int from_ref;                    /* Lua address table (registry) */
-    int rcpts_ref;                   /* Lua array of address tables */
-    bool smtputf8;
+    struct envelope *env;            /* sender and recipients (one reference) */
+    int from_ref;                    /* the sender's view (lua_address.c) */
+    int rcpts_ref;                   /* the recipients' views, by envelope index + 1 */
     struct spool spool;
     struct msg_scan scan;
     bool body_started;
@@ -114,7 +114,8 @@ struct session {
     struct buf line;                 /* copy of the command being processed */
     struct buf hook_text;            /* text of the last hook reply */
     struct buf scratch;
-    bool scratch_utf8;               /* MAIL check -> proceed */
+    struct envelope *arg_env;        /* MAIL check -> proceed: the new envelope */
+    int arg_rcpt;                    /* RCPT check -> proceed: its envelope index */
     /* Lua */
     struct task task;                /* runs the hooks (coroutine, budget, waits) */
     int ud_ref;                      /* kurir.session userdata */

@@ -4,12 +4,17 @@
  * and the buffer becomes its write-behind buffer. So a message never sits
  * whole in memory, small ones cost no file, and a crash leaves no file
  * behind. Write errors are sticky and reported once by spool_finish().
- * Reading back is by offset (pread / memcpy) or a copy to another fd. Owns
- * its fd, buffer and directory name; uses only POSIX/Linux file calls. */
+ * Reading back is by offset (pread / memcpy) or a copy to another fd. A
+ * spilled body starts SPOOL_FILE_RESERVE bytes into its file, so that the
+ * queue can write its envelope in front of it and link the file into the
+ * queue directory instead of copying it. Owns its buffer and directory
+ * name; the file is reference-counted (spool_dup shares it with a disk
+ * thread). Uses only POSIX/Linux file calls. */
 #include "sys/spool.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +27,15 @@
 #define SPOOL_EINTR_MAX 100   /* consecutive EINTRs tolerated by one call */
 #define SPOOL_COPY_CHUNK (1024 * 1024)
 
+struct spool_file {
+    atomic_int refs;
+    int fd;
+};
+
 void spool_init(struct spool *s)
 {
     s->fd = -1;
+    s->file = NULL;
     s->dir = NULL;
     s->size = 0;
     buf_init(&s->wbuf);
@@ -78,9 +89,17 @@ static void spill(struct spool *s)
         s->err = EBADF;
         return;
     }
-    s->fd = open_unnamed(s->dir);
-    if (s->fd < 0)
+    int fd = open_unnamed(s->dir);
+    if (fd < 0 || lseek(fd, SPOOL_FILE_RESERVE, SEEK_SET) < 0) {
         s->err = errno ? errno : EIO;
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    s->file = xcalloc(1, sizeof(*s->file));
+    atomic_init(&s->file->refs, 1);
+    s->file->fd = fd;
+    s->fd = fd;
 }
 
 /* Write all n bytes at the file position. 0 or -1 with errno. */
@@ -182,7 +201,7 @@ ssize_t spool_pread(struct spool *s, void *dst, size_t n, uint64_t off)
     size_t got = 0;
     int eintr = 0;
     while (got < n) {
-        ssize_t r = pread(s->fd, d + got, n - got, (off_t)(off + got));
+        ssize_t r = pread(s->fd, d + got, n - got, (off_t)(SPOOL_FILE_RESERVE + off + got));
         if (r < 0) {
             if (errno == EINTR && ++eintr < SPOOL_EINTR_MAX)
                 continue;
@@ -237,10 +256,10 @@ static int copy_kernel(struct spool *s, int fd, uint64_t *off, enum kcopy how)
         size_t want = left < SPOOL_COPY_CHUNK ? (size_t)left : SPOOL_COPY_CHUNK;
         ssize_t w;
         if (how == KCOPY_RANGE) {
-            loff_t in = (loff_t)*off;
+            loff_t in = (loff_t)(SPOOL_FILE_RESERVE + *off);
             w = copy_file_range(s->fd, &in, fd, NULL, want, 0);
         } else {
-            off_t in = (off_t)*off;
+            off_t in = (off_t)(SPOOL_FILE_RESERVE + *off);
             w = sendfile(fd, s->fd, &in, want);
         }
         if (w < 0 && errno == EINTR && ++eintr < SPOOL_EINTR_MAX)
@@ -282,10 +301,10 @@ int spool_dup(const struct spool *src, struct spool *dst)
         errno = src->err;
         return -1;
     }
-    if (src->fd >= 0) {
-        dst->fd = fcntl(src->fd, F_DUPFD_CLOEXEC, 0);
-        if (dst->fd < 0)
-            return -1;
+    if (src->file) {
+        atomic_fetch_add(&src->file->refs, 1);
+        dst->file = src->file;
+        dst->fd = src->fd;
     }
     dst->dir = src->dir ? strdup(src->dir) : NULL;
     if (src->dir && !dst->dir)
@@ -295,10 +314,35 @@ int spool_dup(const struct spool *src, struct spool *dst)
     return 0;
 }
 
+uint64_t spool_file_offset(const struct spool *s)
+{
+    return s->file ? SPOOL_FILE_RESERVE : 0;
+}
+
+int spool_link(struct spool *s, int dirfd, const char *name)
+{
+    if (!s->file) {
+        errno = EBADF;
+        return -1;
+    }
+#ifdef AT_EMPTY_PATH
+    if (linkat(s->fd, "", dirfd, name, AT_EMPTY_PATH) == 0)
+        return 0;
+    if (errno != EPERM && errno != EACCES && errno != EINVAL && errno != ENOENT)
+        return -1;
+#endif
+    /* without CAP_DAC_READ_SEARCH: through the fd's /proc link */
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", s->fd);
+    return linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW);
+}
+
 void spool_close(struct spool *s)
 {
-    if (s->fd >= 0)
-        close(s->fd);
+    if (s->file && atomic_fetch_sub(&s->file->refs, 1) == 1) {
+        close(s->file->fd);
+        free(s->file);
+    }
     free(s->dir);
     buf_free(&s->wbuf);
     spool_init(s);

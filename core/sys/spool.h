@@ -12,8 +12,18 @@
 #include <sys/types.h>
 #include "proto/util.h"
 
+/* A spilled body's file, shared by the session and a queue commit (a disk
+ * thread) through a reference count: the last spool_close closes it. */
+struct spool_file;
+
+/* A spilled body starts this far into its file; the hole before it (no
+ * disk blocks on most file systems) is where a queue commit writes the
+ * envelope, so the file itself can be linked into the queue. */
+#define SPOOL_FILE_RESERVE (64u * 1024u)
+
 struct spool {
     int fd;                 /* -1 while the body is only in memory */
+    struct spool_file *file;   /* holds fd once spilled (shared by spool_dup) */
     char *dir;              /* where to spill */
     uint64_t size;          /* bytes appended (written or buffered) */
     struct buf wbuf;        /* write-behind buffer, flushed at 64 KiB */
@@ -32,9 +42,17 @@ int spool_finish(struct spool *s);
 ssize_t spool_pread(struct spool *s, void *dst, size_t n, uint64_t off);
 /* Copy the whole body to fd (after spool_finish). 0 or -1. */
 int spool_copy_to(struct spool *s, int fd);
-/* A second handle on a finished body (own fd and buffer copy), so that a
- * queue commit can read it on another thread while the session goes on. */
+/* A second handle on a finished body (the same file, one more reference;
+ * a copy of the in-memory part), so that a queue commit can read it on
+ * another thread while the session goes on. */
 int spool_dup(const struct spool *src, struct spool *dst);
+/* Where the body starts in its file: SPOOL_FILE_RESERVE once spilled, 0
+ * while it is only in memory (then there is no file to link). */
+uint64_t spool_file_offset(const struct spool *s);
+/* Give the spilled body's file the name dirfd/name (linkat of the unnamed
+ * file, by AT_EMPTY_PATH or /proc/self/fd). 0, or -1 with errno (EXDEV:
+ * another file system; ENOENT: not an O_TMPFILE file) and nothing done. */
+int spool_link(struct spool *s, int dirfd, const char *name);
 void spool_close(struct spool *s);
 /* Space of the file system holding dir: bytes an unprivileged writer may
  * still use, and whether it is tmpfs (RAM: lost at reboot). 0 or -1. */

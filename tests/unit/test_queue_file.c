@@ -129,9 +129,40 @@ static void test_envelope(void)
     queue_file_free(&e);
 }
 
+/* A linked spool file: the envelope names where the message starts (a
+ * `body` line) and zeros fill the room up to it. */
+static void test_body_line(void)
+{
+    struct qenv e, p;
+    fill(&e);
+    e.body_off = 4096;
+    struct buf b;
+    buf_init(&b);
+    queue_file_format(&e, &b);
+    CHECK(strstr(buf_peek(&b), "\nbody 4096\n\n") != NULL);
+    size_t hlen = buf_used(&b);
+    CHECK(hlen < 4096);
+    memset(buf_reserve(&b, 4096 - hlen), 0, 4096 - hlen);
+    buf_commit(&b, 4096 - hlen);
+    buf_appends(&b, "Subject: x\r\n\r\nbody\r\n");
+    char err[128];
+    CHECK(queue_file_parse(buf_peek(&b), buf_used(&b), &p, err, sizeof(err)) == 0);
+    CHECK(p.body_off == 4096 && p.nrcpts == 2);
+    queue_file_free(&p);
+    static const char inside[] = QUEUE_FILE_MAGIC "\nid x\nbody 3\n\n";
+    CHECK(queue_file_parse(inside, sizeof(inside) - 1, &p, err, sizeof(err)) < 0);
+    static const char junk[] = QUEUE_FILE_MAGIC "\nid x\nbody 12x\n\n";
+    CHECK(queue_file_parse(junk, sizeof(junk) - 1, &p, err, sizeof(err)) < 0);
+    static const char neg[] = QUEUE_FILE_MAGIC "\nid x\nbody -1\n\n";
+    CHECK(queue_file_parse(neg, sizeof(neg) - 1, &p, err, sizeof(err)) < 0);
+    buf_free(&b);
+    queue_file_free(&e);
+}
+
 int main(void)
 {
     test_tokens();
     test_envelope();
+    test_body_line();
     return testutil_summary();
 }

@@ -240,9 +240,12 @@ static void test_spool_sizes(const char *root)
         CHECK(s.err == 0);
         if (cases[i].size <= 64 * 1024) {
             CHECK(s.fd == -1);   /* small bodies never touch the disk */
+            CHECK(spool_file_offset(&s) == 0);
         } else {
             struct stat st;
-            CHECK(fstat(s.fd, &st) == 0 && (uint64_t)st.st_size + buf_used(&s.wbuf) == cases[i].size);
+            CHECK(fstat(s.fd, &st) == 0 &&
+                  (uint64_t)st.st_size + buf_used(&s.wbuf) == SPOOL_FILE_RESERVE + cases[i].size);
+            CHECK(spool_file_offset(&s) == SPOOL_FILE_RESERVE);
             CHECK((st.st_mode & 0777) == 0600);
         }
         if (!CHECK(readback_ok(&s, body, cases[i].size, 4096)))
@@ -260,6 +263,60 @@ static void test_spool_sizes(const char *root)
     }
     free(body);
     CHECK(count_entries(dir) == 0);
+}
+
+/* spool_dup shares the file (one more reference): the body stays readable
+ * through the second handle after the first is closed. spool_link gives
+ * the unnamed file a name in another directory of the same file system:
+ * the same inode, the body at SPOOL_FILE_RESERVE, zeros before it. */
+static void test_spool_share_link(const char *root)
+{
+    char dir[512], qdir[512], name[600];
+    snprintf(dir, sizeof(dir), "%s/share", root);
+    snprintf(qdir, sizeof(qdir), "%s/queue", root);
+    CHECK(mkdir(dir, 0700) == 0 && mkdir(qdir, 0700) == 0);
+    size_t n = 200000;
+    char *body = make_body(n);
+    struct spool s, d;
+    spool_init(&s);
+    CHECK(spool_open(&s, dir) == 0);
+    spool_append(&s, body, n);
+    CHECK(spool_finish(&s) == 0);
+    CHECK(spool_dup(&s, &d) == 0);
+    CHECK(d.fd == s.fd);
+    spool_close(&s);
+    CHECK(readback_ok(&d, body, n, 65536));   /* still open: the dup holds it */
+
+    int qfd = open(qdir, O_RDONLY | O_DIRECTORY);
+    CHECK(spool_link(&d, qfd, "ID1") == 0);
+    struct stat a, b;
+    snprintf(name, sizeof(name), "%s/ID1", qdir);
+    CHECK(fstat(d.fd, &a) == 0 && stat(name, &b) == 0 && a.st_ino == b.st_ino && b.st_nlink == 1);
+    struct buf got;
+    buf_init(&got);
+    CHECK(slurp(name, &got));
+    CHECK(buf_used(&got) == SPOOL_FILE_RESERVE + n);
+    bool zeros = true;
+    for (size_t i = 0; i < SPOOL_FILE_RESERVE && i < buf_used(&got); i++)
+        zeros = zeros && buf_peek(&got)[i] == 0;
+    CHECK(zeros);
+    CHECK(buf_used(&got) == SPOOL_FILE_RESERVE + n &&
+          memcmp(buf_peek(&got) + SPOOL_FILE_RESERVE, body, n) == 0);
+    buf_free(&got);
+    CHECK(spool_link(&d, qfd, "ID1") == -1 && errno == EEXIST);
+    CHECK(count_entries(dir) == 0);   /* the spool directory stays empty */
+    spool_close(&d);
+    CHECK(unlink(name) == 0);
+
+    /* a body in memory has no file to link */
+    spool_init(&s);
+    CHECK(spool_open(&s, dir) == 0);
+    spool_append(&s, "small", 5);
+    CHECK(spool_finish(&s) == 0);
+    CHECK(spool_link(&s, qfd, "ID2") == -1 && errno == EBADF);
+    spool_close(&s);
+    close(qfd);
+    free(body);
 }
 
 static void test_spool_pipe(const char *root)
@@ -613,6 +670,7 @@ int main(void)
     }
     test_spool_sizes(root);
     test_spool_pipe(root);
+    test_spool_share_link(root);
     test_spool_errors(root);
     test_maildir_prepare(root);
     test_maildir_deliver(root);
