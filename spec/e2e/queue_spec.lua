@@ -95,6 +95,9 @@ end
 -- Parse the one DSN in DIR/bounces with Python's email package: content
 -- type, report-type, and Final-Recipient/Action/Status of each block.
 local function parse_dsn(srv)
+  -- the DSN is a message of its own: wait until the queue has delivered it
+  assert.truthy(srv:wait_log("event=dsn id=%S+ dsn_id=%S+"), srv:describe())
+  wait_done(srv, srv:log():match("event=dsn id=%S+ dsn_id=(%S+)"))
   local files = harness.maildir_new(srv.dir .. "/bounces")
   assert.equals(1, #files, srv:describe())
   local py = [[
