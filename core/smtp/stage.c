@@ -10,7 +10,7 @@ static const struct stage_def stage_table[STAGE_COUNT] = {
     [STAGE_CONNECT]    = { "connect", HOOK_CONNECT, R_GREETING, R_CONNECT_REJECT, R_HOOK_ERROR_CLOSE,
                            STAGE_F_GREETING },
     [STAGE_HELO]       = { "helo", HOOK_HELO, R_ACCEPT, R_HELO_REJECT, R_HOOK_ERROR, 0 },
-    [STAGE_STARTTLS]   = { "starttls", HOOK_STARTTLS, R_ACCEPT, R_CONNECT_REJECT, R_HOOK_ERROR, STAGE_F_CLOSES },
+    [STAGE_STARTTLS]   = { "starttls", HOOK_STARTTLS, R_COUNT, R_CONNECT_REJECT, R_HOOK_ERROR, STAGE_F_CLOSES },
     [STAGE_AUTH]       = { "auth", HOOK_AUTH, R_AUTH_OK, R_AUTH_FAILED, R_HOOK_ERROR, STAGE_F_DELAYED },
     [STAGE_MAIL]       = { "mail", HOOK_MAIL, R_MAIL_OK, R_MAIL_REJECT, R_HOOK_ERROR, 0 },
     [STAGE_RCPT]       = { "rcpt", HOOK_RCPT, R_RCPT_OK, R_RCPT_REJECT, R_HOOK_ERROR, STAGE_F_JUNK },
@@ -98,6 +98,11 @@ void stage_apply(enum reply_stage st, const struct hook_result *r, enum err_poli
         } else if (kind == HR_REPLY && out->code >= 500) {
             out->error = true;
         }
+    }
+    if (out->ok && d->ok == R_COUNT) {
+        out->send = false;   /* a stage without a success reply (starttls: its 220 came before) */
+        out->id = R_COUNT;
+        return;
     }
     if ((d->flags & STAGE_F_QUEUE_ID) && kind == HR_REPLY && out->code / 100 == 2 && out->tlen == 0)
         out->id = d->ok;   /* the standard acceptance with the hook's code */

@@ -37,7 +37,7 @@ struct hook_result {
 struct stage_def {
     const char *name;        /* for logs and tests */
     enum hook hook;          /* HOOK_NONE: no hook decides (the result is always nil) */
-    enum reply_id ok;        /* nil, true */
+    enum reply_id ok;        /* nil, true; R_COUNT: success sends nothing */
     enum reply_id reject;    /* false; a hook error under on_error = "reject" */
     enum reply_id error;     /* a hook error under on_error = "tempfail" (enhanced code always shown) */
     unsigned flags;
