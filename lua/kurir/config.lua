@@ -636,7 +636,7 @@ function config.finalize(state, overrides, default_hostname)
     cfg.tls = {
       cert = t.cert, key = t.key, chain = t.chain, ca = t.ca,
       self_signed = t.self_signed == true,
-      required = t.required == true,
+      required = t.required == true or nil,   -- absent: false
       client_cert = t.client_cert or 0,
     }
     local tc = cfg.tls
