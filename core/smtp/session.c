@@ -367,8 +367,13 @@ static void row_proceed(struct session *s, const struct stage_reply *r)
     c->proceed(s, r);
     if (c->flags & CMD_JUNK)
         session_junk(s);
-    if ((c->flags & CMD_ENDS_GROUP) && !s->conn.closing && !s->conn.closed)
-        conn_flush(&s->conn);   /* the client waits for these replies before it sends more */
+    /* The group ends here: the client waits for these replies before it
+     * sends more, so they go out now, in one write. A client that sent
+     * past the end anyway (bodies before the 354) is answered in the
+     * iteration's one write, as if it were one group. */
+    if ((c->flags & CMD_ENDS_GROUP) && !s->conn.closing && !s->conn.closed &&
+        smtp_parser_pending(&s->parser) == 0)
+        conn_flush(&s->conn);
 }
 
 static enum reply_id sequence_error(struct session *s, const struct cmd *c)

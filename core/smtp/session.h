@@ -76,7 +76,7 @@ struct cmd {
 
 #define CMD_NEEDS_AUTH  0x01   /* refused with 530 until AUTH when auth.required */
 #define CMD_BEFORE_TLS  0x02   /* allowed before STARTTLS when tls.required */
-#define CMD_ENDS_GROUP  0x04   /* last of a pipelined group (RFC 2920 3.1): its replies are written now */
+#define CMD_ENDS_GROUP  0x04   /* last of a pipelined group (RFC 2920 3.1): replies written now if nothing follows */
 #define CMD_JUNK        0x08   /* changes nothing: counts toward limits.junk_commands */
 #define CMD_ESMTP       0x10   /* EHLO: enhanced status codes from now on, its own error replies too */
 
