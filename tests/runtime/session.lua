@@ -13,6 +13,7 @@ function kurir.on.rcpt(_, rcpt)
   if rcpt.user ~= "noroute" then rcpt.route = kurir.discard() end
 end
 
-function kurir.on.command(_, verb)
+function kurir.on.command(_, verb, arg)
   if verb == "XPING" then return 250, "pong" end
+  if verb == "XREPLY" then return kurir.reply(arg, "<x@example.test>") end
 end

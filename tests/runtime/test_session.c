@@ -172,6 +172,14 @@ static void test_dialogue(void)
     send_str(c, "XOTHER\r\n");
     EXPECT_WRITE(c, "500 5.5.1 Command unrecognized\r\n");
 
+    /* kurir.reply: the rows of C's table the shipped Lua answers with */
+    send_str(c, "XREPLY store_failed\r\n");
+    EXPECT_WRITE(c, "451 4.3.0 Could not store the message, try again later\r\n");
+    send_str(c, "XREPLY no_delivery\r\n");
+    EXPECT_WRITE(c, "451 4.3.5 No delivery configured for <x@example.test>\r\n");
+    send_str(c, "XREPLY nosuch\r\n");   /* raises: a hook error */
+    EXPECT_WRITE(c, "451 4.3.0 Temporary server error, try again later\r\n");
+
     /* a refused MAIL starts nothing: its check left no trace */
     send_str(c, "MAIL FROM:<a@example.test> SIZE=lots\r\n");
     EXPECT_WRITE(c, "501 5.5.4 Syntax: SIZE=<number>\r\n");
