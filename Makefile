@@ -85,7 +85,7 @@ test-asan: check-tools
 
 lint:
 	sh tools/check-layers.sh
-	luacheck lua scripts spec
+	luacheck lua scripts spec tests/runtime
 
 bench: build
 	@sh tools/deps.sh $(BENCH_DEB_PACKAGES)

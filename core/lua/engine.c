@@ -242,6 +242,7 @@ static const char *read_config(lua_State *L, int t, struct config *c)
         c->tls_chain = get_opt_str(L, x, "chain");
         c->tls_ca = get_opt_str(L, x, "ca");
         c->tls_self_signed = get_bool(L, x, "self_signed");
+        c->tls_required = get_bool(L, x, "required");
         c->tls_client_cert = (int)get_num(&r, x, "client_cert");
     }
     lua_pop(L, 1);
@@ -639,7 +640,7 @@ static void log_bad_return(struct session *s, lua_State *co, int idx, const char
  * values are on co's stack at [top-nres+1 .. top]. */
 static struct hook_result convert_result(struct session *s, lua_State *co, int nres)
 {
-    struct hook_result r = {HR_DEFAULT, 0, NULL, 0, false};
+    struct hook_result r = {HR_DEFAULT, 0, NULL, 0};
     int top = lua_gettop(co);
     int first = top - nres + 1;
     if (nres == 0 || lua_isnil(co, first))
@@ -680,7 +681,7 @@ static struct hook_result convert_result(struct session *s, lua_State *co, int n
 static void session_task_done(struct task *t, bool ok, int nres)
 {
     struct session *s = session_of(t);
-    struct hook_result r = {HR_ERROR, 0, NULL, 0, false};
+    struct hook_result r = {HR_ERROR, 0, NULL, 0};
     if (ok) {
         r = convert_result(s, t->co, nres);
         lua_settop(t->co, 0);

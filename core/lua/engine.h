@@ -56,6 +56,7 @@ struct config {
     bool tls_enabled;
     char *tls_cert, *tls_key, *tls_chain, *tls_ca;
     bool tls_self_signed;
+    bool tls_required;            /* tls.required: only CMD_BEFORE_TLS commands before STARTTLS */
     int tls_client_cert;
     bool auth_plaintext;
     bool auth_required;

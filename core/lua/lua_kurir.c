@@ -2,7 +2,8 @@
  * kurir.on (hook table that refuses unknown names and cannot be replaced),
  * kurir.sleep, kurir.now/kurir.time (clocks),
  * kurir.spawn / kurir.every (detached tasks, engine.c),
- * kurir.log, kurir.version, kurir.hostname, kurir.worker, kurir.shared
+ * kurir.log, kurir.version, kurir.hostname, kurir.worker, kurir.shared,
+ * kurir.reply (the texts of proto/reply.c for the shipped Lua)
  * (lua_shared.c), kurir.connect (lua_socket.c),
  * kurir.dns (lua_dns.c). The shipped kurir.api module adds the parts
  * written in Lua (kurir.configure, kurir.maildir, kurir.connect by name). */
@@ -17,6 +18,7 @@
 #include "smtp/engine_session.h"
 #include "http/http.h"
 #include "proto/logfmt.h"
+#include "proto/reply.h"
 #include "lua/lua_mime.h"
 #include "lua/lua_socket.h"
 #include "sys/maildir.h"
@@ -248,8 +250,36 @@ static int k_maildir_prepare(lua_State *L)
     return 1;
 }
 
+/* (name [, arg]) -> code, text: a reply of the one table (proto/reply.c)
+ * as a hook returns it, "%a" in its text replaced by arg; the shipped Lua
+ * answers with these rather than writing reply texts of its own. */
+static int k_reply(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *arg = luaL_optstring(L, 2, NULL);
+    enum reply_id id = reply_by_name(name);
+    if (id == R_COUNT) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (int i = 0; reply_name_at(i); i++) {
+            luaL_addstring(&b, i ? ", " : "");
+            luaL_addstring(&b, reply_name_at(i));
+        }
+        luaL_pushresult(&b);
+        return luaL_error(L, "kurir.reply: no reply named \"%s\" (one of %s)", name, lua_tostring(L, -1));
+    }
+    struct buf t;
+    buf_init(&t);
+    reply_row_text(&t, id, arg);
+    lua_pushinteger(L, reply_get(id)->code);
+    lua_pushlstring(L, buf_peek(&t), buf_used(&t));
+    buf_free(&t);
+    return 2;
+}
+
 static const luaL_Reg kurir_funcs[] = {
     {"sleep", k_sleep},
+    {"reply", k_reply},
     {"spawn", k_spawn},
     {"every", k_every},
     {"log", k_log},

@@ -57,7 +57,7 @@ static const struct reply_def reply_table[R_COUNT] = {
     [R_BARE_LF]            = { 554, "5.6.0", "Message contains bare LF line endings (not CRLF); fix the client" },
     [R_DATA_LINE_TOO_LONG] = { 554, "5.6.0", "Message contains a line longer than the limit" },
     [R_HOOK_ERROR]         = { 451, "4.3.0", "Temporary server error, try again later" },
-    [R_NO_DELIVERY]        = { 451, "4.3.5", "No delivery configured for this message" },
+    [R_NO_DELIVERY]        = { 451, "4.3.5", "No delivery configured for %a" },
     [R_LOCAL_ERROR]        = { 451, "4.3.0", "Local error in processing" },
     [R_TOO_MANY_CONNS]     = { 421, "4.7.0", "%h Too many connections, try again later" },
     [R_TOO_MANY_ERRORS]    = { 421, "4.7.0", "%h Too many errors, closing connection" },
@@ -70,7 +70,53 @@ static const struct reply_def reply_table[R_COUNT] = {
     [R_TOO_MANY_JUNK]      = { 421, "4.7.0", "%h Too many commands without mail, closing connection" },
     [R_SPOOL_FULL]         = { 452, "4.3.1", "Insufficient system storage, try again later" },
     [R_HOOK_ERROR_CLOSE]   = { 421, "4.3.0", "%h Temporary server error, closing connection" },
+    [R_QUEUED]             = { 250, "2.0.0", "Message accepted: queued as %a" },
+    [R_BDAT_CHUNK]         = { 250, "2.0.0", "%a octets received" },
+    [R_MAIL_ADDR_SYNTAX]   = { 501, "5.1.7", "Syntax error" },
+    [R_RCPT_ADDR_SYNTAX]   = { 501, "5.1.3", "Syntax error" },
+    [R_PATH_SYNTAX]        = { 501, "5.5.4", "Syntax error" },
+    [R_SIZE_SYNTAX]        = { 501, "5.5.4", "Syntax: SIZE=<number>" },
+    [R_BODY_SYNTAX]        = { 501, "5.5.4", "Syntax: BODY=7BIT|8BITMIME" },
+    [R_SMTPUTF8_VALUE]     = { 501, "5.5.4", "SMTPUTF8 takes no value" },
+    [R_AUTH_PARAM_SYNTAX]  = { 501, "5.5.4", "Syntax: AUTH=<xtext>" },
+    [R_RET_SYNTAX]         = { 501, "5.5.4", "Syntax: RET=FULL|HDRS" },
+    [R_ENVID_SYNTAX]       = { 501, "5.5.4", "Syntax: ENVID=<xtext of at most 100 characters>" },
+    [R_NOTIFY_SYNTAX]      = { 501, "5.5.4", "Syntax: NOTIFY=NEVER or NOTIFY=SUCCESS,FAILURE,DELAY" },
+    [R_ORCPT_SYNTAX]       = { 501, "5.5.4", "Syntax: ORCPT=addr-type;xtext" },
+    [R_UTF8_ADDRESS]       = { 553, "5.6.7", "Non-ASCII address requires the SMTPUTF8 parameter" },
+    [R_DELIVERY_FAILED]    = { 451, "4.3.0", "Delivery failed, try again later" },
+    [R_QUEUE_FAILED]       = { 451, "4.3.0", "Could not queue the message, try again later" },
+    [R_STORE_FAILED]       = { 451, "4.3.0", "Could not store the message, try again later" },
 };
+
+/* The rows the shipped Lua answers with (kurir.reply(name [, arg])), so
+ * that their texts are written here only. */
+static const struct {
+    const char *name;
+    enum reply_id id;
+} reply_names[] = {
+    { "no_delivery", R_NO_DELIVERY },
+    { "delivery_failed", R_DELIVERY_FAILED },
+    { "queue_failed", R_QUEUE_FAILED },
+    { "store_failed", R_STORE_FAILED },
+    { "hook_error", R_HOOK_ERROR },
+    { "local_error", R_LOCAL_ERROR },
+};
+
+enum reply_id reply_by_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof(reply_names) / sizeof(reply_names[0]); i++)
+        if (!strcmp(reply_names[i].name, name))
+            return reply_names[i].id;
+    return R_COUNT;
+}
+
+const char *reply_name_at(int i)
+{
+    if (i < 0 || (size_t)i >= sizeof(reply_names) / sizeof(reply_names[0]))
+        return NULL;
+    return reply_names[i].name;
+}
 
 const struct reply_def *reply_get(enum reply_id id)
 {
@@ -260,14 +306,19 @@ static bool line_esc(const char *s, size_t n, int code, size_t *esc_len)
     return reply_has_esc(s, n, esc_len) && s[0] - '0' == code / 100;
 }
 
-/* Copy "%h"-expanded text into out. */
-static void expand_host(struct buf *out, const char *text, size_t tlen, const char *host)
+/* Copy text into out with "%h" replaced by host and "%a" by arg, each
+ * only when not NULL (a hook's text is never given an arg). */
+static void expand_host(struct buf *out, const char *text, size_t tlen, const char *host,
+                        const char *arg)
 {
     size_t i = 0, run = 0;
     while (i < tlen) {
-        if (host && text[i] == '%' && i + 1 < tlen && text[i + 1] == 'h') {
+        const char *with = NULL;
+        if (text[i] == '%' && i + 1 < tlen)
+            with = text[i + 1] == 'h' ? host : text[i + 1] == 'a' ? arg : NULL;
+        if (with) {
             buf_append(out, text + run, i - run);
-            buf_appends(out, host);
+            buf_appends(out, with);
             i += 2;
             run = i;
         } else {
@@ -338,8 +389,8 @@ static void emit_logical(struct buf *out, int code, bool last, const char *esc, 
     emit_line(out, code, last, esc, esc_len, s, n);
 }
 
-void reply_format(struct buf *out, int code, const char *esc, const char *text, size_t tlen,
-                  bool enhanced, enum reply_stage stage, const char *host)
+static void format_arg(struct buf *out, int code, const char *esc, const char *text, size_t tlen,
+                       bool enhanced, enum reply_stage stage, const char *host, const char *arg)
 {
     if (code < 0 || code > 999)
         code = 451;
@@ -366,7 +417,7 @@ void reply_format(struct buf *out, int code, const char *esc, const char *text, 
 
     struct buf tmp;
     buf_init(&tmp);
-    expand_host(&tmp, text, tlen, host);
+    expand_host(&tmp, text, tlen, host, arg);
     const char *p = buf_peek(&tmp);
     size_t left = buf_used(&tmp);
     size_t esc_len = esc ? strlen(esc) : 0;
@@ -402,10 +453,34 @@ void reply_format(struct buf *out, int code, const char *esc, const char *text, 
     buf_free(&tmp);
 }
 
-void reply_canned(struct buf *out, enum reply_id id, bool enhanced, const char *host)
+void reply_format(struct buf *out, int code, const char *esc, const char *text, size_t tlen,
+                  bool enhanced, enum reply_stage stage, const char *host)
+{
+    format_arg(out, code, esc, text, tlen, enhanced, stage, host, NULL);
+}
+
+void reply_canned_arg(struct buf *out, enum reply_id id, int code, bool enhanced, const char *host,
+                      const char *arg)
 {
     const struct reply_def *d = reply_get(id);
+    if (code <= 0 || code / 100 != d->code / 100)
+        code = d->code;
     /* A row without an enhanced code (greeting, 354) never gets one. */
-    reply_format(out, d->code, d->esc, d->text, strlen(d->text), enhanced && d->esc, STAGE_OTHER,
-                 host);
+    format_arg(out, code, d->esc, d->text, strlen(d->text), enhanced && d->esc, STAGE_OTHER, host,
+               arg ? arg : "");
+}
+
+void reply_canned(struct buf *out, enum reply_id id, bool enhanced, const char *host)
+{
+    reply_canned_arg(out, id, 0, enhanced, host, NULL);
+}
+
+void reply_row_text(struct buf *out, enum reply_id id, const char *arg)
+{
+    const struct reply_def *d = reply_get(id);
+    if (d->esc) {
+        buf_appends(out, d->esc);
+        buf_append(out, " ", 1);
+    }
+    expand_host(out, d->text, strlen(d->text), NULL, arg ? arg : "");
 }

@@ -13,6 +13,9 @@
 enum reply_stage {
     STAGE_CONNECT, STAGE_HELO, STAGE_STARTTLS, STAGE_AUTH, STAGE_MAIL, STAGE_RCPT,
     STAGE_DATA, STAGE_VRFY, STAGE_EXPN, STAGE_COMMAND, STAGE_RESET, STAGE_OTHER,
+    STAGE_TX_END,        /* the reset hook after a transaction: result ignored */
+    STAGE_DISCONNECT,    /* result ignored */
+    STAGE_COUNT
 };
 
 /* Canned replies. reply_get() gives code, enhanced code and text. */
@@ -63,7 +66,7 @@ enum reply_id {
     R_BARE_LF,           /* 554 5.6.0 Message contains bare LF line endings (not CRLF); fix the client */
     R_DATA_LINE_TOO_LONG,/* 554 5.6.0 Message contains a line longer than the limit */
     R_HOOK_ERROR,        /* 451 4.3.0 Temporary server error, try again later */
-    R_NO_DELIVERY,       /* 451 4.3.5 No delivery configured for this message */
+    R_NO_DELIVERY,       /* 451 4.3.5 No delivery configured for <arg> (kurir.default) */
     R_LOCAL_ERROR,       /* 451 4.3.0 Local error in processing */
     R_TOO_MANY_CONNS,    /* 421 4.7.0 <host> Too many connections, try again later */
     R_TOO_MANY_ERRORS,   /* 421 4.7.0 <host> Too many errors, closing connection */
@@ -76,16 +79,40 @@ enum reply_id {
     R_TOO_MANY_JUNK,     /* 421 4.7.0 <host> Too many commands without a transaction, closing connection */
     R_SPOOL_FULL,        /* 452 4.3.1 Insufficient system storage, try again later */
     R_HOOK_ERROR_CLOSE,  /* 421 4.3.0 <host> Temporary server error, closing connection */
+    R_QUEUED,            /* 250 2.0.0 Message accepted: queued as <id> */
+    R_BDAT_CHUNK,        /* 250 2.0.0 <n> octets received */
+    R_MAIL_ADDR_SYNTAX,  /* 501 5.1.7 Syntax error (or the parser's reason) */
+    R_RCPT_ADDR_SYNTAX,  /* 501 5.1.3 Syntax error (or the parser's reason) */
+    R_PATH_SYNTAX,       /* 501 5.5.4 Syntax error (or the parser's reason) */
+    R_SIZE_SYNTAX,       /* 501 5.5.4 Syntax: SIZE=<number> */
+    R_BODY_SYNTAX,       /* 501 5.5.4 Syntax: BODY=7BIT|8BITMIME */
+    R_SMTPUTF8_VALUE,    /* 501 5.5.4 SMTPUTF8 takes no value */
+    R_AUTH_PARAM_SYNTAX, /* 501 5.5.4 Syntax: AUTH=<xtext> */
+    R_RET_SYNTAX,        /* 501 5.5.4 Syntax: RET=FULL|HDRS */
+    R_ENVID_SYNTAX,      /* 501 5.5.4 Syntax: ENVID=<xtext of at most 100 characters> */
+    R_NOTIFY_SYNTAX,     /* 501 5.5.4 Syntax: NOTIFY=NEVER or NOTIFY=SUCCESS,FAILURE,DELAY */
+    R_ORCPT_SYNTAX,      /* 501 5.5.4 Syntax: ORCPT=addr-type;xtext */
+    R_UTF8_ADDRESS,      /* 553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter */
+    R_DELIVERY_FAILED,   /* 451 4.3.0 Delivery failed, try again later (Lua: kurir.reply) */
+    R_QUEUE_FAILED,      /* 451 4.3.0 Could not queue the message, try again later */
+    R_STORE_FAILED,      /* 451 4.3.0 Could not store the message, try again later */
     R_COUNT
 };
 
 struct reply_def {
     int code;
     const char *esc;     /* enhanced status code, e.g. "5.5.1"; NULL for none */
-    const char *text;    /* "%h" in text is replaced by the host name */
+    const char *text;    /* "%h" is replaced by the host name, "%a" by the
+                          * caller's argument (reply_canned_arg) */
 };
 
 const struct reply_def *reply_get(enum reply_id id);
+
+/* The rows Lua may name (kurir.reply): "no_delivery" -> R_NO_DELIVERY, ...
+ * R_COUNT for a name that is not one of them. */
+enum reply_id reply_by_name(const char *name);
+/* name of the i-th row Lua may name, NULL past the last (for listings) */
+const char *reply_name_at(int i);
 
 /* Default enhanced status code for a bare code at a stage (never NULL for
  * 2xx/4xx/5xx codes). */
@@ -108,6 +135,16 @@ void reply_format(struct buf *out, int code, const char *esc, const char *text, 
 
 /* Append a canned reply. */
 void reply_canned(struct buf *out, enum reply_id id, bool enhanced, const char *host);
+
+/* Append a canned reply with "%a" in its text replaced by arg (NULL: "");
+ * code 0 keeps the row's code, another code of the same class replaces it
+ * (the end of DATA answers a hook's bare 2xx with the row's text). */
+void reply_canned_arg(struct buf *out, enum reply_id id, int code, bool enhanced, const char *host,
+                      const char *arg);
+
+/* The text of a row as a hook would return it: "esc text" ("%a" replaced
+ * by arg, "%h" left for the formatter). Appends to out. */
+void reply_row_text(struct buf *out, enum reply_id id, const char *arg);
 
 /* True when s (len n) starts with an enhanced status code "d.ddd.ddd" whose
  * class digit is code/100 for 2/4/5; *esc_len receives its length. */

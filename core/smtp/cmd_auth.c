@@ -28,7 +28,7 @@ static void auth_failed_reply(struct session *s)
     session_error(s);
 }
 
-static void auth_hook_done(struct session *s, const struct hook_result *r)
+static void auth_hook_done(struct session *s, const struct stage_reply *r)
 {
     const char *mech = sasl_mech_name(s->sasl.mech);
     char *user = xstrdup(s->sasl.user ? s->sasl.user : "");
@@ -37,39 +37,27 @@ static void auth_hook_done(struct session *s, const struct hook_result *r)
     sasl_reset(&s->sasl);
     s->parser.max_line = s->eng->cfg.line_length;
     s->state = s->state_before_auth;
-    if (session_result_ok(r)) {
+    struct buf *b = session_log_begin(s, r->ok ? "info" : "warn", "auth");
+    logfmt_str(b, "mechanism", mech);
+    logfmt_str(b, "user", user);
+    logfmt_str(b, "result", r->ok ? "ok" : "failed");
+    session_log_end(s);
+    if (r->ok) {
         free(s->user);
         s->user = user;
-        struct buf *b = session_log_begin(s, "info", "auth");
-        logfmt_str(b, "mechanism", mech);
-        logfmt_str(b, "user", user ? user : "");
-        logfmt_str(b, "result", "ok");
-        session_log_end(s);
-        session_reply_result(s, r, R_AUTH_OK, R_AUTH_FAILED, STAGE_AUTH);
+        session_reply_stage(s, STAGE_AUTH, r, NULL);
         return;
     }
-    struct buf *b = session_log_begin(s, "warn", "auth");
-    logfmt_str(b, "mechanism", mech);
-    logfmt_str(b, "user", user ? user : "");
-    logfmt_str(b, "result", "failed");
-    session_log_end(s);
     free(user);
-    if (r->kind == HR_REPLY && r->code == 421) {
-        session_reply_result(s, r, R_AUTH_OK, R_AUTH_FAILED, STAGE_AUTH);   /* closes */
+    if (!r->delay) {
+        session_reply_stage(s, STAGE_AUTH, r, NULL);   /* 421: closes */
         return;
     }
     /* The refusal waits auth.failure_delay (a timer: other sessions go on
      * meanwhile), so that one connection cannot try passwords at the
      * speed of the network. The reply is formatted now, sent then. */
-    const char *host = s->eng->cfg.hostname;
     buf_reset(&s->scratch);
-    if (r->kind == HR_REPLY) {
-        const char *text = r->tlen ? r->text : reply_default_text(r->code, STAGE_AUTH);
-        size_t tlen = r->tlen ? r->tlen : strlen(text);
-        reply_format(&s->scratch, r->code, NULL, text, tlen, s->enhanced, STAGE_AUTH, host);
-    }
-    else
-        reply_canned(&s->scratch, R_AUTH_FAILED, s->enhanced, host);
+    stage_format(&s->scratch, STAGE_AUTH, r, s->enhanced, s->eng->cfg.hostname, NULL);
     session_pause(s, s->eng->cfg.auth_failure_delay, auth_failed_reply);
 }
 
@@ -86,7 +74,7 @@ static void auth_result(struct session *s, enum sasl_result res, struct buf *cha
         break;
     case SASL_DONE:
         s->state = SS_AUTH;   /* no commands until the hook decided */
-        session_run_hook(s, HOOK_AUTH, engine_push_cred, auth_hook_done);
+        session_run_hook(s, STAGE_AUTH, engine_push_cred, auth_hook_done);
         break;
     case SASL_ERR_MECH:
         auth_abort(s, R_MECH_UNKNOWN);
@@ -110,51 +98,52 @@ void auth_line(struct session *s, const char *line, size_t len)
     auth_result(s, res, &s->scratch);
 }
 
-static int auth_check(struct session *s, struct smtp_span arg)
+static enum cmd_check auth_check(struct session *s, struct smtp_span arg, struct cmd_args *a)
 {
     const struct config *c = &s->eng->cfg;
-    if (s->user) {
-        session_reply(s, R_ALREADY_AUTH);
-        session_error(s);
-        return -1;
-    }
-    if (!s->esmtp) {   /* AUTH is an ESMTP extension: only after EHLO */
-        session_reply(s, R_BAD_SEQUENCE);
-        session_error(s);
-        return -1;
-    }
-    if (!engine_has_user_hook(s->eng, HOOK_AUTH) || !c->auth_mechs) {
-        session_reply(s, R_NOT_IMPLEMENTED);
-        session_error(s);
-        return -1;
-    }
-    if (!s->tls && !c->auth_plaintext) {
-        session_reply(s, R_AUTH_NEEDS_TLS);
-        session_error(s);
-        return -1;
-    }
+    enum reply_id why = R_COUNT;
+    if (s->user)
+        why = R_ALREADY_AUTH;
+    else if (!s->esmtp)   /* AUTH is an ESMTP extension: only after EHLO */
+        why = R_BAD_SEQUENCE;
+    else if (!engine_has_user_hook(s->eng, HOOK_AUTH) || !c->auth_mechs)
+        why = R_NOT_IMPLEMENTED;
+    else if (!s->tls && !c->auth_plaintext)
+        why = R_AUTH_NEEDS_TLS;
     const char *p = arg.ptr ? arg.ptr : "";
     size_t n = arg.len, i = 0;
     while (i < n && p[i] != ' ')
         i++;
     enum sasl_mech m = sasl_mech_from_name(p, i);
-    if (m == SASL_NONE || !(c->auth_mechs & (1u << m))) {
-        session_reply(s, i ? R_MECH_UNKNOWN : R_SYNTAX);
-        session_error(s);
-        return -1;
+    if (why == R_COUNT && (m == SASL_NONE || !(c->auth_mechs & (1u << m))))
+        why = i ? R_MECH_UNKNOWN : R_SYNTAX;
+    if (why != R_COUNT) {
+        session_reply(s, why);
+        return CHECK_REFUSED;
     }
     size_t j = i;
     while (j < n && p[j] == ' ')
         j++;
-    bool has_initial = j < n;
+    a->mech = m;
+    a->has_initial = j < n;
+    a->initial.ptr = p + j;
+    a->initial.len = n - j;
+    return CHECK_OK;
+}
+
+/* no hook yet: the auth hook decides once the exchange gave credentials */
+static void auth_proceed(struct session *s, const struct stage_reply *r)
+{
+    (void)r;
+    const struct cmd_args *a = &s->args;
     s->state_before_auth = s->state;
     buf_reset(&s->scratch);
-    enum sasl_result res = sasl_start(&s->sasl, m, p + j, n - j, has_initial, c->hostname, &s->scratch);
+    enum sasl_result res = sasl_start(&s->sasl, a->mech, a->initial.ptr, a->initial.len, a->has_initial,
+                                      s->eng->cfg.hostname, &s->scratch);
     auth_result(s, res, &s->scratch);
-    return -1;
 }
 
 const struct cmd cmd_auth_table[] = {
-    {"AUTH", ST(SS_READY), 0, auth_check, HOOK_NONE, NULL, NULL, STAGE_AUTH},
-    {NULL, 0, 0, NULL, HOOK_NONE, NULL, NULL, STAGE_OTHER},
+    {"AUTH", ST(SS_READY), 0, auth_check, STAGE_OTHER, NULL, auth_proceed},
+    {NULL, 0, 0, NULL, STAGE_OTHER, NULL, NULL},
 };

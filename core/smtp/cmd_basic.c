@@ -12,28 +12,33 @@
 
 /* HELO / EHLO -------------------------------------------------------------- */
 
-static int helo_check_common(struct session *s, struct smtp_span arg, bool esmtp)
+static enum cmd_check helo_check_common(struct session *s, struct smtp_span arg, struct cmd_args *a,
+                                       bool esmtp)
 {
-    if (esmtp)
-        s->enhanced = true;   /* enhanced codes on every reply once the client used EHLO */
     if (!smtp_valid_helo(arg.ptr, arg.len)) {
         session_reply(s, R_HELO_SYNTAX);
-        session_error(s);
-        return -1;
+        return CHECK_REFUSED;
     }
+    a->esmtp = esmtp;
+    return CHECK_OK;
+}
+
+static enum cmd_check ehlo_check(struct session *s, struct smtp_span arg, struct cmd_args *a)
+{
+    return helo_check_common(s, arg, a, true);
+}
+
+static enum cmd_check helo_check(struct session *s, struct smtp_span arg, struct cmd_args *a)
+{
+    return helo_check_common(s, arg, a, false);
+}
+
+/* s.esmtp tells the helo hook which verb it was; a refusal restores it */
+static int helo_push(struct session *s, lua_State *co)
+{
     s->esmtp_before = s->esmtp;
-    s->esmtp = esmtp;   /* s.esmtp tells the hook which verb it was */
-    return 0;
-}
-
-static int ehlo_check(struct session *s, struct smtp_span arg)
-{
-    return helo_check_common(s, arg, true);
-}
-
-static int helo_check(struct session *s, struct smtp_span arg)
-{
-    return helo_check_common(s, arg, false);
+    s->esmtp = s->args.esmtp;
+    return engine_push_line_arg(s, co);
 }
 
 static void set_helo(struct session *s)
@@ -75,12 +80,12 @@ static void append_helo_echo(struct buf *o, const char *name)
 /* First line of the EHLO/HELO reply: "250-" or "250 ", then either the
  * script's text (one line, control bytes neutralised, clipped) or the
  * standard "host Hello name [ip]". */
-static void greeting_line(struct session *s, const char *sep, const struct hook_result *r)
+static void greeting_line(struct session *s, const char *sep, const struct stage_reply *r)
 {
     const struct config *c = &s->eng->cfg;
     struct buf *o = &s->conn.out;
     buf_printf(o, "250%s", sep);
-    if (r && r->kind == HR_REPLY && r->tlen) {
+    if (r && r->id == R_COUNT && r->tlen) {
         size_t n = r->tlen > 400 ? 400 : r->tlen;
         for (size_t i = 0; i < n; i++) {
             unsigned char ch = (unsigned char)r->text[i];
@@ -96,7 +101,7 @@ static void greeting_line(struct session *s, const char *sep, const struct hook_
     buf_printf(o, " [%s]\r\n", s->conn.peer_ip);
 }
 
-static void ehlo_reply(struct session *s, const struct hook_result *r)
+static void ehlo_reply(struct session *s, const struct stage_reply *r)
 {
     const struct config *c = &s->eng->cfg;
     struct buf *o = &s->conn.out;
@@ -121,18 +126,19 @@ static void ehlo_reply(struct session *s, const struct hook_result *r)
  * (EHLO: with the extension list), the first line's text replaced by the
  * hook's when it returned 2xx with a text (SPEC 2.1). HELO with a hook
  * reply is exactly that reply. */
-static void helo_proceed(struct session *s, const struct hook_result *r)
+static void helo_proceed(struct session *s, const struct stage_reply *r)
 {
-    if (!session_result_ok(r)) {
+    if (!r->ok) {
         s->esmtp = s->esmtp_before;
-        session_reply_result(s, r, R_ACCEPT, R_HELO_REJECT, STAGE_HELO);
+        session_reply_stage(s, STAGE_HELO, r, NULL);
         return;
     }
+    s->esmtp = s->args.esmtp;
     set_helo(s);
     if (s->esmtp) {
         ehlo_reply(s, r);
-    } else if (r->kind == HR_REPLY) {
-        session_reply_code(s, r->code, r->text, r->tlen, STAGE_HELO);
+    } else if (r->id == R_COUNT) {
+        session_reply_stage(s, STAGE_HELO, r, NULL);   /* HELO: exactly the hook's reply */
         return;
     } else {
         greeting_line(s, " ", NULL);
@@ -143,31 +149,29 @@ static void helo_proceed(struct session *s, const struct hook_result *r)
 /* RSET, NOOP, QUIT ------------------------------------------------------------ */
 
 /* RSET and QUIT take no argument (RFC 5321 4.1.1.5, 4.1.1.10) */
-static int no_arg(struct session *s, struct smtp_span arg)
+static enum cmd_check no_arg(struct session *s, struct smtp_span arg, struct cmd_args *a)
 {
+    (void)a;
     if (arg.len) {
         session_reply(s, R_SYNTAX);
-        session_error(s);
-        return -1;
+        return CHECK_REFUSED;
     }
-    return 0;
+    return CHECK_OK;
 }
 
-static void rset_proceed(struct session *s, const struct hook_result *r)
+static void rset_proceed(struct session *s, const struct stage_reply *r)
 {
     session_tx_reset(s);
-    session_reply_result(s, r, R_ACCEPT, R_GENERIC_REJECT, STAGE_RESET);
-    session_junk(s);
+    session_reply_stage(s, STAGE_RESET, r, NULL);
 }
 
-static void noop_proceed(struct session *s, const struct hook_result *r)
+static void noop_proceed(struct session *s, const struct stage_reply *r)
 {
     (void)r;
     session_reply(s, R_ACCEPT);
-    session_junk(s);
 }
 
-static void quit_proceed(struct session *s, const struct hook_result *r)
+static void quit_proceed(struct session *s, const struct stage_reply *r)
 {
     (void)r;
     session_reply(s, R_CLOSING);
@@ -176,45 +180,46 @@ static void quit_proceed(struct session *s, const struct hook_result *r)
 
 /* VRFY, EXPN, HELP ----------------------------------------------------------- */
 
-static int need_arg(struct session *s, struct smtp_span arg)
+static enum cmd_check need_arg(struct session *s, struct smtp_span arg, struct cmd_args *a)
 {
+    (void)a;
     if (arg.len == 0) {
         session_reply(s, R_SYNTAX);
-        session_error(s);
-        return -1;
+        return CHECK_REFUSED;
     }
-    return 0;
+    return CHECK_OK;
 }
 
-static void vrfy_proceed(struct session *s, const struct hook_result *r)
+static void vrfy_proceed(struct session *s, const struct stage_reply *r)
 {
-    session_reply_result(s, r, R_VRFY_DEFAULT, R_GENERIC_REJECT, STAGE_VRFY);
-    session_junk(s);
+    session_reply_stage(s, STAGE_VRFY, r, NULL);
 }
 
-static void expn_proceed(struct session *s, const struct hook_result *r)
+static void expn_proceed(struct session *s, const struct stage_reply *r)
 {
-    session_reply_result(s, r, R_EXPN_DEFAULT, R_EXPN_DEFAULT, STAGE_EXPN);
-    session_junk(s);
+    session_reply_stage(s, STAGE_EXPN, r, NULL);
 }
 
-static void help_proceed(struct session *s, const struct hook_result *r)
+static void help_proceed(struct session *s, const struct stage_reply *r)
 {
     (void)r;
     session_reply(s, R_HELP);
-    session_junk(s);
 }
 
 #define ALL_STATES (ST(SS_INIT) | ST(SS_READY) | ST(SS_MAIL) | ST(SS_RCPT) | ST(SS_REFUSED))
 
+/* RFC 2920 3.1: EHLO, VRFY, EXPN, QUIT and NOOP end a pipelined group;
+ * Postfix also lets HELO, EHLO, RSET, NOOP and QUIT through before TLS. */
+#define GREET (CMD_BEFORE_TLS | CMD_ENDS_GROUP)
+
 const struct cmd cmd_basic_table[] = {
-    {"EHLO", ST_GREETED, 0, ehlo_check, HOOK_HELO, engine_push_line_arg, helo_proceed, STAGE_HELO},
-    {"HELO", ST_GREETED, 0, helo_check, HOOK_HELO, engine_push_line_arg, helo_proceed, STAGE_HELO},
-    {"RSET", ST_GREETED, 0, no_arg, HOOK_RESET, NULL, rset_proceed, STAGE_RESET},
-    {"NOOP", ST_GREETED, 0, NULL, HOOK_NONE, NULL, noop_proceed, STAGE_OTHER},
-    {"QUIT", ALL_STATES, 0, no_arg, HOOK_NONE, NULL, quit_proceed, STAGE_OTHER},
-    {"VRFY", ST_GREETED, 0, need_arg, HOOK_VRFY, engine_push_line_arg, vrfy_proceed, STAGE_VRFY},
-    {"EXPN", ST_GREETED, 0, need_arg, HOOK_EXPN, engine_push_line_arg, expn_proceed, STAGE_EXPN},
-    {"HELP", ST_GREETED, 0, NULL, HOOK_NONE, NULL, help_proceed, STAGE_OTHER},
-    {NULL, 0, 0, NULL, HOOK_NONE, NULL, NULL, STAGE_OTHER},
+    {"EHLO", ST_GREETED, GREET | CMD_ESMTP, ehlo_check, STAGE_HELO, helo_push, helo_proceed},
+    {"HELO", ST_GREETED, GREET, helo_check, STAGE_HELO, helo_push, helo_proceed},
+    {"RSET", ST_GREETED, CMD_BEFORE_TLS | CMD_JUNK, no_arg, STAGE_RESET, NULL, rset_proceed},
+    {"NOOP", ST_GREETED, GREET | CMD_JUNK, NULL, STAGE_OTHER, NULL, noop_proceed},
+    {"QUIT", ALL_STATES, GREET, no_arg, STAGE_OTHER, NULL, quit_proceed},
+    {"VRFY", ST_GREETED, CMD_ENDS_GROUP | CMD_JUNK, need_arg, STAGE_VRFY, engine_push_line_arg, vrfy_proceed},
+    {"EXPN", ST_GREETED, CMD_ENDS_GROUP | CMD_JUNK, need_arg, STAGE_EXPN, engine_push_line_arg, expn_proceed},
+    {"HELP", ST_GREETED, CMD_JUNK, NULL, STAGE_OTHER, NULL, help_proceed},
+    {NULL, 0, 0, NULL, STAGE_OTHER, NULL, NULL},
 };

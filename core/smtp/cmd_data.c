@@ -30,22 +30,17 @@ static int open_body(struct session *s)
 
 /* DATA ------------------------------------------------------------------------ */
 
-static int data_check(struct session *s, struct smtp_span arg)
+static enum cmd_check data_check(struct session *s, struct smtp_span arg, struct cmd_args *a)
 {
-    if (arg.len) {
-        session_reply(s, R_SYNTAX);
-        session_error(s);
-        return -1;
-    }
-    if (s->tx.bdat) {
-        session_reply(s, R_BDAT_MIXED);
-        session_error(s);
-        return -1;
-    }
-    return 0;
+    (void)a;
+    enum reply_id why = arg.len ? R_SYNTAX : s->tx.bdat ? R_BDAT_MIXED : R_COUNT;
+    if (why == R_COUNT)
+        return CHECK_OK;
+    session_reply(s, why);
+    return CHECK_REFUSED;
 }
 
-static void data_proceed(struct session *s, const struct hook_result *r)
+static void data_proceed(struct session *s, const struct stage_reply *r)
 {
     (void)r;
     if (open_body(s) < 0) {
@@ -114,7 +109,7 @@ static void log_summary(struct session *s, int code, size_t reply_at)
     session_log_end(s);
 }
 
-static void reset_after(struct session *s, const struct hook_result *r)
+static void reset_after(struct session *s, const struct stage_reply *r)
 {
     (void)s;
     (void)r;
@@ -124,31 +119,19 @@ static void end_transaction(struct session *s)
 {
     session_tx_reset(s);
     s->state = SS_READY;
-    session_run_hook(s, HOOK_RESET, NULL, reset_after);
+    session_run_hook(s, STAGE_TX_END, NULL, reset_after);
     if (s->shutdown && !s->in_hook) {
         session_reply(s, R_SHUTDOWN);
         session_close(s);
     }
 }
 
-static void message_done(struct session *s, const struct hook_result *r)
+static void message_done(struct session *s, const struct stage_reply *r)
 {
-    int code;
     size_t at = conn_queued(&s->conn);
-    if (r->kind == HR_DEFAULT || (r->kind == HR_REPLY && r->code / 100 == 2 && r->tlen == 0)) {
-        /* the standard acceptance carries the queue id (SPEC 3) */
-        const struct reply_def *d = reply_get(R_ACCEPT);
-        buf_reset(&s->scratch);
-        buf_printf(&s->scratch, "Message accepted: queued as %s", s->tx.id);
-        code = r->kind == HR_REPLY ? r->code : d->code;
-        session_reply_code(s, code, buf_peek(&s->scratch), buf_used(&s->scratch), STAGE_DATA);
-    } else if (r->kind == HR_REJECT || r->kind == HR_ERROR) {
-        session_reply(s, R_DATA_REJECT);
-        code = reply_get(R_DATA_REJECT)->code;
-    } else {
-        session_reply_code(s, r->code, r->text, r->tlen, STAGE_DATA);
-        code = r->code;
-    }
+    int code = r->code;
+    /* the standard acceptance carries the queue id (SPEC 3; R_QUEUED) */
+    session_reply_stage(s, STAGE_DATA, r, s->tx.id);
     log_summary(s, code, at);
     if (code / 100 == 2 && !s->tx.handed) {
         struct buf *b = session_log_begin(s, "warn", "message_dropped");
@@ -215,7 +198,7 @@ static void finish_message(struct session *s)
         return;
     }
     received_header(s);
-    session_run_hook(s, HOOK_DATA, engine_push_message, message_done);
+    session_run_hook(s, STAGE_DATA, engine_push_message, message_done);
 }
 
 void data_end(struct session *s)
@@ -225,7 +208,7 @@ void data_end(struct session *s)
 
 /* BDAT size [LAST] -------------------------------------------------------------- */
 
-static int bdat_check(struct session *s, struct smtp_span arg)
+static enum cmd_check bdat_check(struct session *s, struct smtp_span arg, struct cmd_args *a)
 {
     const char *p = arg.ptr ? arg.ptr : "";
     size_t n = arg.len, i = 0;
@@ -234,20 +217,26 @@ static int bdat_check(struct session *s, struct smtp_span arg)
     unsigned long long size;
     if (!smtp_parse_u64(p, i, ~0ull, &size)) {
         session_reply(s, R_BDAT_SYNTAX);
-        session_error(s);
-        return -1;
+        return CHECK_REFUSED;
     }
     while (i < n && p[i] == ' ')
         i++;
-    bool last = false;
-    if (i < n) {
-        if (!ascii_caseeq(p + i, n - i, "LAST")) {
-            session_reply(s, R_BDAT_SYNTAX);
-            session_error(s);
-            return -1;
-        }
-        last = true;
+    if (i < n && !ascii_caseeq(p + i, n - i, "LAST")) {
+        session_reply(s, R_BDAT_SYNTAX);
+        return CHECK_REFUSED;
     }
+    a->size = size;
+    a->last = i < n;
+    return CHECK_OK;
+}
+
+/* No hook for BDAT itself: the chunk is taken (or consumed and refused
+ * after its last octet, so that the dialogue stays in step). */
+static void bdat_proceed(struct session *s, const struct stage_reply *r)
+{
+    (void)r;
+    uint64_t size = s->args.size;
+    bool last = s->args.last;
     struct tx *t = &s->tx;
     t->bdat_bad = false;
     if (s->state == SS_INIT) {
@@ -273,7 +262,6 @@ static int bdat_check(struct session *s, struct smtp_span arg)
     s->state_before_bdat = s->state;
     s->state = SS_BDAT;
     smtp_parser_start_bdat(&s->parser, size);
-    return -1;   /* no hook for BDAT itself: the chunk events follow */
 }
 
 void bdat_chunk_end(struct session *s)
@@ -297,15 +285,16 @@ void bdat_chunk_end(struct session *s)
         end_transaction(s);
         return;
     }
-    buf_reset(&s->scratch);
-    buf_printf(&s->scratch, "%llu octets received", (unsigned long long)t->bdat_size);
-    session_reply_code(s, 250, buf_peek(&s->scratch), buf_used(&s->scratch), STAGE_DATA);
+    char n[24];
+    snprintf(n, sizeof(n), "%llu", (unsigned long long)t->bdat_size);
+    session_reply_arg(s, R_BDAT_CHUNK, n);
 }
 
 #define ST_ANY_CMD (ST(SS_INIT) | ST(SS_READY) | ST(SS_MAIL) | ST(SS_RCPT))
 
+/* RFC 2920 3.1: DATA ends a pipelined group (BDAT does not, RFC 3030 4.2) */
 const struct cmd cmd_data_table[] = {
-    {"DATA", ST(SS_RCPT), 0, data_check, HOOK_NONE, NULL, data_proceed, STAGE_DATA},
-    {"BDAT", ST_ANY_CMD, 0, bdat_check, HOOK_NONE, NULL, NULL, STAGE_DATA},
-    {NULL, 0, 0, NULL, HOOK_NONE, NULL, NULL, STAGE_OTHER},
+    {"DATA", ST(SS_RCPT), CMD_ENDS_GROUP, data_check, STAGE_OTHER, NULL, data_proceed},
+    {"BDAT", ST_ANY_CMD, 0, bdat_check, STAGE_OTHER, NULL, bdat_proceed},
+    {NULL, 0, 0, NULL, STAGE_OTHER, NULL, NULL},
 };

@@ -6,24 +6,19 @@
 #include "smtp/engine_session.h"
 #include "smtp/session.h"
 
-static int path_error(struct session *s, enum smtp_addr_error e, bool mail, const char *why)
+/* a bad path: the parser's reason in the row's reply (5.1.7 for a sender,
+ * 5.1.3 for a recipient, 5.5.4 for the rest of the grammar) */
+static enum cmd_check path_error(struct session *s, enum smtp_addr_error e, bool mail, const char *why)
 {
-    const char *esc = e == SMTP_ADDR_BAD_ADDRESS ? (mail ? "5.1.7" : "5.1.3") : "5.5.4";
-    int code = 501;
-    buf_reset(&s->scratch);
-    buf_printf(&s->scratch, "%s %s", esc, why ? why : "Syntax error");
-    session_reply_code(s, code, buf_peek(&s->scratch), buf_used(&s->scratch),
-                       mail ? STAGE_MAIL : STAGE_RCPT);
-    session_error(s);
-    return -1;
+    enum reply_id id = e != SMTP_ADDR_BAD_ADDRESS ? R_PATH_SYNTAX : mail ? R_MAIL_ADDR_SYNTAX : R_RCPT_ADDR_SYNTAX;
+    session_reply_esc(s, id, why);
+    return CHECK_REFUSED;
 }
 
-static int reply_text(struct session *s, int code, const char *text, enum reply_stage st, bool count)
+static enum cmd_check refuse(struct session *s, enum reply_id id)
 {
-    session_reply_code(s, code, text, strlen(text), st);
-    if (count)
-        session_error(s);
-    return -1;
+    session_reply_esc(s, id, NULL);
+    return CHECK_REFUSED;
 }
 
 /* limits.spool_reserve: below it no message is taken (RFC 5321 4.5.3.1.10:
@@ -39,12 +34,11 @@ static bool spool_short(struct session *s)
     logfmt_int(b, "available", (long long)avail);
     logfmt_int(b, "reserve", (long long)reserve);
     session_log_end(s);
-    session_reply(s, R_SPOOL_FULL);
     return true;
 }
 
 /* MAIL FROM:<path> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8] [AUTH=xtext] */
-static int mail_check(struct session *s, struct smtp_span arg)
+static enum cmd_check mail_check(struct session *s, struct smtp_span arg, struct cmd_args *a)
 {
     struct smtp_path p;
     const char *why = NULL;
@@ -60,68 +54,70 @@ static int mail_check(struct session *s, struct smtp_span arg)
         if (ascii_caseeq(k, kl, "SIZE")) {
             unsigned long long v;
             if (!pr->value.ptr || !smtp_parse_u64(pr->value.ptr, pr->value.len, ~0ull, &v))
-                return reply_text(s, 501, "5.5.4 Syntax: SIZE=<number>", STAGE_MAIL, true);
+                return refuse(s, R_SIZE_SYNTAX);
             size = v;
         } else if (ascii_caseeq(k, kl, "BODY")) {
             if (!pr->value.ptr || !(ascii_caseeq(pr->value.ptr, pr->value.len, "7BIT") ||
                                     ascii_caseeq(pr->value.ptr, pr->value.len, "8BITMIME")))
-                return reply_text(s, 501, "5.5.4 Syntax: BODY=7BIT|8BITMIME", STAGE_MAIL, true);
+                return refuse(s, R_BODY_SYNTAX);
         } else if (ascii_caseeq(k, kl, "SMTPUTF8")) {
             if (pr->value.ptr)
-                return reply_text(s, 501, "5.5.4 SMTPUTF8 takes no value", STAGE_MAIL, true);
+                return refuse(s, R_SMTPUTF8_VALUE);
             utf8 = true;
         } else if (ascii_caseeq(k, kl, "AUTH")) {
             char tmp[512];
             if (!pr->value.ptr || smtp_xtext_decode(pr->value.ptr, pr->value.len, tmp, sizeof(tmp)) < 0)
-                return reply_text(s, 501, "5.5.4 Syntax: AUTH=<xtext>", STAGE_MAIL, true);
+                return refuse(s, R_AUTH_PARAM_SYNTAX);
         } else if (ascii_caseeq(k, kl, "RET")) {   /* RFC 3461 4.3 */
             if (!pr->value.ptr || !(ascii_caseeq(pr->value.ptr, pr->value.len, "FULL") ||
                                     ascii_caseeq(pr->value.ptr, pr->value.len, "HDRS")))
-                return reply_text(s, 501, "5.5.4 Syntax: RET=FULL|HDRS", STAGE_MAIL, true);
+                return refuse(s, R_RET_SYNTAX);
         } else if (ascii_caseeq(k, kl, "ENVID")) {   /* RFC 3461 4.4: xtext, at most 100 chars */
             char tmp[512];
             if (!pr->value.ptr || pr->value.len > 100 ||
                 smtp_xtext_decode(pr->value.ptr, pr->value.len, tmp, sizeof(tmp)) < 0)
-                return reply_text(s, 501, "5.5.4 Syntax: ENVID=<xtext of at most 100 characters>", STAGE_MAIL,
-                                  true);
+                return refuse(s, R_ENVID_SYNTAX);
         } else {
             session_reply(s, R_PARAM_UNKNOWN);
-            session_error(s);
-            return -1;
+            return CHECK_REFUSED;
         }
     }
+    enum reply_id limit = R_COUNT;
     if (p.utf8 && !utf8)
-        return reply_text(s, 553, "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter",
-                          STAGE_MAIL, false);
-    if (size > s->eng->cfg.message_size) {
-        session_reply(s, R_SIZE_EXCEEDED);
-        return -1;
+        limit = R_UTF8_ADDRESS;
+    else if (size > s->eng->cfg.message_size)
+        limit = R_SIZE_EXCEEDED;
+    else if (spool_short(s))
+        limit = R_SPOOL_FULL;
+    if (limit == R_UTF8_ADDRESS) {
+        session_reply_esc(s, limit, NULL);
+        return CHECK_REPLIED;
     }
-    if (spool_short(s))
-        return -1;
-    engine_release_ref(s, &s->arg_ref);
-    envelope_unref(s->arg_env);
-    s->arg_env = envelope_new();
-    envelope_set_from(s->arg_env, &p);
-    s->arg_ref = engine_address_ref(s, s->arg_env, -1);
-    return 0;
+    if (limit != R_COUNT) {
+        session_reply(s, limit);
+        return CHECK_REPLIED;
+    }
+    a->env = envelope_new();
+    envelope_set_from(a->env, &p);
+    a->ref = engine_address_ref(s, a->env, -1);
+    return CHECK_OK;
 }
 
-static void mail_proceed(struct session *s, const struct hook_result *r)
+static void mail_proceed(struct session *s, const struct stage_reply *r)
 {
-    if (session_result_ok(r)) {
+    if (r->ok) {
         session_tx_begin(s);
-        s->tx.env = s->arg_env;   /* the transaction takes the reference */
-        s->arg_env = NULL;
+        s->tx.env = s->args.env;   /* the transaction takes the reference */
+        s->args.env = NULL;
         engine_tx_set_from(s, s->arg_ref);
         s->arg_ref = LUA_NOREF;
         s->state = SS_MAIL;
     } else {
         engine_release_ref(s, &s->arg_ref);
-        envelope_unref(s->arg_env);
-        s->arg_env = NULL;
+        envelope_unref(s->args.env);
+        s->args.env = NULL;
     }
-    session_reply_result(s, r, R_MAIL_OK, R_MAIL_REJECT, STAGE_MAIL);
+    session_reply_stage(s, STAGE_MAIL, r, NULL);
 }
 
 /* NEVER alone, or a list of SUCCESS, FAILURE, DELAY */
@@ -143,7 +139,7 @@ static bool notify_ok(const char *v, size_t n)
 }
 
 /* RCPT TO:<path> [NOTIFY=...] [ORCPT=...] */
-static int rcpt_check(struct session *s, struct smtp_span arg)
+static enum cmd_check rcpt_check(struct session *s, struct smtp_span arg, struct cmd_args *a)
 {
     struct smtp_path p;
     const char *why = NULL;
@@ -154,59 +150,62 @@ static int rcpt_check(struct session *s, struct smtp_span arg)
         const struct smtp_param *pr = &p.params[i];
         if (ascii_caseeq(pr->key.ptr, pr->key.len, "NOTIFY")) {   /* RFC 3461 4.1 */
             if (!pr->value.ptr || !notify_ok(pr->value.ptr, pr->value.len))
-                return reply_text(s, 501, "5.5.4 Syntax: NOTIFY=NEVER or NOTIFY=SUCCESS,FAILURE,DELAY",
-                                  STAGE_RCPT, true);
+                return refuse(s, R_NOTIFY_SYNTAX);
         } else if (ascii_caseeq(pr->key.ptr, pr->key.len, "ORCPT")) {   /* RFC 3461 4.2 */
             char tmp[1024];
             const char *semi = pr->value.ptr ? memchr(pr->value.ptr, ';', pr->value.len) : NULL;
             if (!semi || semi == pr->value.ptr || pr->value.len > 500 ||
                 smtp_xtext_decode(semi + 1, pr->value.len - (size_t)(semi + 1 - pr->value.ptr), tmp,
                                   sizeof(tmp)) < 0)
-                return reply_text(s, 501, "5.5.4 Syntax: ORCPT=addr-type;xtext", STAGE_RCPT, true);
+                return refuse(s, R_ORCPT_SYNTAX);
         } else {
             session_reply(s, R_PARAM_UNKNOWN);
-            session_error(s);
-            return -1;
+            return CHECK_REFUSED;
         }
     }
+    enum reply_id limit = R_COUNT;
     if (p.utf8 && !s->tx.env->smtputf8)
-        return reply_text(s, 553, "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter",
-                          STAGE_RCPT, false);
-    if (s->tx.env->accepted >= s->eng->cfg.recipients) {
-        session_reply(s, R_TOO_MANY_RCPTS);
-        return -1;
+        limit = R_UTF8_ADDRESS;
+    else if (s->tx.env->accepted >= s->eng->cfg.recipients)
+        limit = R_TOO_MANY_RCPTS;
+    if (limit == R_UTF8_ADDRESS) {
+        session_reply_esc(s, limit, NULL);
+        return CHECK_REPLIED;
     }
-    engine_release_ref(s, &s->arg_ref);
-    s->arg_rcpt = envelope_add_rcpt(s->tx.env, &p);
-    s->arg_ref = engine_address_ref(s, s->tx.env, s->arg_rcpt);
-    return 0;
+    if (limit != R_COUNT) {
+        session_reply(s, limit);
+        return CHECK_REPLIED;
+    }
+    /* a pending recipient of the envelope (its view is the hook's
+     * argument); the proceed step accepts or refuses it */
+    a->rcpt = envelope_add_rcpt(s->tx.env, &p);
+    a->ref = engine_address_ref(s, s->tx.env, a->rcpt);
+    return CHECK_OK;
 }
 
-static void rcpt_proceed(struct session *s, const struct hook_result *r)
+static void rcpt_proceed(struct session *s, const struct stage_reply *r)
 {
-    if (session_result_ok(r) && !engine_check_route(s, s->arg_ref)) {
+    if (r->ok && !engine_check_route(s, s->arg_ref)) {
         /* a script bug: tempfail now rather than a misleading 451 at DATA */
-        envelope_rcpt_refuse(s->tx.env, s->arg_rcpt);
+        envelope_rcpt_refuse(s->tx.env, s->args.rcpt);
         engine_release_ref(s, &s->arg_ref);
         session_reply(s, R_HOOK_ERROR);
         return;
     }
-    if (session_result_ok(r)) {
-        envelope_rcpt_accept(s->tx.env, s->arg_rcpt);
-        engine_tx_add_rcpt(s, s->arg_rcpt, s->arg_ref);
+    if (r->ok) {
+        envelope_rcpt_accept(s->tx.env, s->args.rcpt);
+        engine_tx_add_rcpt(s, s->args.rcpt, s->arg_ref);
         s->arg_ref = LUA_NOREF;
         s->state = SS_RCPT;
-        session_reply_result(s, r, R_RCPT_OK, R_RCPT_REJECT, STAGE_RCPT);
-        return;
+    } else {
+        envelope_rcpt_refuse(s->tx.env, s->args.rcpt);
+        engine_release_ref(s, &s->arg_ref);
     }
-    envelope_rcpt_refuse(s->tx.env, s->arg_rcpt);
-    engine_release_ref(s, &s->arg_ref);
-    session_reply_result(s, r, R_RCPT_OK, R_RCPT_REJECT, STAGE_RCPT);
-    session_junk(s);   /* a refused recipient: a directory harvest counts */
+    session_reply_stage(s, STAGE_RCPT, r, NULL);   /* a refusal counts as junk (a directory harvest) */
 }
 
 const struct cmd cmd_mail_table[] = {
-    {"MAIL", ST(SS_READY), CMD_NEEDS_AUTH, mail_check, HOOK_MAIL, engine_push_arg, mail_proceed, STAGE_MAIL},
-    {"RCPT", ST(SS_MAIL) | ST(SS_RCPT), 0, rcpt_check, HOOK_RCPT, engine_push_arg, rcpt_proceed, STAGE_RCPT},
-    {NULL, 0, 0, NULL, HOOK_NONE, NULL, NULL, STAGE_OTHER},
+    {"MAIL", ST(SS_READY), CMD_NEEDS_AUTH, mail_check, STAGE_MAIL, engine_push_arg, mail_proceed},
+    {"RCPT", ST(SS_MAIL) | ST(SS_RCPT), 0, rcpt_check, STAGE_RCPT, engine_push_arg, rcpt_proceed},
+    {NULL, 0, 0, NULL, STAGE_OTHER, NULL, NULL},
 };

@@ -43,15 +43,12 @@ void starttls_begin(struct session *s)
     conn_start_handshake(&s->conn, &tls_transport, st);
 }
 
-static void starttls_hook_done(struct session *s, const struct hook_result *r)
+static void starttls_hook_done(struct session *s, const struct stage_reply *r)
 {
-    if (!session_result_ok(r)) {
-        /* refused after the handshake: say why, then close */
-        if (r->kind == HR_REPLY)
-            session_reply_code(s, r->code >= 500 ? 554 : 421, r->text, r->tlen, STAGE_STARTTLS);
-        else
-            session_reply(s, R_CONNECT_REJECT);
-        session_close(s);
+    if (!r->ok) {
+        /* refused after the handshake: say why, then close (stage.c,
+         * STAGE_F_CLOSES) */
+        session_reply_stage(s, STAGE_STARTTLS, r, NULL);
         return;
     }
     if (s->tls_required && s->state == SS_INIT && !s->greeted) {
@@ -74,30 +71,20 @@ void starttls_done(struct session *s, bool ok)
     logfmt_str(b, "cipher", ti.cipher ? ti.cipher : "");
     logfmt_str(b, "client_subject", ti.peer_subject ? ti.peer_subject : "");
     session_log_end(s);
-    session_run_hook(s, HOOK_STARTTLS, NULL, starttls_hook_done);
+    session_run_hook(s, STAGE_STARTTLS, NULL, starttls_hook_done);
 }
 
-static int starttls_check(struct session *s, struct smtp_span arg)
+static enum cmd_check starttls_check(struct session *s, struct smtp_span arg, struct cmd_args *a)
 {
-    if (!s->eng->tls) {
-        session_reply(s, R_NOT_IMPLEMENTED);
-        session_error(s);
-        return -1;
-    }
-    if (s->tls) {
-        session_reply(s, R_ALREADY_TLS);
-        session_error(s);
-        return -1;
-    }
-    if (arg.len) {
-        session_reply(s, R_SYNTAX);
-        session_error(s);
-        return -1;
-    }
-    return 0;
+    (void)a;
+    enum reply_id why = !s->eng->tls ? R_NOT_IMPLEMENTED : s->tls ? R_ALREADY_TLS : arg.len ? R_SYNTAX : R_COUNT;
+    if (why == R_COUNT)
+        return CHECK_OK;
+    session_reply(s, why);
+    return CHECK_REFUSED;
 }
 
-static void starttls_proceed(struct session *s, const struct hook_result *r)
+static void starttls_proceed(struct session *s, const struct stage_reply *r)
 {
     (void)r;
     session_reply(s, R_STARTTLS_GO);
@@ -115,6 +102,7 @@ static void starttls_proceed(struct session *s, const struct hook_result *r)
 }
 
 const struct cmd cmd_starttls_table[] = {
-    {"STARTTLS", ST(SS_INIT) | ST(SS_READY), 0, starttls_check, HOOK_NONE, NULL, starttls_proceed, STAGE_STARTTLS},
-    {NULL, 0, 0, NULL, HOOK_NONE, NULL, NULL, STAGE_OTHER},
+    {"STARTTLS", ST(SS_INIT) | ST(SS_READY), CMD_BEFORE_TLS | CMD_ENDS_GROUP, starttls_check, STAGE_OTHER, NULL,
+     starttls_proceed},
+    {NULL, 0, 0, NULL, STAGE_OTHER, NULL, NULL},
 };

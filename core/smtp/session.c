@@ -61,39 +61,36 @@ void session_reply(struct session *s, enum reply_id id)
     want_flush(s);
 }
 
-void session_reply_code(struct session *s, int code, const char *text, size_t tlen, enum reply_stage stage)
+void session_reply_arg(struct session *s, enum reply_id id, const char *arg)
 {
-    if (!text || !tlen) {
-        text = reply_default_text(code, stage);
-        tlen = strlen(text);
-    }
-    reply_format(&s->conn.out, code, NULL, text, tlen, s->enhanced, stage, s->eng->cfg.hostname);
+    reply_canned_arg(&s->conn.out, id, 0, s->enhanced, s->eng->cfg.hostname, arg);
     want_flush(s);
-    if (code == 421) {
+}
+
+void session_reply_esc(struct session *s, enum reply_id id, const char *text)
+{
+    const struct reply_def *d = reply_get(id);
+    if (!text)
+        text = d->text;
+    reply_format(&s->conn.out, d->code, d->esc, text, strlen(text), true, STAGE_OTHER, s->eng->cfg.hostname);
+    want_flush(s);
+}
+
+void session_reply_stage(struct session *s, enum reply_stage st, const struct stage_reply *r,
+                         const char *arg)
+{
+    if (!r->send)
+        return;
+    stage_format(&s->conn.out, st, r, s->enhanced, s->eng->cfg.hostname, arg);
+    want_flush(s);
+    if (r->close) {
         session_close(s);
+        return;
     }
-}
-
-bool session_result_ok(const struct hook_result *r)
-{
-    return r->kind == HR_DEFAULT || (r->kind == HR_REPLY && r->code >= 200 && r->code < 400);
-}
-
-void session_reply_result(struct session *s, const struct hook_result *r, enum reply_id ok,
-                          enum reply_id reject, enum reply_stage stage)
-{
-    switch (r->kind) {
-    case HR_DEFAULT:
-        session_reply(s, ok);
-        break;
-    case HR_REJECT:
-    case HR_ERROR:
-        session_reply(s, reject);
-        break;
-    case HR_REPLY:
-        session_reply_code(s, r->code, r->text, r->tlen, stage);
-        break;
-    }
+    if (r->error)
+        session_error(s);
+    if (r->junk)
+        session_junk(s);
 }
 
 void session_close(struct session *s)
@@ -259,11 +256,15 @@ void session_tx_reset(struct session *s)
 
 /* ---- hooks ----------------------------------------------------------- */
 
-void session_run_hook(struct session *s, enum hook h, int (*push)(struct session *, lua_State *),
+void session_run_hook(struct session *s, enum reply_stage st, int (*push)(struct session *, lua_State *),
                       session_proceed_fn proceed)
 {
+    enum hook h = stage_get(st)->hook;
+    s->cur_stage = st;
     if (h == HOOK_NONE || !engine_has_hook(s->eng, h)) {
-        struct hook_result r = {HR_DEFAULT, 0, NULL, 0, false};
+        struct hook_result none = {HR_DEFAULT, 0, NULL, 0};
+        struct stage_reply r;
+        stage_apply(st, &none, ERR_TEMPFAIL, &r);
         proceed(s, &r);
         return;
     }
@@ -276,27 +277,11 @@ void session_run_hook(struct session *s, enum hook h, int (*push)(struct session
 
 void session_hook_finished(struct session *s, const struct hook_result *res)
 {
-    struct hook_result r = *res;
+    struct stage_reply r;
+    stage_apply(s->cur_stage, res, s->eng->cfg.on_error[s->cur_hook], &r);
     session_proceed_fn p = s->pending;
     s->pending = NULL;
     s->in_hook = false;
-    if (r.kind == HR_ERROR) {
-        enum err_policy pol = s->eng->cfg.on_error[s->cur_hook];
-        if (pol == ERR_REJECT) {
-            r.kind = HR_REJECT;
-        } else if (pol == ERR_CONTINUE) {
-            r.kind = HR_DEFAULT;
-        } else {
-            const struct reply_def *d = reply_get(R_HOOK_ERROR);
-            buf_reset(&s->hook_text);
-            buf_printf(&s->hook_text, "%s %s", d->esc, d->text);
-            r.kind = HR_REPLY;
-            r.error = true;
-            r.code = d->code;
-            r.text = buf_peek(&s->hook_text);
-            r.tlen = buf_used(&s->hook_text);
-        }
-    }
     if (s->state == SS_CLOSED || s->conn.closed) {
         /* the connection went away while the hook ran */
         if (p && s->cur_hook == HOOK_DISCONNECT)
@@ -336,49 +321,16 @@ void session_timeouts_reset(struct session *s)
     arm_timer(s, s->eng->cfg.t_command);
 }
 
-/* A canned reply with its enhanced code even before EHLO (the greeting
- * stage, where the client cannot have asked for them yet). */
-static void reply_with_esc(struct session *s, enum reply_id id, enum reply_stage stage)
-{
-    const struct reply_def *d = reply_get(id);
-    buf_reset(&s->hook_text);
-    buf_printf(&s->hook_text, "%s %s", d->esc, d->text);
-    session_reply_code(s, d->code, buf_peek(&s->hook_text), buf_used(&s->hook_text), stage);
-}
-
 /* SPEC 2.1 at connect: a greeting is 220, 421 (and close) or 554 (then
- * only QUIT), whatever code the script chose: RFC 5321 3.1 and 4.1.1.1
- * allow no other greeting. A hook error (tempfail) is 421 4.3.0. */
-static void connect_done(struct session *s, const struct hook_result *r)
+ * only QUIT), whatever code the script chose (stage.c, STAGE_F_GREETING). */
+static void connect_done(struct session *s, const struct stage_reply *r)
 {
     s->state = SS_INIT;
     s->greeted = true;
     arm_timer(s, s->eng->cfg.t_command);
-    switch (r->kind) {
-    case HR_DEFAULT:
-        session_reply(s, R_GREETING);
-        break;
-    case HR_REJECT:
-        session_reply(s, R_CONNECT_REJECT);
+    session_reply_stage(s, STAGE_CONNECT, r, NULL);
+    if (r->refuse)
         s->state = SS_REFUSED;
-        break;
-    case HR_ERROR:
-    case HR_REPLY:
-        if (r->error) {
-            reply_with_esc(s, R_HOOK_ERROR_CLOSE, STAGE_CONNECT);   /* closes */
-        } else if (r->code < 400) {
-            if (r->tlen)
-                session_reply_code(s, 220, r->text, r->tlen, STAGE_CONNECT);
-            else
-                session_reply(s, R_GREETING);
-        } else if (r->code < 500) {
-            session_reply_code(s, 421, r->text, r->tlen, STAGE_CONNECT);   /* closes */
-        } else {
-            session_reply_code(s, 554, r->text, r->tlen, STAGE_CONNECT);
-            s->state = SS_REFUSED;
-        }
-        break;
-    }
     if (!s->conn.closing)
         conn_set_reading(&s->conn, true);
 }
@@ -386,7 +338,7 @@ static void connect_done(struct session *s, const struct hook_result *r)
 void session_greet(struct session *s)
 {
     s->state = SS_GREETING;
-    session_run_hook(s, HOOK_CONNECT, NULL, connect_done);
+    session_run_hook(s, STAGE_CONNECT, NULL, connect_done);
 }
 
 /* ---- command dispatch ------------------------------------------------ */
@@ -400,16 +352,28 @@ static const struct cmd *find_cmd(const char *verb, size_t len)
     return NULL;
 }
 
-static void unknown_done(struct session *s, const struct hook_result *r)
+/* the command hook decides a verb the table does not know (stage.c,
+ * STAGE_F_UNKNOWN) */
+static void unknown_done(struct session *s, const struct stage_reply *r)
 {
-    if (r->kind == HR_DEFAULT || r->kind == HR_REJECT) {
-        session_reply(s, R_UNKNOWN_CMD);
-        session_error(s);
-        return;
-    }
-    session_reply_code(s, r->code, r->text, r->tlen, STAGE_COMMAND);
-    if (r->code >= 500)
-        session_error(s);
+    session_reply_stage(s, STAGE_COMMAND, r, NULL);
+}
+
+/* A row's proceed, then what its flags ask for. */
+static void row_proceed(struct session *s, const struct stage_reply *r)
+{
+    const struct cmd *c = s->cur_cmd;
+    s->cur_cmd = NULL;
+    c->proceed(s, r);
+    if (c->flags & CMD_JUNK)
+        session_junk(s);
+    /* The group ends here: the client waits for these replies before it
+     * sends more, so they go out now, in one write. A client that sent
+     * past the end anyway (bodies before the 354) is answered in the
+     * iteration's one write, as if it were one group. */
+    if ((c->flags & CMD_ENDS_GROUP) && !s->conn.closing && !s->conn.closed &&
+        smtp_parser_pending(&s->parser) == 0)
+        conn_flush(&s->conn);
 }
 
 static enum reply_id sequence_error(struct session *s, const struct cmd *c)
@@ -452,27 +416,44 @@ static void handle_command(struct session *s, const char *line, size_t len)
         return;
     }
     if (!c) {
-        if (verb.len == 0 || !engine_has_hook(s->eng, HOOK_COMMAND)) {
+        if (verb.len == 0) {
             session_reply(s, R_UNKNOWN_CMD);
             session_error(s);
             return;
         }
-        session_run_hook(s, HOOK_COMMAND, engine_push_command_args, unknown_done);
+        session_run_hook(s, STAGE_COMMAND, engine_push_command_args, unknown_done);
         return;
     }
-    if (!(c->states & ST(s->state))) {
-        session_reply(s, sequence_error(s, c));
+    if (c->flags & CMD_ESMTP)
+        s->enhanced = true;   /* enhanced codes on every reply once the client used EHLO */
+    enum reply_id refused = R_COUNT;
+    if (!(c->states & ST(s->state)))
+        refused = sequence_error(s, c);
+    else if (s->eng->cfg.tls_required && s->eng->tls && !s->tls && !(c->flags & CMD_BEFORE_TLS))
+        refused = R_TLS_REQUIRED;
+    else if (s->eng->cfg.auth_required && !s->user && (c->flags & CMD_NEEDS_AUTH))
+        refused = R_AUTH_REQUIRED;
+    if (refused != R_COUNT) {
+        session_reply(s, refused);
         session_error(s);
         return;
     }
-    if (s->eng->cfg.auth_required && !s->user && (c->flags & CMD_NEEDS_AUTH)) {
-        session_reply(s, R_AUTH_REQUIRED);
-        session_error(s);
+    struct cmd_args a = {.ref = LUA_NOREF};
+    enum cmd_check rc = c->check ? c->check(s, arg, &a) : CHECK_OK;
+    if (rc != CHECK_OK) {
+        engine_release_ref(s, &a.ref);
+        envelope_unref(a.env);
+        if (rc == CHECK_REFUSED)
+            session_error(s);
         return;
     }
-    if (c->check && c->check(s, arg) < 0)
-        return;
-    session_run_hook(s, c->hook, c->push, c->proceed);
+    engine_release_ref(s, &s->arg_ref);
+    s->arg_ref = a.ref;   /* the hook's argument; proceed takes it over or releases it */
+    a.ref = LUA_NOREF;
+    envelope_unref(s->args.env);   /* a proceed step took it, or nothing is left */
+    s->args = a;
+    s->cur_cmd = c;
+    session_run_hook(s, c->stage, c->push, row_proceed);
 }
 
 static void session_process(struct session *s)
@@ -572,7 +553,7 @@ static void on_handshake(struct conn *c, bool ok)
     starttls_done(s, true);   /* STARTTLS, or implicit TLS before the greeting */
 }
 
-static void disconnect_done(struct session *s, const struct hook_result *r)
+static void disconnect_done(struct session *s, const struct stage_reply *r)
 {
     (void)r;
     s->disconnect_done = true;
@@ -594,7 +575,7 @@ static void on_closed(struct conn *c)
     logfmt_int(session_log_begin(s, "info", "disconnect"), "errors", s->errors);
     session_log_end(s);
     if (!s->disconnect_done && engine_has_hook(s->eng, HOOK_DISCONNECT)) {
-        session_run_hook(s, HOOK_DISCONNECT, NULL, disconnect_done);
+        session_run_hook(s, STAGE_DISCONNECT, NULL, disconnect_done);
         return;
     }
     session_free(s);
@@ -657,7 +638,7 @@ static void session_free(struct session *s)
     ev_timer_stop(s->srv->loop, &s->timer);
     ev_timer_stop(s->srv->loop, &s->pause_timer);
     session_tx_reset(s);
-    envelope_unref(s->arg_env);
+    envelope_unref(s->args.env);
     engine_session_close(s);
     sasl_reset(&s->sasl);
     smtp_parser_free(&s->parser);

@@ -20,6 +20,7 @@
 #include "proto/smtp_parser.h"
 #include "sys/spool.h"
 #include "lua/task.h"
+#include "smtp/stage.h"
 
 struct server;
 struct session;
@@ -40,30 +41,44 @@ enum sstate {
 
 #define ST(x) (1u << (x))
 
-struct hook_result {
-    enum { HR_DEFAULT, HR_REJECT, HR_REPLY, HR_ERROR } kind;
-    int code;
-    const char *text;    /* HR_REPLY: points into session->hook_text */
-    size_t tlen;
-    bool error;          /* the 451 a hook error became (on_error = tempfail) */
+typedef void (*session_proceed_fn)(struct session *s, const struct stage_reply *r);
+
+/* What a check computed for its proceed step (the hook runs in between):
+ * a check changes nothing else, so a refused command leaves no trace. */
+struct cmd_args {
+    int ref;                         /* Lua object for the hook (MAIL/RCPT address); LUA_NOREF */
+    struct envelope *env;            /* MAIL: the new envelope (one reference) */
+    int rcpt;                        /* RCPT: its (pending) index in the transaction's envelope */
+    bool esmtp;                      /* EHLO, not HELO */
+    uint64_t size;                   /* BDAT chunk size */
+    bool last;                       /* BDAT ... LAST */
+    enum sasl_mech mech;             /* AUTH mechanism */
+    struct smtp_span initial;        /* AUTH initial response (in session->line) */
+    bool has_initial;
 };
 
-typedef void (*session_proceed_fn)(struct session *s, const struct hook_result *r);
+enum cmd_check {
+    CHECK_OK,                        /* go on to the hook */
+    CHECK_REFUSED,                   /* replied; counts toward limits.errors */
+    CHECK_REPLIED,                   /* replied (a limit, not a client error) */
+};
 
 struct cmd {
     const char *verb;
     unsigned states;                 /* ST() mask where the command is valid */
-    unsigned flags;
-    /* 0: go on to the hook; -1: replied already (or queued a reply) */
-    int (*check)(struct session *s, struct smtp_span arg);
-    enum hook hook;
+    unsigned flags;                  /* CMD_* */
+    enum cmd_check (*check)(struct session *s, struct smtp_span arg, struct cmd_args *a);
+    enum reply_stage stage;          /* whose hook decides (stage.c); STAGE_OTHER: no hook */
     /* push hook arguments after the session object; returns how many */
     int (*push)(struct session *s, lua_State *co);
     session_proceed_fn proceed;
-    enum reply_stage stage;
 };
 
 #define CMD_NEEDS_AUTH  0x01   /* refused with 530 until AUTH when auth.required */
+#define CMD_BEFORE_TLS  0x02   /* allowed before STARTTLS when tls.required */
+#define CMD_ENDS_GROUP  0x04   /* last of a pipelined group (RFC 2920 3.1): replies written now if nothing follows */
+#define CMD_JUNK        0x08   /* changes nothing: counts toward limits.junk_commands */
+#define CMD_ESMTP       0x10   /* EHLO: enhanced status codes from now on, its own error replies too */
 
 struct tx {
     bool active;
@@ -114,14 +129,15 @@ struct session {
     struct buf line;                 /* copy of the command being processed */
     struct buf hook_text;            /* text of the last hook reply */
     struct buf scratch;
-    struct envelope *arg_env;        /* MAIL check -> proceed: the new envelope */
-    int arg_rcpt;                    /* RCPT check -> proceed: its envelope index */
+    const struct cmd *cur_cmd;       /* the row whose hook runs (its proceed follows) */
+    struct cmd_args args;            /* what its check computed */
     /* Lua */
     struct task task;                /* runs the hooks (coroutine, budget, waits) */
     int ud_ref;                      /* kurir.session userdata */
     int arg_ref;                     /* argument object built by a check (address, cred) */
     bool in_hook;                    /* a hook runs or waits */
     enum hook cur_hook;
+    enum reply_stage cur_stage;      /* the stage the running hook decides */
     session_proceed_fn pending;      /* what to do with the running hook's result */
     bool disconnect_done;
     bool processing;
@@ -142,12 +158,18 @@ void session_force_close(struct session *s);
 
 /* Reply helpers used by the cmd_*.c rows. */
 void session_reply(struct session *s, enum reply_id id);
+/* a row whose "%a" is arg (NULL: empty) */
+void session_reply_arg(struct session *s, enum reply_id id, const char *arg);
+/* a row with its enhanced code even before EHLO (the parameter and path
+ * errors always showed it), its text replaced by text unless NULL (a
+ * parser's reason) */
+void session_reply_esc(struct session *s, enum reply_id id, const char *text);
+/* what stage_apply decided at stage st: the reply, then close (421), the
+ * error and junk counts; arg fills "%a" of a row's text */
+void session_reply_stage(struct session *s, enum reply_stage st, const struct stage_reply *r,
+                         const char *arg);
 /* bytes were put on s->conn.out directly: write them this loop iteration */
 void session_flush(struct session *s);
-void session_reply_code(struct session *s, int code, const char *text, size_t tlen, enum reply_stage stage);
-void session_reply_result(struct session *s, const struct hook_result *r, enum reply_id ok,
-                          enum reply_id reject, enum reply_stage stage);
-bool session_result_ok(const struct hook_result *r);
 void session_error(struct session *s);            /* count an error; 421 past the limit */
 void session_close(struct session *s);            /* flush and close */
 /* count a command that changed nothing (NOOP, RSET, HELP, VRFY, EXPN, a
@@ -159,9 +181,10 @@ void session_junk_clear(struct session *s);
  * call then(s); nothing is called if the connection closes meanwhile */
 void session_pause(struct session *s, double secs, void (*then)(struct session *s));
 
-/* Run hook h (if the script has it) then call proceed with the result.
- * push may be NULL (no extra arguments). */
-void session_run_hook(struct session *s, enum hook h, int (*push)(struct session *, lua_State *),
+/* Run the hook of stage st (if the script has it), apply its result
+ * (stage_apply) and call proceed with the decision. push may be NULL (no
+ * extra arguments). */
+void session_run_hook(struct session *s, enum reply_stage st, int (*push)(struct session *, lua_State *),
                       session_proceed_fn proceed);
 /* engine.c calls this when a waiting hook finished */
 void session_hook_finished(struct session *s, const struct hook_result *r);

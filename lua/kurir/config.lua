@@ -333,7 +333,7 @@ for k in pairs(config.defaults.timeouts) do TIMEOUTS[k] = expect_positive_number
 
 local TLS = {
   cert = expect_string, key = expect_string, chain = expect_string, ca = expect_string,
-  self_signed = expect_boolean,
+  self_signed = expect_boolean, required = expect_boolean,
   client_cert = function(v, n)
     expect_choice(v, n, CLIENT_CERT, "\"none\", \"request\", \"require\"")
     return CLIENT_CERT[v]
@@ -636,6 +636,7 @@ function config.finalize(state, overrides, default_hostname)
     cfg.tls = {
       cert = t.cert, key = t.key, chain = t.chain, ca = t.ca,
       self_signed = t.self_signed == true,
+      required = t.required == true or nil,   -- absent: false
       client_cert = t.client_cert or 0,
     }
     local tc = cfg.tls

@@ -19,6 +19,11 @@
 
 local default = {}
 
+-- The reply texts live in C (proto/reply.c), as kurir.reply(name, arg).
+local function reply(name, arg)
+  return require("kurir").reply(name, arg)
+end
+
 local function deliver_method(route)
   local t = type(route)
   if t ~= "table" and t ~= "userdata" then return nil end
@@ -71,7 +76,7 @@ function default.data(s, msg)
     local route = rcpt.route
     local now = deliver_method(route)
     if not now and not queueable(route) then
-      return 451, "4.3.5 No delivery configured for <" .. tostring(rcpt.address) .. ">"
+      return reply("no_delivery", "<" .. tostring(rcpt.address) .. ">")
     end
     if queueable(route) and (not now or wants_success(rcpt)) then
       queued[#queued + 1] = rcpt
@@ -101,7 +106,7 @@ function default.data(s, msg)
           log(s, "delivery_partial", { id = msg.id, delivered = delivered })
         end
         -- the reason stays in the log: it may name server paths or local parts
-        return 451, "4.3.0 Delivery failed, try again later"
+        return reply("delivery_failed")
       else
         for _, r in ipairs(groups[route]) do queued[#queued + 1] = r end
       end
@@ -111,7 +116,7 @@ function default.data(s, msg)
     local ok, err = msg:enqueue(queued)
     if not ok then
       log(s, "queue_failed", { id = msg.id, error = tostring(err) })
-      return 451, "4.3.0 Could not queue the message, try again later"
+      return reply("queue_failed")
     end
   end
 end

@@ -257,7 +257,7 @@ function mock.setup(kurir, arg)
     if not ok then
       s:log("store_failed", { id = msg.id, error = names })
       -- the detail (paths, local parts) is for the log, not the client
-      return 451, "4.3.0 Could not store the message, try again later"
+      return kurir.reply("store_failed")
     end
     local files = {}
     for i, name in ipairs(names) do files[i] = dir .. "/" .. name end

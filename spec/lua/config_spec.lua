@@ -344,6 +344,12 @@ describe("kurir.config validation", function()
     assert.is_true(final({ auth = { required = true, plaintext = true } }).auth.required)
     assert.is_true(final({ auth = { required = true }, tls = { self_signed = true } }).auth.required)
   end)
+
+  it("takes tls.required as a boolean, absent (false) when not given", function()
+    assert.is_true(final({ tls = { self_signed = true, required = true } }).tls.required)
+    assert.is_nil(final({ tls = { self_signed = true } }).tls.required)
+    assert.truthy(merge_error({ tls = { self_signed = true, required = "yes" } }):find("tls.required", 1, true))
+  end)
 end)
 
 describe("kurir.config merging", function()

@@ -28,6 +28,8 @@ local function fake_kurir()
   })
   kurir.configure = function(t) config.merge(state, t, 2) end
   kurir.maildir = maildir.new
+  -- the engine's reply rows (C, kurir.reply): the name stands for the text
+  kurir.reply = function(name, arg) return 451, name .. (arg and " " .. arg or "") end
   -- the store and the HTTP API: an empty Maildir, no MIME parser, a
   -- recorded HTTP handler
   kurir.fs = { list = function() return {} end }
@@ -231,7 +233,7 @@ describe("kurir.mock hooks", function()
     local s = session()
     local code, text = kurir.on.data(s, message(true))
     assert.same(451, code)
-    assert.same("4.3.0 Could not store the message, try again later", text)
+    assert.same("store_failed", text)   -- 4.3.0 Could not store the message, try again later
     assert.same("store_failed", s.logged[1].event)
     assert.truthy(tostring(s.logged[1].fields.error):find("./mail: No space left on device", 1, true))
   end)

@@ -73,7 +73,7 @@ static void test_canned_rows(void)
         { R_BARE_LF, "554 5.6.0 Message contains bare LF line endings (not CRLF); fix the client\r\n" },
         { R_DATA_LINE_TOO_LONG, "554 5.6.0 Message contains a line longer than the limit\r\n" },
         { R_HOOK_ERROR, "451 4.3.0 Temporary server error, try again later\r\n" },
-        { R_NO_DELIVERY, "451 4.3.5 No delivery configured for this message\r\n" },
+        { R_NO_DELIVERY, "451 4.3.5 No delivery configured for \r\n" },
         { R_LOCAL_ERROR, "451 4.3.0 Local error in processing\r\n" },
         { R_TOO_MANY_CONNS, "421 4.7.0 mx.test Too many connections, try again later\r\n" },
         { R_TOO_MANY_ERRORS, "421 4.7.0 mx.test Too many errors, closing connection\r\n" },
@@ -86,6 +86,23 @@ static void test_canned_rows(void)
         { R_TOO_MANY_JUNK, "421 4.7.0 mx.test Too many commands without mail, closing connection\r\n" },
         { R_SPOOL_FULL, "452 4.3.1 Insufficient system storage, try again later\r\n" },
         { R_HOOK_ERROR_CLOSE, "421 4.3.0 mx.test Temporary server error, closing connection\r\n" },
+        { R_QUEUED, "250 2.0.0 Message accepted: queued as \r\n" },
+        { R_BDAT_CHUNK, "250 2.0.0  octets received\r\n" },
+        { R_MAIL_ADDR_SYNTAX, "501 5.1.7 Syntax error\r\n" },
+        { R_RCPT_ADDR_SYNTAX, "501 5.1.3 Syntax error\r\n" },
+        { R_PATH_SYNTAX, "501 5.5.4 Syntax error\r\n" },
+        { R_SIZE_SYNTAX, "501 5.5.4 Syntax: SIZE=<number>\r\n" },
+        { R_BODY_SYNTAX, "501 5.5.4 Syntax: BODY=7BIT|8BITMIME\r\n" },
+        { R_SMTPUTF8_VALUE, "501 5.5.4 SMTPUTF8 takes no value\r\n" },
+        { R_AUTH_PARAM_SYNTAX, "501 5.5.4 Syntax: AUTH=<xtext>\r\n" },
+        { R_RET_SYNTAX, "501 5.5.4 Syntax: RET=FULL|HDRS\r\n" },
+        { R_ENVID_SYNTAX, "501 5.5.4 Syntax: ENVID=<xtext of at most 100 characters>\r\n" },
+        { R_NOTIFY_SYNTAX, "501 5.5.4 Syntax: NOTIFY=NEVER or NOTIFY=SUCCESS,FAILURE,DELAY\r\n" },
+        { R_ORCPT_SYNTAX, "501 5.5.4 Syntax: ORCPT=addr-type;xtext\r\n" },
+        { R_UTF8_ADDRESS, "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter\r\n" },
+        { R_DELIVERY_FAILED, "451 4.3.0 Delivery failed, try again later\r\n" },
+        { R_QUEUE_FAILED, "451 4.3.0 Could not queue the message, try again later\r\n" },
+        { R_STORE_FAILED, "451 4.3.0 Could not store the message, try again later\r\n" },
     };
     size_t nrows = sizeof(rows) / sizeof(rows[0]);
     CHECK(nrows == R_COUNT);
@@ -127,6 +144,49 @@ static void test_canned_plain(void)
     reply_canned(&out, R_GREETING, true, NULL);
     CHECK_MEM(buf_peek(&out), buf_used(&out), "220 %h ESMTP kurir\r\n");
     buf_free(&out);
+}
+
+/* "%a" rows (reply_canned_arg), the hook-style text Lua gets
+ * (reply_row_text, kurir.reply) and the names Lua may use. */
+static void test_canned_arg(void)
+{
+    struct buf out;
+    buf_init(&out);
+    reply_canned_arg(&out, R_QUEUED, 0, true, "mx.test", "ABC123");
+    reply_canned_arg(&out, R_QUEUED, 251, false, "mx.test", "ABC123");
+    reply_canned_arg(&out, R_QUEUED, 550, true, NULL, "X");   /* another class: the row's code */
+    reply_canned_arg(&out, R_BDAT_CHUNK, 0, true, NULL, "1024");
+    CHECK_MEM(buf_peek(&out), buf_used(&out),
+              "250 2.0.0 Message accepted: queued as ABC123\r\n"
+              "251 Message accepted: queued as ABC123\r\n"
+              "250 2.0.0 Message accepted: queued as X\r\n"
+              "250 2.0.0 1024 octets received\r\n");
+    buf_free(&out);
+
+    /* a hook's text is never expanded with an argument */
+    buf_init(&out);
+    reply_format(&out, 550, NULL, "100%a sure", 10, false, STAGE_RCPT, "h");
+    CHECK_MEM(buf_peek(&out), buf_used(&out), "550 100%a sure\r\n");
+    buf_free(&out);
+
+    buf_init(&out);
+    reply_row_text(&out, R_NO_DELIVERY, "<a@b.test>");
+    CHECK_MEM(buf_peek(&out), buf_used(&out), "4.3.5 No delivery configured for <a@b.test>");
+    buf_free(&out);
+    buf_init(&out);
+    reply_row_text(&out, R_GREETING, NULL);   /* no esc; "%h" left for the formatter */
+    CHECK_MEM(buf_peek(&out), buf_used(&out), "%h ESMTP kurir");
+    buf_free(&out);
+
+    CHECK(reply_by_name("no_delivery") == R_NO_DELIVERY);
+    CHECK(reply_by_name("delivery_failed") == R_DELIVERY_FAILED);
+    CHECK(reply_by_name("queue_failed") == R_QUEUE_FAILED);
+    CHECK(reply_by_name("store_failed") == R_STORE_FAILED);
+    CHECK(reply_by_name("greeting") == R_COUNT);
+    int n = 0;
+    while (reply_name_at(n))
+        CHECK(reply_by_name(reply_name_at(n++)) != R_COUNT);
+    CHECK(n == 6);
 }
 
 static void test_default_esc(void)
@@ -505,6 +565,7 @@ int main(void)
 {
     test_canned_rows();
     test_canned_plain();
+    test_canned_arg();
     test_default_esc();
     test_default_text();
     test_has_esc();
