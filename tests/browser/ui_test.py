@@ -135,15 +135,23 @@ class Kurir:
             self.log.append(line.decode("utf-8", "replace"))
 
     def stop(self):
+        """SIGTERM to this PID; None when kurir stopped cleanly (exit 0),
+        else what went wrong (a sanitizer report also ends in a non-zero
+        exit)."""
+        problem = None
         if self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM to this PID
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout=TIMEOUT)
             except subprocess.TimeoutExpired:
+                problem = "kurir did not stop within %.0f s of SIGTERM" % TIMEOUT
                 self.proc.kill()
                 self.proc.wait()
+        if problem is None and self.proc.returncode != 0:
+            problem = "kurir exited %d" % self.proc.returncode
         self.drain.join(timeout=TIMEOUT)
         self.proc.stderr.close()
+        return problem
 
 
 class RemoteServer:
@@ -373,7 +381,6 @@ def main():
         driver = start_browser(remote.port)
         run(UI(driver), kurir, remote)
         ok = True
-        print("ui_test: ok (screenshots in %s)" % SHOTS)
     except Exception:  # every failure ends in one report with kurir's log
         print("ui_test: FAILED:", file=sys.stderr)
         traceback.print_exc()
@@ -383,10 +390,15 @@ def main():
         if remote is not None:
             remote.stop()
         if kurir is not None:
-            kurir.stop()
+            problem = kurir.stop()
+            if problem:
+                print("ui_test: FAILED: %s" % problem, file=sys.stderr)
+                ok = False
             if not ok:
                 print("".join(kurir.log), file=sys.stderr)
         shutil.rmtree(workdir, ignore_errors=True)
+    if ok:
+        print("ui_test: ok (screenshots in %s)" % SHOTS)
     return 0 if ok else 1
 
 
