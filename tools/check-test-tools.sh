@@ -69,19 +69,26 @@ if command -v strace >/dev/null 2>&1; then
         fail "strace cannot trace here (ptrace refused: kernel.yama.ptrace_scope or a seccomp policy)"
 fi
 
-# the browser test and the JS example: Node.js (Debian 12's is 18, which
-# playwright-core 1.61 still supports; later versions need 20) and the npm
-# packages of tests/js at the versions of its package-lock.json
-need node nodejs
+# the browser test (tests/browser/ui_test.py): Debian's chromium driven by
+# python3-selenium through chromedriver (chromium-driver, built from the
+# same source as chromium: the two must be the same major version)
 need chromium chromium
+need chromedriver chromium-driver
+/usr/bin/python3 -c 'import selenium, sys; sys.exit(int(selenium.__version__.split(".")[0]) < 4)' >/dev/null 2>&1 ||
+    fail "/usr/bin/python3 cannot import selenium 4 (tests/browser/ui_test.py): install python3-selenium"
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    browser=$(chromium --version 2>/dev/null | sed -n 's/^Chromium \([0-9]*\)\..*/\1/p')
+    driver=$(chromedriver --version 2>/dev/null | sed -n 's/^ChromeDriver \([0-9]*\)\..*/\1/p')
+    [ -n "$browser" ] && [ "$browser" = "$driver" ] ||
+        fail "chromedriver (${driver:-unknown}) and chromium (${browser:-unknown}) differ in major version: upgrade both chromium and chromium-driver"
+fi
+
+# the JS example (examples/js/signup.test.mjs): Node.js and Debian's
+# node-nodemailer, found through NODE_PATH as make test-examples sets it
+need node nodejs
 if command -v node >/dev/null 2>&1; then
-    node -e 'process.exit(parseInt(process.versions.node) >= 18 ? 0 : 1)' ||
-        fail "node $(node --version) is too old for tests/js (playwright-core 1.61 needs 18 or later): install Debian's nodejs"
-    for m in playwright-core nodemailer; do
-        want=$(sed -n "/\"node_modules\/$m\"/,/version/s/.*\"version\": \"\(.*\)\".*/\1/p" tests/js/package-lock.json)
-        have=$(sed -n 's/.*"version": "\(.*\)".*/\1/p' "tests/js/node_modules/$m/package.json" 2>/dev/null | head -1)
-        [ "$want" = "$have" ] || fail "tests/js needs $m $want (has ${have:-none}): run make deps (npm ci in tests/js)"
-    done
+    NODE_PATH=/usr/share/nodejs node -e 'require.resolve("nodemailer")' >/dev/null 2>&1 ||
+        fail "node cannot load nodemailer from /usr/share/nodejs (examples/js/signup.test.mjs): install node-nodemailer"
 fi
 
 if [ "$problems" -gt 0 ]; then

@@ -166,8 +166,13 @@ local function serve_static(self, req, name)
     ["Content-Type"] = TYPES[ext] or "application/octet-stream",
     ["Cache-Control"] = "no-cache",
     ["X-Content-Type-Options"] = "nosniff",
-    ["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; " ..
-      "frame-src 'self' blob:; connect-src 'self'",
+    -- The message's HTML is a srcdoc iframe, which inherits this policy on
+    -- top of its own: images, styles, fonts and media may come from anywhere
+    -- here so that "Load remote content" can show them; until then the
+    -- iframe's own policy blocks them (web/app.js renderHtml). The UI's own
+    -- code loads nothing remote, and scripts stay 'self'.
+    ["Content-Security-Policy"] = "default-src 'self'; img-src * data:; style-src 'self' 'unsafe-inline' *; " ..
+      "font-src *; media-src *; frame-src 'self' blob:; connect-src 'self'",
   })
 end
 

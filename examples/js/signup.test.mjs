@@ -1,7 +1,10 @@
 // A JavaScript example (node:test + nodemailer + fetch): test code that
 // sends mail, checked through kurir's mock. Each test uses its own mailbox
 // (the +tag of the recipient) and waits for the message instead of polling.
-// Run: node tests/js/signup.test.mjs (KURIR_BIN=path/to/kurir).
+// Run: NODE_PATH=/usr/share/nodejs node --test examples/js/signup.test.mjs
+// (KURIR_BIN=path/to/kurir). nodemailer is Debian's node-nodemailer, under
+// /usr/share/nodejs; an npm-installed one is found the same way. It is
+// loaded with require, which honours NODE_PATH (an ES import does not).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -10,8 +13,9 @@ import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import net from "node:net";
-import nodemailer from "nodemailer";
+import { createRequire } from "node:module";
 
+const nodemailer = createRequire(import.meta.url)("nodemailer");
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const bin = process.env.KURIR_BIN || join(root, "build/kurir");
 let kurir, smtpPort, api, dir;
