@@ -40,7 +40,7 @@ from email.message import EmailMessage
 from selenium import webdriver
 from selenium.common.exceptions import (NoSuchElementException,
                                         StaleElementReferenceException)
-from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chromium.remote_connection import ChromiumRemoteConnection
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -199,19 +199,74 @@ def send_mail(port, rcpt, subject):
         s.send_message(m)
 
 
-def start_browser(remote_port):
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1280,800", "--no-proxy-server",
+def read_port(proc, stream, pattern, what):
+    """The port a child prints once it listens (a line matching pattern),
+    then keep draining its output so that it never blocks on a full pipe."""
+    seen = []
+    deadline = time.monotonic() + 30
+    while True:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("%s did not start:\n%s" % (what, "".join(seen)))
+        ready, _, _ = select.select([stream], [], [], 1)
+        if ready:
+            line = stream.readline()
+            seen.append(line)
+            m = re.search(pattern, line)
+            if m:
+                threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
+                return int(m.group(1))
+
+
+def stop_proc(proc):
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Browser:
+    """Chromium and chromedriver, each started here on 127.0.0.1 with a port
+    of its own choosing (read off the line it prints), stopped by PID.
+    selenium's own launcher reaches both as "localhost", which a root
+    without /etc/hosts (a fresh debootstrap) cannot resolve."""
+
+    def __init__(self, workdir, remote_port):
+        self.chromium = self.chromedriver = self.driver = None
+        try:
+            self.chromium = subprocess.Popen([
+                CHROMIUM, "--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1280,800", "--no-proxy-server", "--no-first-run",
                 "--host-resolver-rules=MAP %s 127.0.0.1:%d, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
-                % (REMOTE_HOST, remote_port)):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    # the screenshots show a 1280x800 viewport whatever the window frame takes
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
-    return driver
+                % (REMOTE_HOST, remote_port),
+                "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+                "--user-data-dir=" + os.path.join(workdir, "chromium-profile"), "about:blank"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            devtools = read_port(self.chromium, self.chromium.stderr,
+                                 r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", "chromium")
+            self.chromedriver = subprocess.Popen([CHROMEDRIVER, "--port=0"], stdout=subprocess.PIPE,
+                                                 stderr=subprocess.STDOUT, text=True)
+            port = read_port(self.chromedriver, self.chromedriver.stdout,
+                             r"started successfully on port (\d+)", "chromedriver")
+            opts = webdriver.ChromeOptions()
+            opts.debugger_address = "127.0.0.1:%d" % devtools
+            self.driver = webdriver.Remote(command_executor=ChromiumRemoteConnection(
+                remote_server_addr="http://127.0.0.1:%d" % port, vendor_prefix="goog",
+                browser_name="chrome"), options=opts)
+            # the screenshots show a 1280x800 viewport whatever the window frame takes
+            self.driver.execute("executeCdpCommand", {"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                "width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}})
+        except Exception:
+            self.stop()
+            raise
+
+    def stop(self):
+        if self.driver is not None:
+            self.driver.quit()
+        stop_proc(self.chromedriver)
+        stop_proc(self.chromium)
 
 
 class UI:
@@ -373,20 +428,20 @@ def run(ui, kurir, remote):
 def main():
     os.makedirs(SHOTS, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="kurir-ui-")
-    kurir = remote = driver = None
+    kurir = remote = browser = None
     ok = False
     try:
         kurir = Kurir(workdir)
         remote = RemoteServer()
-        driver = start_browser(remote.port)
-        run(UI(driver), kurir, remote)
+        browser = Browser(workdir, remote.port)
+        run(UI(browser.driver), kurir, remote)
         ok = True
     except Exception:  # every failure ends in one report with kurir's log
         print("ui_test: FAILED:", file=sys.stderr)
         traceback.print_exc()
     finally:
-        if driver is not None:
-            driver.quit()
+        if browser is not None:
+            browser.stop()
         if remote is not None:
             remote.stop()
         if kurir is not None:
