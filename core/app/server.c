@@ -200,19 +200,6 @@ void server_log_end(struct server *srv)
         server_log_flush(srv);
 }
 
-static void write_all(const char *p, size_t n)
-{
-    for (int tries = 0; n > 0 && tries < 100; tries++) {
-        ssize_t w = write(2, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;   /* stderr gone or full: the lines are dropped, never the mail */
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
 /* A single process writes the queue at once. Workers share stderr: each
  * write carries whole lines and at most PIPE_BUF bytes, which the kernel
  * never interleaves with another writer's on a pipe (and O_APPEND files
@@ -222,7 +209,7 @@ void server_log_flush(struct server *srv)
     size_t n = buf_used(&srv->logq);
     const char *p = buf_peek(&srv->logq);
     if (srv->worker_id < 0) {
-        write_all(p, n);
+        (void)write_all(2, p, n);   /* stderr gone or full: the lines are dropped, never the mail */
     } else {
         while (n > 0) {
             size_t chunk = 0;
@@ -242,12 +229,12 @@ void server_log_flush(struct server *srv)
                 size_t keep = PIPE_BUF - (sizeof(cut) - 1);
                 memcpy(tmp, p, keep);
                 memcpy(tmp + keep, cut, sizeof(cut) - 1);
-                write_all(tmp, PIPE_BUF);
+                (void)write_all(2, tmp, PIPE_BUF);
                 p += line;
                 n -= line;
                 continue;
             }
-            write_all(p, chunk);
+            (void)write_all(2, p, chunk);
             p += chunk;
             n -= chunk;
         }
