@@ -183,7 +183,7 @@ void lkurir_log_fields(lua_State *L, int first, struct buf *b)
 static int k_log(lua_State *L)
 {
     struct engine *e = engine_of(L);
-    /* at load time there is no server yet: the engine's own buffer */
+    /* at load time there is no worker yet: the engine's own buffer */
     struct buf *b = e->w ? &e->w->log : &e->log;
     buf_reset(b);   /* drop a line that an error left half-built */
     const char *event = "script";
