@@ -1,19 +1,20 @@
-/* server.c - listeners, accept and connection limits (this process's
+/* server.c - one serving process: the protocol table (smtp, smtps, http)
+ * and the listeners, accept and connection limits (this process's
  * sessions, or the counts shared by a master's workers), signals
  * (TERM/INT: graceful stop; HUP: reload the script for new sessions, in a
- * single process; a worker leaves HUP to its master), and the
- * per-iteration flush of every connection with queued replies (one write
- * per pipelined group). Owns the listener sockets and the session list;
- * sessions free themselves and unlink through server_session_gone(). */
+ * single process; a worker leaves HUP to its master), the queue (opened
+ * on first use, offered to the lower layers as worker_ops) and the HTTP
+ * daemons. Owns the listener sockets, its struct worker and the session
+ * set; sessions free themselves and unlink, then call session_gone(). */
 #include "app/server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <stddef.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
