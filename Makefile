@@ -89,6 +89,7 @@ test-asan: check-tools
 
 lint:
 	sh tools/check-layers.sh
+	sh tools/check-layers-test.sh
 	luacheck lua scripts spec tests/runtime
 
 bench: build

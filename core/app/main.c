@@ -11,7 +11,6 @@
 #include "lua/engine.h"
 #include "proto/logfmt.h"
 #include "sys/privdrop.h"
-#include "smtp/engine_session.h"
 #include "app/master.h"
 #include "queue/queue_cli.h"
 #include "app/server.h"
@@ -128,7 +127,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "kurir: no random bytes for TLS ticket keys; each context makes its own\n");
     if (workers > 1 && !check)
         lkurir_set_worker(-1, workers);
-    struct engine *e = engine_load(script, sargc, sargv, listen, nlisten, &err);
+    struct engine *e = engine_load(script, server_open_lua, sargc, sargv, listen, nlisten, &err);
     if (!e) {
         fprintf(stderr, "kurir: %s\n", err ? err : "cannot load script");
         free(err);
@@ -151,7 +150,7 @@ int main(int argc, char **argv)
         if (workers == 0) {
             engine_unref(e);
             lkurir_set_worker(-1, n);
-            e = engine_load(script, sargc, sargv, listen, nlisten, &err);
+            e = engine_load(script, server_open_lua, sargc, sargv, listen, nlisten, &err);
             if (!e) {
                 fprintf(stderr, "kurir: %s\n", err ? err : "cannot load script");
                 free(err);
@@ -174,9 +173,11 @@ int main(int argc, char **argv)
         return 1;
     }
     /* listeners bound, TLS keys read: root is no longer needed */
+    struct privdrop_want want;
+    server_privdrop_want(&e->cfg, &want);
     struct privdrop_info who;
     char perr[512];
-    enum privdrop_result pr = privdrop_apply(&e->cfg, &who, perr, sizeof(perr));
+    enum privdrop_result pr = privdrop_apply(&want, &who, perr, sizeof(perr));
     if (pr == PRIVDROP_FAILED) {
         fprintf(stderr, "kurir: %s: %s\n", script, perr);
         server_free(&srv);
@@ -184,18 +185,18 @@ int main(int argc, char **argv)
         return 1;
     }
     if (pr == PRIVDROP_DROPPED || pr == PRIVDROP_ROOT_ALLOWED || pr == PRIVDROP_ROOT_WARN) {
-        logfmt_begin(&srv.log, pr == PRIVDROP_ROOT_WARN ? "warn" : "info", NULL,
+        logfmt_begin(&srv.w.log, pr == PRIVDROP_ROOT_WARN ? "warn" : "info", NULL,
                      pr == PRIVDROP_DROPPED ? "privileges_dropped" : "running_as_root");
         if (pr == PRIVDROP_DROPPED) {
-            logfmt_str(&srv.log, "user", e->cfg.user);
-            logfmt_int(&srv.log, "uid", (long long)who.uid);
-            logfmt_int(&srv.log, "gid", (long long)who.gid);
+            logfmt_str(&srv.w.log, "user", e->cfg.user);
+            logfmt_int(&srv.w.log, "uid", (long long)who.uid);
+            logfmt_int(&srv.w.log, "gid", (long long)who.gid);
         } else {
-            logfmt_str(&srv.log, "why", pr == PRIVDROP_ROOT_ALLOWED ? "run_as_root = true"
+            logfmt_str(&srv.w.log, "why", pr == PRIVDROP_ROOT_ALLOWED ? "run_as_root = true"
                                         : "no user configured (set user = \"...\" to drop root)");
         }
-        server_log_end(&srv);
-        server_log_flush(&srv);
+        worker_log_end(&srv.w);
+        worker_log_flush(&srv.w);
     }
     srv.script = script;
     srv.argc = sargc;

@@ -27,7 +27,6 @@
 #include <unistd.h>
 
 #include "sys/conn_limit.h"
-#include "smtp/engine_session.h"
 #include "proto/logfmt.h"
 #include "sys/privdrop.h"
 #include "app/server.h"
@@ -38,7 +37,7 @@
 #define BACKOFF_MAX 10.0
 #define YOUNG 10.0        /* a worker that dies younger than this backs off more */
 
-struct worker {
+struct worker_proc {
     pid_t pid;
     int id;
     int slot;
@@ -56,7 +55,7 @@ struct master {
     struct listener *ls;
     int nls;
     struct conn_limit *cl;
-    struct worker w[2 * MAX_WORKERS + 2];
+    struct worker_proc w[2 * MAX_WORKERS + 2];
     int nw;
     int nslots;
     double restart_at[MAX_WORKERS];   /* 0: none due */
@@ -123,7 +122,7 @@ static int worker_main(struct master *m, int id, int slot)
     buf_free(&m->log);
     lkurir_set_worker(id, m->n);
     char *err = NULL;
-    struct engine *e = engine_load(m->o->script, m->o->argc, m->o->argv, m->o->listen, m->o->nlisten, &err);
+    struct engine *e = engine_load(m->o->script, server_open_lua, m->o->argc, m->o->argv, m->o->listen, m->o->nlisten, &err);
     if (!e) {
         struct buf b;
         buf_init(&b);
@@ -184,7 +183,7 @@ static pid_t spawn(struct master *m, int id)
     }
     if (pid == 0)
         return 0;
-    struct worker *w = &m->w[m->nw++];
+    struct worker_proc *w = &m->w[m->nw++];
     memset(w, 0, sizeof(*w));
     w->pid = pid;
     w->id = id;
@@ -195,7 +194,7 @@ static pid_t spawn(struct master *m, int id)
     return pid;
 }
 
-static struct worker *by_pid(struct master *m, pid_t pid)
+static struct worker_proc *by_pid(struct master *m, pid_t pid)
 {
     for (int i = 0; i < m->nw; i++)
         if (m->w[i].pid == pid)
@@ -213,10 +212,10 @@ static bool current_alive(const struct master *m, int id)
 
 static void exited(struct master *m, pid_t pid, int status)
 {
-    struct worker *wp = by_pid(m, pid);
+    struct worker_proc *wp = by_pid(m, pid);
     if (!wp)
         return;
-    struct worker w = *wp;
+    struct worker_proc w = *wp;
     *wp = m->w[--m->nw];
     conn_limit_clear(m->cl, w.slot);
     bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -258,7 +257,7 @@ static void exited(struct master *m, pid_t pid, int status)
 
 static void ready(struct master *m, pid_t pid)
 {
-    struct worker *w = by_pid(m, pid);
+    struct worker_proc *w = by_pid(m, pid);
     if (!w || w->ready)
         return;
     w->ready = true;
@@ -270,7 +269,7 @@ static void ready(struct master *m, pid_t pid)
     if (w->gen != m->gen)
         return;
     for (int i = 0; i < m->nw; i++) {
-        struct worker *o = &m->w[i];
+        struct worker_proc *o = &m->w[i];
         if (o->id == w->id && o->gen < w->gen && !o->retiring) {
             o->retiring = true;
             kill(o->pid, SIGUSR1);
@@ -295,11 +294,11 @@ static int reload(struct master *m)
 {
     char *err = NULL;
     lkurir_set_worker(-1, m->n);
-    struct engine *e = engine_load(m->o->script, m->o->argc, m->o->argv, m->o->listen, m->o->nlisten, &err);
+    struct engine *e = engine_load(m->o->script, server_open_lua, m->o->argc, m->o->argv, m->o->listen, m->o->nlisten, &err);
     const char *why = err;
     if (e) {
         for (int i = 0; i < m->nls; i++)
-            if (m->ls[i].tls && !e->tls)
+            if (m->ls[i].proto->tls && !e->tls)
                 why = "the new configuration has no tls, but an smtps:// listener is bound";
     }
     if (!e || why) {
@@ -366,9 +365,11 @@ int master_run(struct engine *e, const struct master_opts *o, bool *is_worker)
     }
     /* listeners bound, TLS keys read: root is no longer needed, here or
      * in the workers that inherit the dropped credentials */
+    struct privdrop_want want;
+    server_privdrop_want(&e->cfg, &want);
     struct privdrop_info who;
     char perr[512];
-    enum privdrop_result pr = privdrop_apply(&e->cfg, &who, perr, sizeof(perr));
+    enum privdrop_result pr = privdrop_apply(&want, &who, perr, sizeof(perr));
     if (pr == PRIVDROP_FAILED) {
         fprintf(stderr, "kurir: %s: %s\n", o->script, perr);
         free_master(m);

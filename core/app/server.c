@@ -1,10 +1,11 @@
-/* server.c - listeners, accept and connection limits (this process's
+/* server.c - one serving process: the protocol table (smtp, smtps, http)
+ * and the listeners, accept and connection limits (this process's
  * sessions, or the counts shared by a master's workers), signals
  * (TERM/INT: graceful stop; HUP: reload the script for new sessions, in a
- * single process; a worker leaves HUP to its master), and the
- * per-iteration flush of every connection with queued replies (one write
- * per pipelined group). Owns the listener sockets and the session list;
- * sessions free themselves and unlink through server_session_gone(). */
+ * single process; a worker leaves HUP to its master), the queue (opened
+ * on first use, offered to the lower layers as worker_ops) and the HTTP
+ * daemons. Owns the listener sockets, its struct worker and the session
+ * set; sessions free themselves and unlink, then call session_gone(). */
 #include "app/server.h"
 
 #include <arpa/inet.h>
@@ -13,54 +14,55 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "proto/client_key.h"
 #include "sys/conn_limit.h"
+#include "sys/privdrop.h"
 #include "http/http.h"
 #include "proto/logfmt.h"
 #include "queue/queue.h"
 #include "proto/reply.h"
 #include "smtp/session.h"
+#include "smtp/engine_session.h"
+#include "queue/lua_route.h"
 
 static void srv_log(struct server *srv, const char *level, const char *event)
 {
-    buf_reset(&srv->log);
-    logfmt_begin(&srv->log, level, NULL, event);
-    if (srv->worker_id >= 0)
-        logfmt_int(&srv->log, "worker", srv->worker_id);
+    worker_log_begin(&srv->w, level, event);
 }
 
 /* A spool in RAM loses every accepted message at a reboot: say so once. */
 static void warn_spool(struct server *srv)
 {
-    const char *dir = srv->eng->cfg.spool;
+    const char *dir = srv->w.eng->cfg.spool;
     uint64_t avail;
     bool tmpfs;
     if (spool_space(dir, &avail, &tmpfs) < 0) {
         srv_log(srv, "warn", "spool_unavailable");
-        logfmt_str(&srv->log, "dir", dir);
-        logfmt_str(&srv->log, "error", strerror(errno));
-        server_log_end(srv);
+        logfmt_str(&srv->w.log, "dir", dir);
+        logfmt_str(&srv->w.log, "error", strerror(errno));
+        worker_log_end(&srv->w);
         return;
     }
     if (tmpfs) {
         srv_log(srv, "warn", "spool_on_tmpfs");
-        logfmt_str(&srv->log, "dir", dir);
-        logfmt_str(&srv->log, "hint", "tmpfs is RAM: messages are lost at a reboot; set spool to a disk directory");
-        server_log_end(srv);
+        logfmt_str(&srv->w.log, "dir", dir);
+        logfmt_str(&srv->w.log, "hint", "tmpfs is RAM: messages are lost at a reboot; set spool to a disk directory");
+        worker_log_end(&srv->w);
     }
 }
 
 int server_listen(struct listener *l, const struct listen_cfg *lc)
 {
-    const char *scheme = lc->http ? "http://" : lc->tls ? "smtps://" : "";
+    const struct protocol *proto = server_protocol(lc);
+    const char *scheme = proto->scheme;
     struct sockaddr_storage ss;
     socklen_t slen;
     memset(&ss, 0, sizeof(ss));
@@ -99,8 +101,7 @@ int server_listen(struct listener *l, const struct listen_cfg *lc)
     else
         snprintf(l->name, sizeof(l->name), "%s[%s]:%d", scheme, lc->host, l->port);
     l->fd = fd;
-    l->tls = lc->tls;
-    l->http = lc->http;
+    l->proto = proto;
     return 0;
 fail:
     fprintf(stderr, "kurir: cannot listen on %s: %s\n", l->name, strerror(errno));
@@ -112,11 +113,11 @@ fail:
 int server_count_ip(struct server *srv, const struct sockaddr_storage *peer)
 {
     /* clients are counted by key: an IPv6 client's whole /N counts as one */
-    int prefix = srv->eng->cfg.ipv6_prefix;
+    int prefix = srv->w.eng->cfg.ipv6_prefix;
     char key[CLIENT_KEY_MAX], other[CLIENT_KEY_MAX];
     client_key_text(peer, prefix, key, sizeof(key));
     int n = 0;
-    for (struct session *s = srv->sessions; s; s = s->next) {
+    for (struct session *s = srv->sessions.head; s; s = s->next) {
         client_key_text(&s->conn.peer, prefix, other, sizeof(other));
         if (strcmp(other, key) == 0)
             n++;
@@ -128,15 +129,62 @@ static void refuse(struct server *srv, int fd, const char *ip)
 {
     struct buf b;
     buf_init(&b);
-    reply_canned(&b, R_TOO_MANY_CONNS, false, srv->eng->cfg.hostname);
+    reply_canned(&b, R_TOO_MANY_CONNS, false, srv->w.eng->cfg.hostname);
     ssize_t w = write(fd, buf_peek(&b), buf_used(&b));
     (void)w;
     buf_free(&b);
     close(fd);
     srv_log(srv, "warn", "refused");
-    logfmt_str(&srv->log, "remote_ip", ip);
-    logfmt_str(&srv->log, "reason", "connection limit");
-    server_log_end(srv);
+    logfmt_str(&srv->w.log, "remote_ip", ip);
+    logfmt_str(&srv->w.log, "reason", "connection limit");
+    worker_log_end(&srv->w);
+}
+
+/* ---- protocols -------------------------------------------------------- */
+
+static void smtp_accept(struct server *srv, struct listener *l, int fd,
+                        const struct sockaddr_storage *peer)
+{
+    session_new(&srv->w, &srv->sessions, fd, l->proto->tls, peer);
+}
+
+static int http_serve(struct server *srv, struct listener *l)
+{
+    /* libmicrohttpd accepts on it from now on and closes it */
+    int rc = http_listen(&srv->w, &srv->http, l->fd, l->name);
+    l->fd = -1;
+    return rc;
+}
+
+static const struct protocol protocols[] = {
+    {"smtp", "", false, smtp_accept, NULL},
+    {"smtps", "smtps://", true, smtp_accept, NULL},
+    {"http", "http://", false, NULL, http_serve},
+};
+
+const struct protocol *server_protocol(const struct listen_cfg *lc)
+{
+    return &protocols[lc->http ? 2 : lc->tls ? 1 : 0];
+}
+
+void server_open_lua(lua_State *L)
+{
+    engine_session_register(L);   /* kurir.session, kurir.message, kurir.cred */
+    lqueue_register(L);           /* msg:enqueue */
+    lua_http_open(L);             /* kurir.http */
+}
+
+void server_privdrop_want(const struct config *c, struct privdrop_want *w)
+{
+    w->user = c->user;
+    w->group = c->group;
+    w->run_as_root = c->run_as_root;
+    w->spool = c->spool;
+    /* port 0 is the kernel's pick from the ephemeral range, never below 1024 */
+    w->privileged_port = false;
+    for (int i = 0; i < c->nlisten; i++)
+        if (c->listen[i].port > 0 && c->listen[i].port < 1024)
+            w->privileged_port = true;
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -156,179 +204,56 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 /* out of descriptors: a level-triggered listener would spin;
                  * stop accepting for a moment (the backlog keeps clients) */
                 srv_log(srv, "warn", "accept_paused");
-                logfmt_str(&srv->log, "error", strerror(errno));
-                server_log_end(srv);
+                logfmt_str(&srv->w.log, "error", strerror(errno));
+                worker_log_end(&srv->w);
                 for (int k = 0; k < srv->nls; k++)
-                    ev_io_stop(srv->loop, &srv->ls[k].w);
+                    ev_io_stop(srv->w.loop, &srv->ls[k].w);
                 ev_timer_set(&srv->accept_pause, 0.25, 0);
-                ev_timer_start(srv->loop, &srv->accept_pause);
+                ev_timer_start(srv->w.loop, &srv->accept_pause);
                 return;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 srv_log(srv, "error", "accept");
-                logfmt_str(&srv->log, "error", strerror(errno));
-                server_log_end(srv);
+                logfmt_str(&srv->w.log, "error", strerror(errno));
+                worker_log_end(&srv->w);
             }
             return;
         }
         char ip[64];
         int port;
         conn_addr_text(&ss, ip, sizeof(ip), &port);
-        const struct config *cfg = &srv->eng->cfg;
+        const struct config *cfg = &srv->w.eng->cfg;
         char key[CLIENT_KEY_MAX];
         client_key_text(&ss, cfg->ipv6_prefix, key, sizeof(key));
         if (srv->climit ? conn_limit_take(srv->climit, srv->climit_slot, key, cfg->connections,
                                           cfg->connections_per_ip) < 0
-                        : (srv->nsessions >= cfg->connections ||
+                        : (srv->sessions.n >= cfg->connections ||
                            server_count_ip(srv, &ss) >= cfg->connections_per_ip)) {
             refuse(srv, fd, ip);
             continue;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        session_new(srv, fd, l->tls, &ss);
+        l->proto->accept(srv, l, fd, &ss);
     }
-}
-
-/* Log lines of one loop iteration go out in one write, like replies. */
-void server_log_end(struct server *srv)
-{
-    buf_append(&srv->log, "\n", 1);
-    buf_append(&srv->logq, buf_peek(&srv->log), buf_used(&srv->log));
-    buf_reset(&srv->log);
-    if (buf_used(&srv->logq) >= 64 * 1024)
-        server_log_flush(srv);
-}
-
-static void write_all(const char *p, size_t n)
-{
-    for (int tries = 0; n > 0 && tries < 100; tries++) {
-        ssize_t w = write(2, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;   /* stderr gone or full: the lines are dropped, never the mail */
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
-/* A single process writes the queue at once. Workers share stderr: each
- * write carries whole lines and at most PIPE_BUF bytes, which the kernel
- * never interleaves with another writer's on a pipe (and O_APPEND files
- * take whole writes); a longer line is cut at PIPE_BUF with a marker. */
-void server_log_flush(struct server *srv)
-{
-    size_t n = buf_used(&srv->logq);
-    const char *p = buf_peek(&srv->logq);
-    if (srv->worker_id < 0) {
-        write_all(p, n);
-    } else {
-        while (n > 0) {
-            size_t chunk = 0;
-            while (chunk < n) {
-                const char *nl = memchr(p + chunk, '\n', n - chunk);
-                size_t line = nl ? (size_t)(nl - (p + chunk)) + 1 : n - chunk;
-                if (chunk + line > PIPE_BUF)
-                    break;
-                chunk += line;
-            }
-            if (chunk == 0) {
-                /* one line longer than PIPE_BUF */
-                const char *nl = memchr(p, '\n', n);
-                size_t line = nl ? (size_t)(nl - p) + 1 : n;
-                static const char cut[] = " log_line_cut=1\n";
-                char tmp[PIPE_BUF];
-                size_t keep = PIPE_BUF - (sizeof(cut) - 1);
-                memcpy(tmp, p, keep);
-                memcpy(tmp + keep, cut, sizeof(cut) - 1);
-                write_all(tmp, PIPE_BUF);
-                p += line;
-                n -= line;
-                continue;
-            }
-            write_all(p, chunk);
-            p += chunk;
-            n -= chunk;
-        }
-    }
-    buf_reset(&srv->logq);
-    buf_shrink(&srv->logq, 256 * 1024);
-}
-
-static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct server *srv = w->data;
-    server_log_flush(srv);
-    while (srv->pending) {
-        struct conn *c = srv->pending;
-        srv->pending = c->next_pending;
-        c->next_pending = NULL;
-        c->pending_flush = false;
-        conn_flush(c);
-    }
-}
-
-void server_want_flush(struct server *srv, struct conn *c)
-{
-    if (c->pending_flush || c->closed)
-        return;
-    c->pending_flush = true;
-    c->next_pending = srv->pending;
-    srv->pending = c;
-}
-
-void server_forget_conn(struct server *srv, struct conn *c)
-{
-    if (!c->pending_flush)
-        return;
-    for (struct conn **pp = &srv->pending; *pp; pp = &(*pp)->next_pending) {
-        if (*pp == c) {
-            *pp = c->next_pending;
-            break;
-        }
-    }
-    c->pending_flush = false;
 }
 
 static void maybe_done(struct server *srv)
 {
-    if (srv->stopping && srv->nsessions == 0)
-        ev_break(srv->loop, EVBREAK_ALL);
+    if (srv->stopping && srv->sessions.n == 0)
+        ev_break(srv->w.loop, EVBREAK_ALL);
 }
 
-void server_session_gone(struct server *srv, struct session *s)
+static void session_gone(struct session_set *set, struct session *s)
 {
+    struct server *srv = (struct server *)(void *)((char *)set - offsetof(struct server, sessions));
     if (srv->climit) {
         char key[CLIENT_KEY_MAX];
-        /* a worker never reloads in place: srv->eng is every session's engine */
-        client_key_text(&s->conn.peer, srv->eng->cfg.ipv6_prefix, key, sizeof(key));
+        /* a worker never reloads in place: srv->w.eng is every session's engine */
+        client_key_text(&s->conn.peer, srv->w.eng->cfg.ipv6_prefix, key, sizeof(key));
         conn_limit_release(srv->climit, srv->climit_slot, key);
     }
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        srv->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    srv->nsessions--;
     maybe_done(srv);
-}
-
-/* Session and queue ids: seconds since the epoch, the process id and a
- * counter, 32 + 24 + 24 bits in 20 upper-case hex digits (safe in file
- * names, sorted by time). Two live processes differ in the pid; a process
- * never repeats an id unless it makes 2^24 of them in one second; a pid is
- * not reused within the second a process started in. The counter starts
- * at a random value, so that processes with equal pids in different pid
- * namespaces sharing a spool are unlikely to collide either. */
-void server_new_id(struct server *srv, char out[24])
-{
-    unsigned long long t = (unsigned long long)time_wall();
-    snprintf(out, 24, "%08llX%06X%06llX", t & 0xFFFFFFFFull, srv->pid & 0xFFFFFF,
-             (unsigned long long)(srv->counter++ & 0xFFFFFF));
 }
 
 static void accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -348,9 +273,9 @@ static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct server *srv = w->data;
     srv_log(srv, "warn", "shutdown_grace_expired");
-    logfmt_int(&srv->log, "sessions", srv->nsessions);
-    server_log_end(srv);
-    for (struct session *s = srv->sessions, *n; s; s = n) {
+    logfmt_int(&srv->w.log, "sessions", srv->sessions.n);
+    worker_log_end(&srv->w);
+    for (struct session *s = srv->sessions.head, *n; s; s = n) {
         n = s->next;
         session_force_close(s);
     }
@@ -361,11 +286,11 @@ static void close_listeners(struct server *srv)
     for (int i = 0; i < srv->nls; i++) {
         if (srv->ls[i].fd < 0)
             continue;
-        ev_io_stop(srv->loop, &srv->ls[i].w);
+        ev_io_stop(srv->w.loop, &srv->ls[i].w);
         close(srv->ls[i].fd);
         srv->ls[i].fd = -1;
     }
-    ev_timer_stop(srv->loop, &srv->accept_pause);
+    ev_timer_stop(srv->w.loop, &srv->accept_pause);
 }
 
 static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -377,16 +302,16 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     srv->stopping = true;
     srv->retiring = false;
     srv_log(srv, "info", "shutdown");
-    logfmt_str(&srv->log, "signal", w->signum == SIGTERM ? "TERM" : "INT");
-    logfmt_int(&srv->log, "sessions", srv->nsessions);
-    server_log_end(srv);
+    logfmt_str(&srv->w.log, "signal", w->signum == SIGTERM ? "TERM" : "INT");
+    logfmt_int(&srv->w.log, "sessions", srv->sessions.n);
+    worker_log_end(&srv->w);
     close_listeners(srv);
-    engine_stop_jobs(srv->eng);
-    for (struct session *s = srv->sessions, *n; s; s = n) {
+    engine_stop_jobs(srv->w.eng);
+    for (struct session *s = srv->sessions.head, *n; s; s = n) {
         n = s->next;
         session_shutdown(s);
     }
-    ev_timer_set(&srv->grace, srv->eng->cfg.t_shutdown, 0);
+    ev_timer_set(&srv->grace, srv->w.eng->cfg.t_shutdown, 0);
     ev_timer_start(loop, &srv->grace);
     maybe_done(srv);   /* the loop ends through ev_break once no session is left */
 }
@@ -403,11 +328,11 @@ static void retire_cb(struct ev_loop *loop, ev_signal *w, int revents)
     srv->stopping = true;
     srv->retiring = true;
     srv_log(srv, "info", "retire");
-    logfmt_int(&srv->log, "sessions", srv->nsessions);
-    server_log_end(srv);
+    logfmt_int(&srv->w.log, "sessions", srv->sessions.n);
+    worker_log_end(&srv->w);
     close_listeners(srv);
-    http_stop_all(srv);           /* its replacement serves HTTP from now on */
-    engine_stop_jobs(srv->eng);   /* its replacement runs the new script's tasks */
+    http_stop_all(&srv->w, &srv->http);           /* its replacement serves HTTP from now on */
+    engine_stop_jobs(srv->w.eng);   /* its replacement runs the new script's tasks */
     maybe_done(srv);
 }
 
@@ -417,52 +342,54 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     struct server *srv = w->data;
     char *err = NULL;
-    struct engine *e = engine_load(srv->script, srv->argc, srv->argv, srv->listen_override,
-                                   srv->nlisten_override, &err);
+    struct engine *e = engine_load(srv->script, server_open_lua, srv->argc, srv->argv,
+                                   srv->listen_override, srv->nlisten_override, &err);
     if (!e) {
         srv_log(srv, "error", "reload_failed");
-        logfmt_str(&srv->log, "script", srv->script);
-        logfmt_str(&srv->log, "error", err ? err : "unknown");
-        server_log_end(srv);
+        logfmt_str(&srv->w.log, "script", srv->script);
+        logfmt_str(&srv->w.log, "error", err ? err : "unknown");
+        worker_log_end(&srv->w);
         free(err);
         return;
     }
     bool tls_listener = false;
     for (int i = 0; i < srv->nls; i++)
-        tls_listener |= srv->ls[i].tls;
+        tls_listener |= srv->ls[i].proto->tls;
     if (tls_listener && !e->tls) {
         srv_log(srv, "error", "reload_failed");
-        logfmt_str(&srv->log, "script", srv->script);
-        logfmt_str(&srv->log, "error", "the new configuration has no tls, but an smtps:// listener is bound");
-        server_log_end(srv);
+        logfmt_str(&srv->w.log, "script", srv->script);
+        logfmt_str(&srv->w.log, "error", "the new configuration has no tls, but an smtps:// listener is bound");
+        worker_log_end(&srv->w);
         engine_unref(e);
         return;
     }
-    e->generation = srv->eng->generation + 1;
-    engine_stop_jobs(srv->eng);   /* the old script's tasks end once the new one runs */
-    engine_unref(srv->eng);
-    srv->eng = e;
-    engine_start(e, srv);
+    e->generation = srv->w.eng->generation + 1;
+    engine_stop_jobs(srv->w.eng);   /* the old script's tasks end once the new one runs */
+    engine_unref(srv->w.eng);
+    srv->w.eng = e;
+    engine_start(e, &srv->w);
     srv_log(srv, "info", "reload");
-    logfmt_str(&srv->log, "script", srv->script);
-    logfmt_int(&srv->log, "generation", (long long)e->generation);
-    server_log_end(srv);
+    logfmt_str(&srv->w.log, "script", srv->script);
+    logfmt_int(&srv->w.log, "generation", (long long)e->generation);
+    worker_log_end(&srv->w);
 }
+
+static struct queue *server_queue(struct server *srv, char *err, size_t cap);
+
+static struct queue *worker_queue(struct worker *w, char *err, size_t cap)
+{
+    return server_queue(w->owner, err, cap);
+}
+
+static const struct worker_ops server_worker_ops = {worker_queue};
 
 static int init(struct server *srv, struct ev_loop *loop, struct engine *eng,
                 const struct server_worker *wk)
 {
     memset(srv, 0, sizeof(*srv));
-    srv->loop = loop;
-    srv->eng = eng;
-    srv->pid = (unsigned)getpid();
-    uint32_t r;
-    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
-        r = (uint32_t)(time_mono() * 1e9);
-    srv->counter = r & 0xFFFFFF;
-    srv->worker_id = wk ? wk->id : -1;
-    buf_init(&srv->log);
-    buf_init(&srv->logq);
+    worker_init(&srv->w, loop, wk ? wk->id : -1, &server_worker_ops, srv);
+    srv->w.eng = eng;
+    srv->sessions.gone = session_gone;
     const struct config *cfg = &eng->cfg;
     int nls = wk ? wk->nls : cfg->nlisten;
     srv->ls = xcalloc((size_t)(nls ? nls : 1), sizeof(*srv->ls));
@@ -475,21 +402,15 @@ static int init(struct server *srv, struct ev_loop *loop, struct engine *eng,
         }
         l->srv = srv;
         srv->nls++;
-        if (l->http) {
-            /* libmicrohttpd accepts on it from now on and closes it */
-            if (http_listen(srv, l->fd, l->name) < 0)
+        if (!l->proto->accept) {
+            if (l->proto->serve(srv, l) < 0)
                 return -1;
-            l->fd = -1;
             continue;
         }
         ev_io_init(&l->w, accept_cb, l->fd, EV_READ);
         l->w.data = l;
         ev_io_start(loop, &l->w);
     }
-    ev_prepare_init(&srv->flusher, flush_cb);
-    srv->flusher.data = srv;
-    ev_prepare_start(loop, &srv->flusher);
-    ev_unref(loop);
     ev_signal_init(&srv->sigterm, stop_cb, SIGTERM);
     ev_signal_init(&srv->sigint, stop_cb, SIGINT);
     ev_signal_init(&srv->sighup, hup_cb, SIGHUP);
@@ -517,13 +438,13 @@ static int init(struct server *srv, struct ev_loop *loop, struct engine *eng,
     signal(SIGPIPE, SIG_IGN);
     for (int i = 0; i < srv->nls && !wk; i++) {
         srv_log(srv, "info", "listening");
-        logfmt_str(&srv->log, "address", srv->ls[i].name);
-        logfmt_int(&srv->log, "port", srv->ls[i].port);
-        server_log_end(srv);
+        logfmt_str(&srv->w.log, "address", srv->ls[i].name);
+        logfmt_int(&srv->w.log, "port", srv->ls[i].port);
+        worker_log_end(&srv->w);
     }
     warn_spool(srv);
-    server_log_flush(srv);
-    engine_start(eng, srv);
+    worker_log_flush(&srv->w);
+    engine_start(eng, &srv->w);
     return 0;
 }
 
@@ -538,16 +459,16 @@ int server_init_worker(struct server *srv, struct ev_loop *loop, struct engine *
     return init(srv, loop, eng, w);
 }
 
-struct queue *server_queue(struct server *srv, char *err, size_t cap)
+static struct queue *server_queue(struct server *srv, char *err, size_t cap)
 {
     if (srv->queue)
         return srv->queue;
     struct queue *q = xcalloc(1, sizeof(*q));
-    if (queue_open(q, srv, err, cap) < 0) {
+    if (queue_open(q, &srv->w, err, cap) < 0) {
         free(q);
         srv_log(srv, "error", "queue_unavailable");
-        logfmt_str(&srv->log, "error", err);
-        server_log_end(srv);
+        logfmt_str(&srv->w.log, "error", err);
+        worker_log_end(&srv->w);
         return NULL;
     }
     srv->queue = q;
@@ -559,20 +480,20 @@ int server_run(struct server *srv)
     /* messages left from an earlier run resume now; a fresh queue
      * directory is made on first use only */
     struct stat st;
-    if (stat(srv->eng->cfg.queue_dir, &st) == 0) {
+    if (stat(srv->w.eng->cfg.queue_dir, &st) == 0) {
         char err[256];
         server_queue(srv, err, sizeof(err));
     }
-    ev_run(srv->loop, 0);
+    ev_run(srv->w.loop, 0);
     srv_log(srv, "info", "stopped");
-    server_log_end(srv);
-    server_log_flush(srv);
+    worker_log_end(&srv->w);
+    worker_log_flush(&srv->w);
     return 0;
 }
 
 void server_free(struct server *srv)
 {
-    http_stop_all(srv);
+    http_stop_all(&srv->w, &srv->http);
     if (srv->queue) {
         queue_close(srv->queue);
         free(srv->queue);
@@ -580,30 +501,26 @@ void server_free(struct server *srv)
     }
     for (int i = 0; i < srv->nls; i++)
         if (srv->ls[i].fd >= 0) {
-            ev_io_stop(srv->loop, &srv->ls[i].w);
+            ev_io_stop(srv->w.loop, &srv->ls[i].w);
             close(srv->ls[i].fd);
         }
     free(srv->ls);
-    ev_ref(srv->loop);
-    ev_prepare_stop(srv->loop, &srv->flusher);
-    ev_ref(srv->loop);
-    ev_ref(srv->loop);
-    ev_signal_stop(srv->loop, &srv->sigterm);
-    ev_signal_stop(srv->loop, &srv->sigint);
+    ev_ref(srv->w.loop);
+    ev_ref(srv->w.loop);
+    ev_signal_stop(srv->w.loop, &srv->sigterm);
+    ev_signal_stop(srv->w.loop, &srv->sigint);
     if (ev_is_active(&srv->sighup)) {
-        ev_ref(srv->loop);
-        ev_signal_stop(srv->loop, &srv->sighup);
+        ev_ref(srv->w.loop);
+        ev_signal_stop(srv->w.loop, &srv->sighup);
     }
     if (ev_is_active(&srv->sigusr1)) {
-        ev_ref(srv->loop);
-        ev_signal_stop(srv->loop, &srv->sigusr1);
+        ev_ref(srv->w.loop);
+        ev_signal_stop(srv->w.loop, &srv->sigusr1);
     }
-    ev_timer_stop(srv->loop, &srv->grace);
-    ev_timer_stop(srv->loop, &srv->accept_pause);
-    if (srv->eng)
-        engine_unref(srv->eng);
-    srv->eng = NULL;
-    server_log_flush(srv);
-    buf_free(&srv->log);
-    buf_free(&srv->logq);
+    ev_timer_stop(srv->w.loop, &srv->grace);
+    ev_timer_stop(srv->w.loop, &srv->accept_pause);
+    if (srv->w.eng)
+        engine_unref(srv->w.eng);
+    srv->w.eng = NULL;
+    worker_free(&srv->w);
 }

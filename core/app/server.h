@@ -1,7 +1,9 @@
-/* server.h - one worker process: the event loop, listeners, the set of
- * sessions, the current engine, signals, and the once-per-iteration flush
- * of pending replies. Nothing here is process-global: a process that forks
- * N workers gives each its own struct server. */
+/* server.h - one serving process: its worker (net/worker.h: loop, log,
+ * ids, the engine), the listeners and their protocols, the set of
+ * sessions, signals, the queue and the HTTP daemons. Nothing here is
+ * process-global: a process that forks N workers gives each its own
+ * struct server; what a master owns (bound sockets, the shared connection
+ * counts) is handed in as struct server_worker. */
 #ifndef KURIR_SERVER_H
 #define KURIR_SERVER_H
 
@@ -9,45 +11,53 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "net/conn.h"
+#include "net/worker.h"
 #include "lua/engine.h"
 #include "proto/util.h"
+#include "smtp/session.h"
 
-struct session;
 struct conn_limit;
 struct http_daemon;
 struct queue;
+struct server;
+struct listener;
+
+/* A listener's protocol: what the accept path hands a connection to. */
+struct protocol {
+    const char *name;               /* "smtp", "smtps", "http" */
+    const char *scheme;             /* how a listen address names it: "", "smtps://", "http://" */
+    bool tls;                       /* needs the configuration's TLS (implicit TLS) */
+    /* the constructor for an accepted connection (the fd is its own) */
+    void (*accept)(struct server *srv, struct listener *l, int fd, const struct sockaddr_storage *peer);
+    /* NULL accept: the protocol takes the listening socket itself and
+     * accepts on it (libmicrohttpd); -1 with a message on stderr */
+    int (*serve)(struct server *srv, struct listener *l);
+};
+
+/* the protocol of a listen address (lc->tls, lc->http) */
+const struct protocol *server_protocol(const struct listen_cfg *lc);
 
 struct listener {
     int fd;
     ev_io w;
-    bool tls;
-    bool http;                      /* an http:// listener: handed to http.c */
+    const struct protocol *proto;
     char name[96];                  /* [smtps://|http://]ADDR:PORT with the port bound */
     int port;                       /* the port bound (the kernel's pick for 0) */
     struct server *srv;
 };
 
 struct server {
-    struct ev_loop *loop;
-    struct engine *eng;             /* engine for new sessions */
+    struct worker w;                /* loop, log, ids, the engine for new sessions */
     struct listener *ls;
     int nls;
-    struct session *sessions;
-    int nsessions;
-    struct conn *pending;           /* conns with replies to write this iteration */
-    ev_prepare flusher;
+    struct session_set sessions;
     ev_signal sigterm, sigint, sighup;
     ev_signal sigusr1;              /* worker: retire (replaced by a reload) */
     ev_timer grace;
     ev_timer accept_pause;          /* accept paused after EMFILE */
-    struct http_daemon *http;       /* http:// listeners (http.c) */
+    struct http_daemon *http;       /* the daemons of the http:// listeners (http.c) */
     bool stopping;                  /* no new sessions */
     bool retiring;                  /* ... but the sessions run to their end */
-    struct buf log;                 /* the line being built */
-    struct buf logq;                /* finished lines, written once per iteration */
-    uint64_t counter;
-    unsigned pid;
-    int worker_id;                  /* -1: a single process, no master */
     struct conn_limit *climit;      /* counts shared by the workers; NULL: this process's sessions */
     int climit_slot;
     /* to reload */
@@ -74,25 +84,19 @@ int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng);
 /* A worker: serve on the master's listeners; SIGHUP is the master's. */
 int server_init_worker(struct server *srv, struct ev_loop *loop, struct engine *eng,
                        const struct server_worker *w);
-/* Bind one listener (l->fd, l->tls, l->name). -1 with a message on stderr. */
+/* Bind one listener (l->fd, l->proto, l->name). -1 with a message on stderr. */
 int server_listen(struct listener *l, const struct listen_cfg *lc);
 /* Run until shut down; returns the process exit code. */
 int server_run(struct server *srv);
 void server_free(struct server *srv);
 
-void server_want_flush(struct server *srv, struct conn *c);
-/* finish the log line built in srv->log (queued; written once per loop
- * iteration or when 64 KiB are queued) */
-void server_log_end(struct server *srv);
-void server_log_flush(struct server *srv);
-void server_forget_conn(struct server *srv, struct conn *c);
-void server_session_gone(struct server *srv, struct session *s);
-/* unique id (session ids and queue ids): 20 upper-case hex digits + NUL,
- * unique across processes and restarts (time, pid, counter) */
-void server_new_id(struct server *srv, char out[24]);
 /* sessions whose peer has the same client key (client_key.h) as peer */
 int server_count_ip(struct server *srv, const struct sockaddr_storage *peer);
-/* The queue of this process, opened on first use; NULL with a reason. */
-struct queue *server_queue(struct server *srv, char *err, size_t cap);
+/* What the layers above lua/ add to every engine (engine_load's open
+ * function): the session's classes, msg:enqueue, kurir.http. */
+void server_open_lua(lua_State *L);
+/* what privdrop_apply needs of a configuration */
+struct privdrop_want;
+void server_privdrop_want(const struct config *c, struct privdrop_want *w);
 
 #endif

@@ -21,7 +21,8 @@
 #include <unistd.h>
 
 #include "proto/logfmt.h"
-#include "app/server.h"
+#include "lua/engine.h"
+#include "net/worker.h"
 
 #define HTTP_BODY_MAX (1024 * 1024)        /* request bodies (JSON) */
 #define HTTP_STREAM_MAX (1024 * 1024)      /* unsent stream bytes before a slow reader is cut */
@@ -32,7 +33,7 @@
 
 struct http_daemon {
     struct MHD_Daemon *d;
-    struct server *srv;
+    struct worker *w;
     ev_io io;
     ev_timer tm;
     ev_prepare prep;
@@ -66,18 +67,13 @@ struct http_req {
     struct http_req *prev, *next;
 };
 
-static struct http_daemon *daemons_of(struct server *srv)
-{
-    return srv->http;
-}
-
 static void hd_schedule(struct http_daemon *hd)
 {
     MHD_UNSIGNED_LONG_LONG ms = 0;
-    ev_timer_stop(hd->srv->loop, &hd->tm);
+    ev_timer_stop(hd->w->loop, &hd->tm);
     if (MHD_get_timeout(hd->d, &ms) == MHD_YES) {
         ev_timer_set(&hd->tm, (double)ms / 1000.0, 0);
-        ev_timer_start(hd->srv->loop, &hd->tm);
+        ev_timer_start(hd->w->loop, &hd->tm);
     }
 }
 
@@ -153,7 +149,7 @@ int http_req_respond(struct http_req *r, int status, const char *headers, const 
     add_headers(resp, headers);
     r->resp = resp;
     r->status = status;
-    ev_timer_stop(r->hd->srv->loop, &r->deadline);
+    ev_timer_stop(r->hd->w->loop, &r->deadline);
     if (!r->in_handler)
         req_wake(r);
     return 0;
@@ -201,10 +197,10 @@ int http_req_stream(struct http_req *r, int status, const char *headers)
     r->resp = resp;
     r->status = status;
     r->streaming = true;
-    ev_timer_stop(r->hd->srv->loop, &r->deadline);
+    ev_timer_stop(r->hd->w->loop, &r->deadline);
     ev_timer_init(&r->ping, ping_cb, HTTP_PING_INTERVAL, HTTP_PING_INTERVAL);
     r->ping.data = r;
-    ev_timer_start(r->hd->srv->loop, &r->ping);
+    ev_timer_start(r->hd->w->loop, &r->ping);
     if (!r->in_handler)
         req_wake(r);
     return 0;
@@ -237,14 +233,14 @@ static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void http_req_deadline(struct http_req *r, double seconds, int status, const char *headers,
                        const char *body, size_t len)
 {
-    ev_timer_stop(r->hd->srv->loop, &r->deadline);
+    ev_timer_stop(r->hd->w->loop, &r->deadline);
     r->dl_status = status;
     free(r->dl_headers);
     r->dl_headers = xstrdup(headers ? headers : "");
     buf_reset(&r->dl_body);
     buf_append(&r->dl_body, body, len);
     ev_timer_set(&r->deadline, seconds < 0 ? 0 : seconds, 0);
-    ev_timer_start(r->hd->srv->loop, &r->deadline);
+    ev_timer_start(r->hd->w->loop, &r->deadline);
 }
 
 const char *http_req_method(const struct http_req *r) { return r->method; }
@@ -342,7 +338,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (r->too_large) {
             plain(r, 413, "request body too large\n");
         } else {
-            struct engine *e = hd->srv->eng;
+            struct engine *e = hd->w->eng;
             engine_ref(e);
             r->eng = e;
             lua_http_handle(e, r);
@@ -374,8 +370,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         return;
     *con_cls = NULL;
     r->c = NULL;
-    ev_timer_stop(hd->srv->loop, &r->deadline);
-    ev_timer_stop(hd->srv->loop, &r->ping);
+    ev_timer_stop(hd->w->loop, &r->deadline);
+    ev_timer_stop(hd->w->loop, &r->ping);
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -405,19 +401,19 @@ static void on_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
-    buf_reset(&hd->srv->log);
-    logfmt_begin(&hd->srv->log, "warn", NULL, "http_error");
-    logfmt_str(&hd->srv->log, "error", msg);
-    server_log_end(hd->srv);
+    buf_reset(&hd->w->log);
+    logfmt_begin(&hd->w->log, "warn", NULL, "http_error");
+    logfmt_str(&hd->w->log, "error", msg);
+    worker_log_end(hd->w);
 }
 
-int http_listen(struct server *srv, int fd, const char *name)
+int http_listen(struct worker *w, struct http_daemon **list, int fd, const char *name)
 {
     struct sockaddr_storage ss;
     socklen_t slen = sizeof(ss);
     bool v6 = getsockname(fd, (struct sockaddr *)&ss, &slen) == 0 && ss.ss_family == AF_INET6;
     struct http_daemon *hd = xcalloc(1, sizeof(*hd));
-    hd->srv = srv;
+    hd->w = w;
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6)
         flags |= MHD_USE_IPv6;
@@ -438,22 +434,22 @@ int http_listen(struct server *srv, int fd, const char *name)
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(hd->d, MHD_DAEMON_INFO_EPOLL_FD);
     ev_io_init(&hd->io, io_cb, info->epoll_fd, EV_READ);
     hd->io.data = hd;
-    ev_io_start(srv->loop, &hd->io);
+    ev_io_start(w->loop, &hd->io);
     ev_timer_init(&hd->tm, tm_cb, 0, 0);
     hd->tm.data = hd;
     ev_prepare_init(&hd->prep, prep_cb);
     hd->prep.data = hd;
-    ev_prepare_start(srv->loop, &hd->prep);
-    ev_unref(srv->loop);
-    hd->next = srv->http;
-    srv->http = hd;
+    ev_prepare_start(w->loop, &hd->prep);
+    ev_unref(w->loop);
+    hd->next = *list;
+    *list = hd;
     hd_schedule(hd);
     return 0;
 }
 
-void http_stop_all(struct server *srv)
+void http_stop_all(struct worker *w, struct http_daemon **list)
 {
-    struct http_daemon *hd = daemons_of(srv);
+    struct http_daemon *hd = *list;
     while (hd) {
         for (struct http_req *r = hd->reqs; r; r = r->next) {
             if (r->streaming) {
@@ -465,14 +461,14 @@ void http_stop_all(struct server *srv)
             req_wake(r);
         }
         MHD_run(hd->d);   /* moves resumed connections out of the suspended list */
-        ev_io_stop(srv->loop, &hd->io);
-        ev_timer_stop(srv->loop, &hd->tm);
-        ev_ref(srv->loop);
-        ev_prepare_stop(srv->loop, &hd->prep);
+        ev_io_stop(w->loop, &hd->io);
+        ev_timer_stop(w->loop, &hd->tm);
+        ev_ref(w->loop);
+        ev_prepare_stop(w->loop, &hd->prep);
         MHD_stop_daemon(hd->d);
         struct http_daemon *next = hd->next;
         free(hd);
         hd = next;
     }
-    srv->http = NULL;
+    *list = NULL;
 }

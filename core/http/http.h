@@ -8,18 +8,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "lua/engine.h"
+#include "net/worker.h"
 #include "proto/util.h"
 
-struct server;
 struct http_daemon;
 struct http_req;
 
-/* Serve HTTP on fd, a bound listening socket (server_listen) named name;
- * libmicrohttpd owns fd from here on, also when this fails. -1 with a
- * message on stderr. */
-int http_listen(struct server *srv, int fd, const char *name);
-/* Answer every suspended request with 503 and stop all HTTP listeners. */
-void http_stop_all(struct server *srv);
+/* Serve HTTP on fd, a bound listening socket named name, in w's loop;
+ * the daemon is linked into *list (its owner's). libmicrohttpd owns fd
+ * from here on, also when this fails. -1 with a message on stderr.
+ * Requests run the Lua handler of w->eng. */
+int http_listen(struct worker *w, struct http_daemon **list, int fd, const char *name);
+/* Answer every suspended request of *list with 503 and stop them all. */
+void http_stop_all(struct worker *w, struct http_daemon **list);
 
 /* --- the request, for lua_http.c ---------------------------------------- */
 const char *http_req_method(const struct http_req *r);

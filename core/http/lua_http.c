@@ -12,7 +12,8 @@
 
 #include "http/http.h"
 #include "proto/logfmt.h"
-#include "app/server.h"
+#include "lua/engine.h"
+#include "net/worker.h"
 
 #define REQ_MT "kurir.http_request"
 #define HANDLER_KEY "kurir.http_handler"
@@ -229,13 +230,13 @@ void lua_http_handle(struct engine *e, struct http_req *r)
     lua_pushcfunction(L, traceback);
     lua_rotate(L, -3, 1);   /* traceback, handler, request */
     if (lua_pcall(L, 1, 0, top + 1) != LUA_OK) {
-        struct server *srv = e->srv;
-        if (srv) {
-            buf_reset(&srv->log);
-            logfmt_begin(&srv->log, "error", NULL, "http_handler_error");
-            logfmt_str(&srv->log, "path", http_req_path(r));
-            logfmt_str(&srv->log, "error", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-            server_log_end(srv);
+        struct worker *w = e->w;
+        if (w) {
+            buf_reset(&w->log);
+            logfmt_begin(&w->log, "error", NULL, "http_handler_error");
+            logfmt_str(&w->log, "path", http_req_path(r));
+            logfmt_str(&w->log, "error", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            worker_log_end(w);
         }
         const char *t = "{\"error\":\"internal error in the HTTP handler (see the server log)\"}";
         http_req_respond(r, 500, "Content-Type: application/json\n", t, strlen(t));

@@ -87,3 +87,13 @@ void binding_register(lua_State *L, const struct binding_class *c)
     lua_setfield(L, mt, "__newindex");
     lua_settop(L, mt - 1);
 }
+
+void binding_add_method(lua_State *L, const char *name, const char *method, lua_CFunction fn)
+{
+    luaL_getmetatable(L, name);
+    lua_getfield(L, -1, "__index");
+    lua_getupvalue(L, -1, 1);            /* the method table */
+    lua_pushcfunction(L, fn);
+    lua_setfield(L, -2, method);
+    lua_pop(L, 3);
+}

@@ -24,5 +24,8 @@ struct binding_class {
 
 /* Create the metatable of c in L's registry. */
 void binding_register(lua_State *L, const struct binding_class *c);
+/* Add a method to the registered class name (a higher layer extends a
+ * lower layer's class, e.g. msg:enqueue from queue/). */
+void binding_add_method(lua_State *L, const char *name, const char *method, lua_CFunction fn);
 
 #endif

@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "lua/engine.h"
-#include "smtp/engine_session.h"
 #include "proto/util.h"
 
 #define DNS_META "kurir.dns_channel"

@@ -6,11 +6,14 @@
 #define KURIR_ENGINE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <ev.h>
 #include <lua.h>
 #include "proto/reply.h"
 #include "lua/task.h"
 #include "net/tls.h"
+#include "net/worker.h"
 
 enum hook {
     HOOK_CONNECT, HOOK_HELO, HOOK_STARTTLS, HOOK_AUTH, HOOK_MAIL, HOOK_RCPT, HOOK_DATA,
@@ -82,7 +85,7 @@ struct engine {
     struct config cfg;
     struct tls_ctx *tls;
     char *script;                 /* path as given */
-    struct server *srv;
+    struct worker *w;             /* the worker it runs in (engine_start); NULL while loading */
     struct buf log;               /* kurir.log lines while the script loads */
     uint64_t generation;
     struct engine_job *jobs;      /* the tasks of kurir.spawn / kurir.every */
@@ -93,11 +96,17 @@ struct engine {
 
 const char *engine_hook_name(enum hook h);
 
+/* What the layers above lua/ add to a new Lua state before the script
+ * runs (their classes, fields of the kurir table): called with
+ * package.loaded.kurir on top of L's stack. */
+typedef void engine_open_fn(lua_State *L);
+
 /* Load script with args (argv[0] = script) into a new engine. On failure
  * returns NULL and a message "file:line: reason" in err (malloc'ed).
+ * open_above: see engine_open_fn (NULL: the kurir module only).
  * listen_override: -l options (may be NULL/0). */
-struct engine *engine_load(const char *script, int argc, char **argv, char **listen_override,
-                           int nlisten_override, char **err);
+struct engine *engine_load(const char *script, engine_open_fn *open_above, int argc, char **argv,
+                           char **listen_override, int nlisten_override, char **err);
 void engine_ref(struct engine *e);
 void engine_unref(struct engine *e);
 bool engine_has_hook(const struct engine *e, enum hook h);
@@ -105,7 +114,7 @@ bool engine_has_hook(const struct engine *e, enum hook h);
 bool engine_has_user_hook(const struct engine *e, enum hook h);
 /* The event loop runs e (main start, or e replaced the script on SIGHUP):
  * the tasks the script spawned while it loaded start now. */
-void engine_start(struct engine *e, struct server *srv);
+void engine_start(struct engine *e, struct worker *w);
 /* Stop every kurir.spawn / kurir.every task of e (SIGHUP once the new
  * script runs, SIGTERM); later spawns are refused. */
 void engine_stop_jobs(struct engine *e);
@@ -117,6 +126,20 @@ int engine_spawn(struct engine *e, lua_State *L, int nargs, double period);
 bool engine_listen_ok(const char *arg, char *why, size_t cap);
 /* path of scripts/mock.lua (build tree or installed) */
 void engine_default_script(char *out, size_t cap);
+/* the event loop of the engine that owns L (NULL while the script loads) */
+struct ev_loop *engine_loop(lua_State *L);
+
+/* bindings of the kurir module in lua/ (their prefix is l + the class,
+ * never Lua's own lua_/luaL_) */
+void lkurir_open(lua_State *L);   /* package.loaded.kurir, its C part */
+/* kurir.worker(): id from 0 and count; id -1 while the master checks the
+ * script (it serves nothing). A single process is worker 0 of 1. */
+void lkurir_set_worker(int id, int count);
+void lshared_register(lua_State *L);                        /* lua_shared.c */
+int lshared_open(lua_State *L);                             /* kurir.shared(name, size) */
+/* Log fields of kurir.log / s:log from stack index first on: (event,
+ * table) gives sorted key=value pairs, anything else one msg="..." */
+void lkurir_log_fields(lua_State *L, int first, struct buf *b);
 
 
 #endif

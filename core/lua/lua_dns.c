@@ -17,11 +17,9 @@
 #include <string.h>
 
 #include "lua/dns.h"
-#include "smtp/engine_session.h"
 #include "lua/engine.h"
 #include "proto/logfmt.h"
-#include "app/server.h"
-#include "smtp/session.h"
+#include "net/worker.h"
 #include "lua/task.h"
 #include "proto/util.h"
 
@@ -48,7 +46,7 @@ struct dns_op {
     struct dns_sub sub[2];
     unsigned char addr[16];        /* ptr: the address asked about */
     int addrlen, family;
-    struct server *srv;            /* for the dns_dropped log line */
+    struct worker *w;              /* for the dns_dropped log line */
     char sid[24];                  /* the asking session's id ("": a spawned task) */
     char *name;                    /* owned */
 };
@@ -245,13 +243,13 @@ static void query_cb(void *arg, int status, int timeouts, unsigned char *abuf, i
         /* One line per abandoned lookup once c-ares is done with it, so
          * that a late answer or timeout is seen to be dropped. Not while
          * the channel is destroyed: the server may be gone by then. */
-        if (status != ARES_EDESTRUCTION && op->srv) {
-            struct buf *b = &op->srv->log;
+        if (status != ARES_EDESTRUCTION && op->w) {
+            struct buf *b = &op->w->log;
             buf_reset(b);
             logfmt_begin(b, "info", op->sid[0] ? op->sid : NULL, "dns_dropped");
             logfmt_str(b, "name", op->name);
             logfmt_str(b, "status", ares_strerror(status));
-            server_log_end(op->srv);
+            worker_log_end(op->w);
         }
         op_free(op);
         return;
@@ -284,9 +282,8 @@ static int lookup(lua_State *L, enum dns_kind kind, const char *name, int t1, in
     struct dns_op *op = xcalloc(1, sizeof(*op));
     op->waiter.cancel = op_cancel;
     op->t = t;
-    op->srv = t->eng->srv;
-    struct session *s = engine_task_session(t);
-    snprintf(op->sid, sizeof(op->sid), "%s", s ? s->id : "");
+    op->w = t->eng->w;
+    snprintf(op->sid, sizeof(op->sid), "%s", t->sid ? t->sid : "");
     op->name = xstrdup(name);
     op->kind = kind;
     op->nsub = t2 ? 2 : 1;

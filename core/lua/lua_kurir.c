@@ -15,14 +15,12 @@
 
 #include "lua/dns.h"
 #include "lua/engine.h"
-#include "smtp/engine_session.h"
-#include "http/http.h"
 #include "proto/logfmt.h"
 #include "proto/reply.h"
 #include "lua/lua_mime.h"
 #include "lua/lua_socket.h"
 #include "sys/maildir.h"
-#include "app/server.h"
+#include "net/worker.h"
 #include "lua/task.h"
 
 static struct engine *engine_of(lua_State *L)
@@ -185,16 +183,16 @@ void lkurir_log_fields(lua_State *L, int first, struct buf *b)
 static int k_log(lua_State *L)
 {
     struct engine *e = engine_of(L);
-    /* at load time there is no server yet: the engine's own buffer */
-    struct buf *b = e->srv ? &e->srv->log : &e->log;
+    /* at load time there is no worker yet: the engine's own buffer */
+    struct buf *b = e->w ? &e->w->log : &e->log;
     buf_reset(b);   /* drop a line that an error left half-built */
     const char *event = "script";
     if (lua_gettop(L) >= 2 && lua_type(L, 1) == LUA_TSTRING && lua_istable(L, 2))
         event = lua_tostring(L, 1);
     logfmt_begin(b, "info", NULL, event);
     lkurir_log_fields(L, 1, b);
-    if (e->srv)
-        server_log_end(e->srv);
+    if (e->w)
+        worker_log_end(e->w);
     else
         logfmt_emit(b, 2);
     return 0;
@@ -303,7 +301,6 @@ void lkurir_open(lua_State *L)
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     luaL_newlib(L, kurir_funcs);
     ldns_open(L);
-    lua_http_open(L);
     lua_mime_open(L);
     lua_fs_open(L);
     lua_pushstring(L, KURIR_VERSION);

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp/engine_session.h"
+#include "lua/engine.h"
 #include "sys/shared_dict.h"
 
 #define SHARED_MT "kurir.shared"

@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "net/conn.h"
-#include "smtp/engine_session.h"
+#include "lua/engine.h"
 #include "lua/task.h"
 #include "proto/util.h"
 

@@ -15,14 +15,14 @@
 #include <time.h>
 
 #include "lua/engine.h"
-#include "app/server.h"
+#include "net/worker.h"
 #include "proto/util.h"
 
 #define CPU_CHECK_EVERY 10000
 
 static struct ev_loop *loop_of(const struct task *t)
 {
-    return t->eng->srv ? t->eng->srv->loop : NULL;
+    return t->eng->w ? t->eng->w->loop : NULL;
 }
 
 struct task *task_current(lua_State *L)

@@ -64,6 +64,7 @@ struct task {
     uint64_t gen;                /* bumped by every wait and abort */
     uint64_t armed_gen;          /* gen of the wait the timer belongs to */
     struct task_waiter *waiter;  /* the operation waited on (NULL: sleep) */
+    const char *sid;             /* the session id its log lines carry; NULL: none (spawn/every) */
     ev_timer timer;              /* wait timeout, run limit, deferred wake */
 };
 

@@ -213,6 +213,27 @@ size_t conn_queued(const struct conn *c)
     return buf_used(&c->out);
 }
 
+void conn_write(struct conn *c, const void *p, size_t n)
+{
+    if (c->closed)
+        return;
+    buf_append(&c->out, p, n);
+}
+
+const char *conn_queued_since(const struct conn *c, size_t at, size_t *len)
+{
+    size_t used = buf_used(&c->out);
+    if (at > used)
+        at = used;
+    *len = used - at;
+    return buf_peek(&c->out) + at;
+}
+
+bool conn_eof(const struct conn *c)
+{
+    return c->eof;
+}
+
 int conn_flush(struct conn *c)
 {
     if (c->closed || c->handshaking)
@@ -274,6 +295,12 @@ void conn_close(struct conn *c, bool flush)
         conn_flush(c);
     }
     conn_update(c);
+}
+
+void conn_abort(struct conn *c)
+{
+    c->eof = true;
+    conn_close(c, false);
 }
 
 static void conn_finish(struct conn *c)

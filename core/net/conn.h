@@ -4,7 +4,9 @@
  *
  * Ownership: the session embeds a struct conn. conn never frees memory of
  * its owner; when the connection is finished it calls ops->closed() once,
- * from a safe point (never inside another callback of the same conn). */
+ * from a safe point (never inside another callback of the same conn).
+ * The owner uses a conn only through the functions below: it may read the
+ * fields (addresses, closing, closed), never set them nor write into out. */
 #ifndef KURIR_CONN_H
 #define KURIR_CONN_H
 
@@ -64,8 +66,8 @@ struct conn {
     bool closing;                   /* close requested; flush first if flush_on_close */
     bool flush_on_close;
     bool closed;
-    bool eof;                       /* peer closed its side */
-    bool pending_flush;             /* on the server's pending-writes list */
+    bool eof;                       /* peer closed its side (or conn_abort) */
+    bool pending_flush;             /* on the worker's pending-writes list (worker.c) */
     struct conn *next_pending;
     struct sockaddr_storage peer, local;
     char peer_ip[64], local_ip[64];
@@ -84,6 +86,15 @@ void conn_set_reading(struct conn *c, bool on);
 /* >0 bytes, 0 EOF, CONN_ERROR, CONN_AGAIN (no data now) */
 ssize_t conn_read(struct conn *c, void *buf, size_t n);
 
+/* Queue n bytes for the peer (written by conn_flush; dropped once the conn
+ * is closed). */
+void conn_write(struct conn *c, const void *p, size_t n);
+/* The queued bytes from offset at (an earlier conn_queued()) to the end:
+ * what was queued since. */
+const char *conn_queued_since(const struct conn *c, size_t at, size_t *len);
+/* the peer closed its sending side (or the conn was aborted) */
+bool conn_eof(const struct conn *c);
+
 /* Try to write the queue now. Returns 0, or -1 when the connection failed
  * (a close is then scheduled). */
 int conn_flush(struct conn *c);
@@ -96,5 +107,8 @@ void conn_start_handshake(struct conn *c, const struct conn_transport *tr, void 
 /* Schedule a close: with flush = true queued output is written first
  * (bounded by the caller's timeout). Safe to call from any callback. */
 void conn_close(struct conn *c, bool flush);
+/* End the connection now as if the peer had gone: nothing more is read,
+ * queued output is not waited for (TLS failure, timeout, s:drop()). */
+void conn_abort(struct conn *c);
 
 #endif

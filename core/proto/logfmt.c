@@ -2,7 +2,7 @@
  * Every value goes through logfmt_value(), which quotes and escapes
  * anything that could start a new field or a new line: client bytes are
  * logged faithfully but can never forge either. The server queues finished
- * lines and writes them once per loop iteration (server_log_end); only
+ * lines and writes them once per loop iteration (worker_log_end); only
  * lines made before the loop runs (kurir.log while the script loads) go
  * out through logfmt_emit(), one write(2) each. Owns no state. */
 #include "proto/logfmt.h"

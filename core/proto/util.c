@@ -2,11 +2,13 @@
  * state; every buffer belongs to whoever embeds the struct buf. */
 #include "proto/util.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static void oom(size_t n)
 {
@@ -207,4 +209,26 @@ double time_wall(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    int eintr = 0;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0) {
+            if (errno == EINTR && ++eintr < 100)
+                continue;
+            return -1;
+        }
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
+        eintr = 0;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
 }

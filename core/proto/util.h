@@ -43,6 +43,11 @@ void buf_shrink(struct buf *b, size_t keep_cap);      /* free memory of an idle 
 bool ascii_casecmp(const char *a, const char *b, size_t n);
 bool ascii_caseeq(const char *a, size_t alen, const char *lit);
 
+/* Write all n bytes to fd (blocking, or a file): 0, or -1 with errno.
+ * EINTR is retried (up to 100 in a row); a write of 0 bytes is EIO. The
+ * one copy for spool, Maildir, mbox, the queue store and the log. */
+int write_all(int fd, const void *p, size_t n);
+
 /* Monotonic and wall-clock time in seconds. */
 double time_mono(void);
 double time_wall(void);

@@ -140,21 +140,6 @@ void agent_maildir_start(struct delivery *d)
 
 /* ---- mbox ---------------------------------------------------------------------- */
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int mkdir_parents(const char *path)
 {
     char p[PATH_MAX];

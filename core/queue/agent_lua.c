@@ -13,7 +13,7 @@
 
 #include "lua/engine.h"
 #include "queue/queue.h"
-#include "app/server.h"
+#include "net/worker.h"
 #include "lua/task.h"
 
 #define AGENT_LUA_LIMIT 600.0   /* seconds one delivery may take */
@@ -110,7 +110,7 @@ static void fail_now(struct delivery *d, const char *why)
 void agent_lua_start(struct delivery *d)
 {
     struct queue *q = d->q;
-    struct engine *e = q->srv->eng;
+    struct engine *e = q->w->eng;
     lua_State *L = e->L;
     struct qentry *en = d->e;
     struct qrcpt *rc = &en->env.rcpts[d->idx];

@@ -16,7 +16,8 @@
 #include <unistd.h>
 
 #include "queue/queue.h"
-#include "app/server.h"
+#include "lua/engine.h"
+#include "net/worker.h"
 
 #define PIPE_OUTPUT_MAX 4096
 #define EX_TEMPFAIL 75
@@ -40,7 +41,7 @@ struct pipe_run {
 
 static struct ev_loop *loop_of(struct pipe_run *p)
 {
-    return p->d->q->srv->loop;
+    return p->d->q->w->loop;
 }
 
 static void run_unlink(struct pipe_run *p)
@@ -293,7 +294,7 @@ void agent_pipe_start(struct delivery *d)
     buf_init(&p->output);
     fcntl(p->in_fd, F_SETFL, O_NONBLOCK);
     fcntl(p->out_fd, F_SETFL, O_NONBLOCK);
-    struct ev_loop *loop = d->q->srv->loop;
+    struct ev_loop *loop = d->q->w->loop;
     ev_io_init(&p->in_w, in_cb, p->in_fd, EV_WRITE);
     p->in_w.data = p;
     ev_io_init(&p->out_w, out_cb, p->out_fd, EV_READ);

@@ -15,7 +15,9 @@
 #include "smtp/engine_session.h"
 #include "queue/lua_route.h"
 #include "queue/queue.h"
-#include "app/server.h"
+#include "lua/binding.h"
+#include "lua/engine.h"
+#include "net/worker.h"
 #include "lua/task.h"
 
 struct enqueue_op {
@@ -52,9 +54,10 @@ static int enqueue_continue(lua_State *L, int status, lua_KContext ctx)
     return lua_gettop(L) - (int)ctx;
 }
 
-/* (message session, {rcpt...}) -> true | nil, err; waits */
-int lqueue_enqueue(lua_State *L, struct session *s)
+/* (message, {rcpt...}) -> true | nil, err; waits until the queue has it */
+static int l_enqueue(lua_State *L)
 {
+    struct session *s = lmessage_session(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     if (s->tx.queued)
         return luaL_error(L, "msg:enqueue: this message is already queued");
@@ -106,7 +109,7 @@ int lqueue_enqueue(lua_State *L, struct session *s)
         lua_pushstring(L, err);
         return 2;
     }
-    struct queue *qu = server_queue(s->srv, err, sizeof(err));
+    struct queue *qu = s->w->ops->queue(s->w, err, sizeof(err));
     if (!qu) {
         free(idx);
         queue_file_free(&env);
@@ -143,3 +146,7 @@ int lqueue_enqueue(lua_State *L, struct session *s)
     return task_suspend(L, &op->waiter, -1, enqueue_continue, (lua_KContext)lua_gettop(L));
 }
 
+void lqueue_register(lua_State *L)
+{
+    binding_add_method(L, "kurir.message", "enqueue", l_enqueue);
+}

@@ -20,5 +20,8 @@ struct route_run *lroute_internal(struct engine *eng, const char *id, const char
                                      void *arg);
 /* Stop a run that has not called cb yet (shutdown); cb never runs. */
 void lroute_internal_cancel(struct route_run *r);
+/* msg:enqueue on the smtp layer's kurir.message (lua_queue.c); after
+ * engine_session_register, from engine_load's open function. */
+void lqueue_register(lua_State *L);
 
 #endif

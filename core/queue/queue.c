@@ -22,13 +22,14 @@
 #include "proto/logfmt.h"
 #include "queue/lua_route.h"
 #include "queue/queue_ctl.h"
-#include "app/server.h"
+#include "lua/engine.h"
+#include "net/worker.h"
 
 #define QUEUE_MAX_INFLIGHT 256
 
 static struct buf *qlog(struct queue *q, const char *level, const char *event, const char *id)
 {
-    struct buf *b = &q->srv->log;
+    struct buf *b = &q->w->log;
     buf_reset(b);
     logfmt_begin(b, level, NULL, event);
     if (id)
@@ -38,21 +39,21 @@ static struct buf *qlog(struct queue *q, const char *level, const char *event, c
 
 static void qlog_end(struct queue *q)
 {
-    server_log_end(q->srv);
+    worker_log_end(q->w);
 }
 
 static const struct config *cfg(struct queue *q)
 {
-    return &q->srv->eng->cfg;
+    return &q->w->eng->cfg;
 }
 
 static void kick(struct queue *q)
 {
     if (!q->open || !q->owner)
         return;
-    ev_timer_stop(q->srv->loop, &q->timer);
+    ev_timer_stop(q->w->loop, &q->timer);
     ev_timer_set(&q->timer, 0, 0);
-    ev_timer_start(q->srv->loop, &q->timer);
+    ev_timer_start(q->w->loop, &q->timer);
 }
 
 /* ---- entries ---------------------------------------------------------------- */
@@ -385,7 +386,7 @@ static void entry_finish(struct queue *q, struct qentry *e)
     c->q = q;
     snprintf(c->id, sizeof(c->id), "%s", e->env.id);
     struct qenv *d = &c->denv;
-    server_new_id(q->srv, d->id);
+    worker_new_id(q->w, d->id);
     buf_init(&c->msg);
     uint64_t off = 0;
     int fd = queue_open_body(q, e, &off);
@@ -403,7 +404,7 @@ static void entry_finish(struct queue *q, struct qentry *e)
     char dsn_id[24];
     snprintf(dsn_id, sizeof(dsn_id), "%s", d->id);
     e->dsn_routing = true;
-    struct route_run *r = lroute_internal(q->srv->eng, dsn_id, e->env.from, dsn_routed, c);
+    struct route_run *r = lroute_internal(q->w->eng, dsn_id, e->env.from, dsn_routed, c);
     if (!r) {
         dsn_routed(c, -1, NULL, "cannot load kurir.route");
         return;
@@ -562,9 +563,9 @@ static void schedule(struct queue *q)
     }
     if (next > 0) {
         double in = next - time_wall();
-        ev_timer_stop(q->srv->loop, &q->timer);
+        ev_timer_stop(q->w->loop, &q->timer);
         ev_timer_set(&q->timer, in > 0.001 ? in : 0.001, 0);
-        ev_timer_start(q->srv->loop, &q->timer);
+        ev_timer_start(q->w->loop, &q->timer);
     }
 }
 
@@ -797,8 +798,8 @@ static void become_owner(struct queue *q)
     q->owner = true;
     scan(q, true);
     queue_ctl_open(q);
-    if (q->srv->worker_id >= 0)
-        ev_timer_start(q->srv->loop, &q->rescan);   /* the other workers' commits */
+    if (q->w->id >= 0)
+        ev_timer_start(q->w->loop, &q->rescan);   /* the other workers' commits */
     kick(q);
 }
 
@@ -810,7 +811,7 @@ static void lock_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     ev_timer_stop(loop, w);
     struct buf *b = qlog(q, "info", "queue_owner", NULL);
-    logfmt_int(b, "worker", q->srv->worker_id);
+    logfmt_int(b, "worker", q->w->id);
     qlog_end(q);
     become_owner(q);
 }
@@ -824,18 +825,18 @@ static void rescan_cb(struct ev_loop *loop, ev_timer *w, int revents)
         scan(q, false);
 }
 
-int queue_open(struct queue *q, struct server *srv, char *err, size_t cap)
+int queue_open(struct queue *q, struct worker *w, char *err, size_t cap)
 {
     memset(q, 0, sizeof(*q));
-    q->srv = srv;
+    q->w = w;
     q->ctlfd = q->lockfd = -1;
-    const char *dir = srv->eng->cfg.queue_dir;
-    if (queue_store_open(&q->store, srv->loop, dir, err, cap) < 0) {
+    const char *dir = w->eng->cfg.queue_dir;
+    if (queue_store_open(&q->store, w->loop, dir, err, cap) < 0) {
         queue_store_close(&q->store);
         return -1;
     }
     q->lockfd = openat(q->store.dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (q->lockfd < 0 || (flock(q->lockfd, LOCK_EX | LOCK_NB) < 0 && !(errno == EWOULDBLOCK && srv->worker_id >= 0))) {
+    if (q->lockfd < 0 || (flock(q->lockfd, LOCK_EX | LOCK_NB) < 0 && !(errno == EWOULDBLOCK && w->id >= 0))) {
         snprintf(err, cap, "queue directory %s is in use by another kurir (%s)", dir, strerror(errno));
         if (q->lockfd >= 0)
             close(q->lockfd);
@@ -856,7 +857,7 @@ int queue_open(struct queue *q, struct server *srv, char *err, size_t cap)
     } else {
         /* another worker owns the queue: commit here, deliver there; take
          * over once the owner is gone (a restart, a rolling reload) */
-        ev_timer_start(srv->loop, &q->lock_retry);
+        ev_timer_start(w->loop, &q->lock_retry);
     }
     return 0;
 }
@@ -866,9 +867,9 @@ void queue_close(struct queue *q)
     if (!q->open)
         return;
     q->stopping = true;
-    ev_timer_stop(q->srv->loop, &q->timer);
-    ev_timer_stop(q->srv->loop, &q->lock_retry);
-    ev_timer_stop(q->srv->loop, &q->rescan);
+    ev_timer_stop(q->w->loop, &q->timer);
+    ev_timer_stop(q->w->loop, &q->lock_retry);
+    ev_timer_stop(q->w->loop, &q->rescan);
     queue_ctl_close(q);
     agent_pipe_shutdown(q);
     agent_lua_shutdown(q);

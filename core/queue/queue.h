@@ -12,7 +12,7 @@
 #include "proto/queue_file.h"
 #include "queue/queue_store.h"
 
-struct server;
+struct worker;
 struct queue;
 struct route_run;
 
@@ -46,7 +46,7 @@ struct queue_dest {          /* deliveries running per route */
 };
 
 struct queue {
-    struct server *srv;
+    struct worker *w;
     struct queue_store store;
     struct qentry *head;
     int count;
@@ -69,7 +69,7 @@ struct queue_commit;
 
 /* Open queue.dir of the server's engine: recover the messages found there
  * and start delivering. -1 with a reason in err. */
-int queue_open(struct queue *q, struct server *srv, char *err, size_t cap);
+int queue_open(struct queue *q, struct worker *w, char *err, size_t cap);
 void queue_close(struct queue *q);
 /* Commit a new message (env is taken; head holds the headers kurir adds,
  * body the received bytes). cb runs in the loop once the message is durable

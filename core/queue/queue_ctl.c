@@ -17,7 +17,8 @@
 
 #include "proto/logfmt.h"
 #include "queue/queue.h"
-#include "app/server.h"
+#include "lua/engine.h"
+#include "net/worker.h"
 
 struct ctl_client {
     struct queue *q;
@@ -39,7 +40,7 @@ static int ctl_path(const char *dir, struct sockaddr_un *sa)
 
 static void client_end(struct ctl_client *c)
 {
-    ev_io_stop(c->q->srv->loop, &c->w);
+    ev_io_stop(c->q->w->loop, &c->w);
     close(c->w.fd);
     free(c);
 }
@@ -71,13 +72,13 @@ static void client_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct buf reply;
     buf_init(&reply);
     int code = queue_control(c->q, c->line, id, &reply);
-    struct buf *b = &c->q->srv->log;
+    struct buf *b = &c->q->w->log;
     buf_reset(b);
     logfmt_begin(b, "info", NULL, "queue_control");
     logfmt_str(b, "command", c->line);
     logfmt_str(b, "id", id ? id : "");
     logfmt_int(b, "result", code);
-    server_log_end(c->q->srv);
+    worker_log_end(c->q->w);
     char out[1200];
     int len = snprintf(out, sizeof(out), "%d %.*s\n", code, (int)buf_used(&reply), buf_peek(&reply));
     if (len > 0 && write(w->fd, out, (size_t)len) < 0) {
@@ -124,28 +125,28 @@ void queue_ctl_open(struct queue *q)
     int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
     umask(old);
     if (rc < 0 || listen(fd, 16) < 0) {
-        struct buf *b = &q->srv->log;
+        struct buf *b = &q->w->log;
         buf_reset(b);
         logfmt_begin(b, "warn", NULL, "queue_control_unavailable");
         logfmt_str(b, "path", sa.sun_path);
         logfmt_str(b, "error", strerror(errno));
-        server_log_end(q->srv);
+        worker_log_end(q->w);
         close(fd);
         return;
     }
     q->ctlfd = fd;
     ev_io_init(&q->ctl, accept_cb, fd, EV_READ);
     q->ctl.data = q;
-    ev_io_start(q->srv->loop, &q->ctl);
-    ev_unref(q->srv->loop);
+    ev_io_start(q->w->loop, &q->ctl);
+    ev_unref(q->w->loop);
 }
 
 void queue_ctl_close(struct queue *q)
 {
     if (q->ctlfd < 0)
         return;
-    ev_ref(q->srv->loop);
-    ev_io_stop(q->srv->loop, &q->ctl);
+    ev_ref(q->w->loop);
+    ev_io_stop(q->w->loop, &q->ctl);
     close(q->ctlfd);
     q->ctlfd = -1;
     struct sockaddr_un sa;

@@ -20,21 +20,6 @@ void queue_store_path(const char *dir, const char *sub, const char *id, char *ou
     snprintf(out, cap, "%s/%s/%s", dir, sub, id);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void job_fail(struct qjob *j, const char *what)
 {
     if (j->err)

@@ -22,7 +22,7 @@ static void auth_abort(struct session *s, enum reply_id id)
 
 static void auth_failed_reply(struct session *s)
 {
-    buf_append(&s->conn.out, buf_peek(&s->scratch), buf_used(&s->scratch));
+    buf_append(&s->reply, buf_peek(&s->scratch), buf_used(&s->scratch));
     buf_reset(&s->scratch);
     session_flush(s);
     session_error(s);
@@ -67,9 +67,9 @@ static void auth_result(struct session *s, enum sasl_result res, struct buf *cha
     case SASL_CONTINUE:
         s->state = SS_AUTH;
         s->parser.max_line = AUTH_LINE_MAX;   /* RFC 4954 4: 12288 octets */
-        buf_appends(&s->conn.out, "334 ");
-        buf_append(&s->conn.out, buf_peek(challenge), buf_used(challenge));
-        buf_appends(&s->conn.out, "\r\n");
+        buf_appends(&s->reply, "334 ");
+        buf_append(&s->reply, buf_peek(challenge), buf_used(challenge));
+        buf_appends(&s->reply, "\r\n");
         session_flush(s);
         break;
     case SASL_DONE:

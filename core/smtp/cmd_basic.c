@@ -83,7 +83,7 @@ static void append_helo_echo(struct buf *o, const char *name)
 static void greeting_line(struct session *s, const char *sep, const struct stage_reply *r)
 {
     const struct config *c = &s->eng->cfg;
-    struct buf *o = &s->conn.out;
+    struct buf *o = &s->reply;
     buf_printf(o, "250%s", sep);
     if (r && r->id == R_COUNT && r->tlen) {
         size_t n = r->tlen > 400 ? 400 : r->tlen;
@@ -104,7 +104,7 @@ static void greeting_line(struct session *s, const char *sep, const struct stage
 static void ehlo_reply(struct session *s, const struct stage_reply *r)
 {
     const struct config *c = &s->eng->cfg;
-    struct buf *o = &s->conn.out;
+    struct buf *o = &s->reply;
     greeting_line(s, "-", r);
     buf_appends(o, "250-PIPELINING\r\n");
     buf_printf(o, "250-SIZE %llu\r\n", (unsigned long long)c->message_size);

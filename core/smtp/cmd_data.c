@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "smtp/engine_session.h"
-#include "app/server.h"
+#include "net/worker.h"
 #include "smtp/session.h"
 
 static int open_body(struct session *s)
@@ -69,8 +69,7 @@ void data_bytes(struct session *s, const char *p, size_t n)
         logfmt_str(lb, "stage", "data");
         logfmt_int(lb, "bytes", (long long)(t->spool.size + n));
         session_log_end(s);
-        s->conn.eof = true;
-        conn_close(&s->conn, false);
+        conn_abort(&s->conn);
         return;
     }
     spool_append(&t->spool, p, n);
@@ -82,9 +81,8 @@ void data_bytes(struct session *s, const char *p, size_t n)
 static void log_summary(struct session *s, int code, size_t reply_at)
 {
     /* the reply just queued: from reply_at to the end of the output queue */
-    size_t used = conn_queued(&s->conn);
-    const char *reply = buf_peek(&s->conn.out) + (reply_at <= used ? reply_at : used);
-    size_t rlen = reply_at <= used ? used - reply_at : 0;
+    size_t rlen;
+    const char *reply = conn_queued_since(&s->conn, reply_at, &rlen);
     while (rlen && (reply[rlen - 1] == '\n' || reply[rlen - 1] == '\r'))
         rlen--;
     /* the envelope, not the script's tables: what the message is */

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "smtp/engine_session.h"
-#include "app/server.h"
 #include "smtp/session.h"
 #include "net/tls.h"
 
@@ -20,8 +19,7 @@ static void handshake_timeout(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     session_log_begin(s, "info", "tls_timeout");
     session_log_end(s);
-    s->conn.eof = true;
-    conn_close(&s->conn, false);
+    conn_abort(&s->conn);
 }
 
 void starttls_begin(struct session *s)
@@ -36,8 +34,7 @@ void starttls_begin(struct session *s)
     if (!st) {
         logfmt_str(session_log_begin(s, "error", "tls_failed"), "error", "cannot create TLS state");
         session_log_end(s);
-        s->conn.eof = true;
-        conn_close(&s->conn, false);
+        conn_abort(&s->conn);
         return;
     }
     conn_start_handshake(&s->conn, &tls_transport, st);

@@ -1,5 +1,5 @@
-/* engine_session.h - what engine.c and the lua_*.c bindings offer to the
- * session layer: the session's task and userdata, starting and aborting
+/* engine_session.h - what engine_session.c and the session's Lua classes
+ * (lua_session.c, lua_message.c, lua_cred.c) offer to the session layer: the session's task and userdata, starting and aborting
  * hooks, and the Lua objects of a transaction. */
 #ifndef KURIR_ENGINE_SESSION_H
 #define KURIR_ENGINE_SESSION_H
@@ -16,8 +16,6 @@ void engine_session_close(struct session *s);
 void engine_start_hook(struct session *s, enum hook h, int (*push)(struct session *, lua_State *));
 /* Abandon a running/waiting hook (client gone). */
 void engine_abort_hook(struct session *s);
-/* the session whose hooks t runs; NULL for a task of kurir.spawn/every */
-struct session *engine_task_session(struct task *t);
 
 /* A view (lua_address.c) on the sender (idx -1) or recipient idx of env;
  * returns a registry ref. */
@@ -45,7 +43,7 @@ bool engine_check_route(struct session *s, int ref);
 void engine_tx_release(struct session *s);   /* drop refs, close the message object */
 void engine_release_ref(struct session *s, int *ref);
 
-/* bindings (lua_session.c, lua_message.c, lua_cred.c, lua_kurir.c); their
+/* bindings (lua_session.c, lua_message.c, lua_cred.c); their
  * prefix is l + the class, never Lua's own lua_/luaL_ */
 void lsession_register(lua_State *L);
 void lsession_push_new(lua_State *L, struct session *s);   /* new userdata */
@@ -62,18 +60,10 @@ int laddress_index(lua_State *L, int i, const struct envelope *env);
 void lcred_register(lua_State *L);
 void lcred_push_new(lua_State *L, struct session *s);
 void lcred_invalidate(lua_State *L, int ref);
-void lkurir_open(lua_State *L);   /* package.loaded.kurir, its C part */
-/* kurir.worker(): id from 0 and count; id -1 while the master checks the
- * script (it serves nothing). A single process is worker 0 of 1. */
-void lkurir_set_worker(int id, int count);
-void lshared_register(lua_State *L);                        /* lua_shared.c */
-int lshared_open(lua_State *L);                             /* kurir.shared(name, size) */
-/* msg:enqueue (lua_queue.c) */
-int lqueue_enqueue(lua_State *L, struct session *s);
-/* Log fields of kurir.log / s:log from stack index first on: (event,
- * table) gives sorted key=value pairs, anything else one msg="..." */
-void lkurir_log_fields(lua_State *L, int first, struct buf *b);
-/* the event loop of the engine that owns L (NULL while the script loads) */
-struct ev_loop *engine_loop(lua_State *L);
+/* the session of the kurir.message at stack index i (an error if it is
+ * not one, or closed) */
+struct session *lmessage_session(lua_State *L, int i);
+/* The smtp layer's classes, for engine_load's open function. */
+void engine_session_register(lua_State *L);
 
 #endif

@@ -222,12 +222,6 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
-/* (message, {rcpt...}) -> true | nil, err; waits until the queue has it */
-static int l_enqueue(lua_State *L)
-{
-    return lqueue_enqueue(L, message_check(L, 1));
-}
-
 static const luaL_Reg message_meta[] = {
     {"__tostring", l_tostring},
     {NULL, NULL},
@@ -241,7 +235,6 @@ static const luaL_Reg message_methods[] = {
     {"store_maildir", l_store_maildir},
     {"discard", l_discard},
     {"mime", lua_mime_parse},
-    {"enqueue", l_enqueue},
     {NULL, NULL},
 };
 
@@ -257,6 +250,12 @@ static const struct binding_class message_class = {
     MESSAGE_MT, message_meta, message_methods, message_fields, NULL, NULL,
 };
 
+struct session *lmessage_session(lua_State *L, int i)
+{
+    return message_check(L, i);
+}
+
+/* msg:enqueue is added by the queue layer (queue/lua_queue.c) */
 void lmessage_register(lua_State *L)
 {
     binding_register(L, &message_class);

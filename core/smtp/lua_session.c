@@ -8,7 +8,7 @@
 #include "lua/binding.h"
 #include "smtp/engine_session.h"
 #include "proto/logfmt.h"
-#include "app/server.h"
+#include "net/worker.h"
 #include "net/tls.h"
 
 #define SESSION_MT "kurir.session"
@@ -30,14 +30,14 @@ static struct session *session_check(lua_State *L, int i)
 static int l_log(lua_State *L)
 {
     struct session *s = session_check(L, 1);
-    struct buf *b = &s->srv->log;
+    struct buf *b = &s->w->log;
     const char *event = "script";
     if (lua_gettop(L) >= 3 && lua_type(L, 2) == LUA_TSTRING && lua_istable(L, 3))
         event = lua_tostring(L, 2);
     buf_reset(b);   /* drop a line that an error left half-built */
     logfmt_begin(b, "info", s->id, event);
     lkurir_log_fields(L, 2, b);
-    server_log_end(s->srv);
+    worker_log_end(s->w);
     return 0;
 }
 

@@ -3,9 +3,12 @@
  * hook -> proceed), turns hook results into replies, and owns the session's
  * timers, error counter and lifetime.
  *
- * Lifetime: a session is freed only from conn's closed callback (deferred by
- * conn.c, never inside our own callbacks) and only when no hook is running;
- * the disconnect hook runs first, in the session's coroutine. */
+ * Lifetime: a reference count. The connection holds one from session_new
+ * until conn's closed callback (deferred by conn.c, never inside our own
+ * callbacks); every running hook holds one (session_run_hook until
+ * session_hook_finished, or until on_closed aborts it), and so does each
+ * conn callback while it runs. The session is freed when the last one is
+ * dropped; the disconnect hook runs first, in the session's coroutine. */
 #include "smtp/session.h"
 
 #include <stdio.h>
@@ -14,7 +17,6 @@
 
 #include "smtp/engine_session.h"
 #include "proto/logfmt.h"
-#include "app/server.h"
 
 #define READ_CHUNK 16384
 
@@ -34,7 +36,7 @@ static struct session *from_conn(struct conn *c)
 
 struct buf *session_log_begin(struct session *s, const char *level, const char *event)
 {
-    struct buf *b = &s->srv->log;
+    struct buf *b = &s->w->log;
     buf_reset(b);
     logfmt_begin(b, level, s->id, event);
     return b;
@@ -42,12 +44,17 @@ struct buf *session_log_begin(struct session *s, const char *level, const char *
 
 void session_log_end(struct session *s)
 {
-    server_log_end(s->srv);
+    worker_log_end(s->w);
 }
 
+/* the reply built in s->reply goes on the conn; written this iteration */
 static void want_flush(struct session *s)
 {
-    server_want_flush(s->srv, &s->conn);
+    if (buf_used(&s->reply)) {
+        conn_write(&s->conn, buf_peek(&s->reply), buf_used(&s->reply));
+        buf_reset(&s->reply);
+    }
+    worker_want_flush(s->w, &s->conn);
 }
 
 void session_flush(struct session *s)
@@ -57,13 +64,13 @@ void session_flush(struct session *s)
 
 void session_reply(struct session *s, enum reply_id id)
 {
-    reply_canned(&s->conn.out, id, s->enhanced, s->eng->cfg.hostname);
+    reply_canned(&s->reply, id, s->enhanced, s->eng->cfg.hostname);
     want_flush(s);
 }
 
 void session_reply_arg(struct session *s, enum reply_id id, const char *arg)
 {
-    reply_canned_arg(&s->conn.out, id, 0, s->enhanced, s->eng->cfg.hostname, arg);
+    reply_canned_arg(&s->reply, id, 0, s->enhanced, s->eng->cfg.hostname, arg);
     want_flush(s);
 }
 
@@ -72,7 +79,7 @@ void session_reply_esc(struct session *s, enum reply_id id, const char *text)
     const struct reply_def *d = reply_get(id);
     if (!text)
         text = d->text;
-    reply_format(&s->conn.out, d->code, d->esc, text, strlen(text), true, STAGE_OTHER, s->eng->cfg.hostname);
+    reply_format(&s->reply, d->code, d->esc, text, strlen(text), true, STAGE_OTHER, s->eng->cfg.hostname);
     want_flush(s);
 }
 
@@ -81,7 +88,7 @@ void session_reply_stage(struct session *s, enum reply_stage st, const struct st
 {
     if (!r->send)
         return;
-    stage_format(&s->conn.out, st, r, s->enhanced, s->eng->cfg.hostname, arg);
+    stage_format(&s->reply, st, r, s->enhanced, s->eng->cfg.hostname, arg);
     want_flush(s);
     if (r->close) {
         session_close(s);
@@ -225,7 +232,7 @@ static void arm_data_timer(struct session *s, size_t nread)
 
 void session_new_queue_id(struct session *s, char *out)
 {
-    server_new_id(s->srv, out);
+    worker_new_id(s->w, out);
 }
 
 void session_tx_begin(struct session *s)
@@ -271,11 +278,20 @@ void session_run_hook(struct session *s, enum reply_stage st, int (*push)(struct
     s->pending = proceed;
     s->cur_hook = h;
     s->in_hook = true;
+    session_ref(s);   /* the hook's: dropped in session_hook_finished, or when aborted */
     conn_set_reading(&s->conn, false);
     engine_start_hook(s, h, push);
 }
 
+static void hook_finished(struct session *s, const struct hook_result *res);
+
 void session_hook_finished(struct session *s, const struct hook_result *res)
+{
+    hook_finished(s, res);
+    session_unref(s);   /* the finished hook's reference */
+}
+
+static void hook_finished(struct session *s, const struct hook_result *res)
 {
     struct stage_reply r;
     stage_apply(s->cur_stage, res, s->eng->cfg.on_error[s->cur_hook], &r);
@@ -283,11 +299,10 @@ void session_hook_finished(struct session *s, const struct hook_result *res)
     s->pending = NULL;
     s->in_hook = false;
     if (s->state == SS_CLOSED || s->conn.closed) {
-        /* the connection went away while the hook ran */
+        /* the disconnect hook, run after the connection went away; the
+         * hook's reference, the last one, is dropped by our caller */
         if (p && s->cur_hook == HOOK_DISCONNECT)
             p(s, &r);
-        else
-            session_free(s);
         return;
     }
     if (s->drop_now) {
@@ -295,8 +310,7 @@ void session_hook_finished(struct session *s, const struct hook_result *res)
         s->drop_now = false;
         logfmt_str(session_log_begin(s, "info", "dropped"), "stage", engine_hook_name(s->cur_hook));
         session_log_end(s);
-        s->conn.eof = true;
-        conn_close(&s->conn, false);
+        conn_abort(&s->conn);
         return;
     }
     /* the timer did not fire for us while the hook ran: start it again */
@@ -509,7 +523,7 @@ static void session_process(struct session *s)
         smtp_parser_shrink(&s->parser);   /* idle sessions keep no input buffer */
     if (s->state != SS_CLOSED && !s->conn.closing)
         conn_set_reading(&s->conn, !s->in_hook && !s->pausing && s->state != SS_GREETING);
-    if (s->conn.eof && !s->in_hook && !s->pausing && !s->conn.closing)
+    if (conn_eof(&s->conn) && !s->in_hook && !s->pausing && !s->conn.closing)
         conn_close(&s->conn, true);   /* the peer may only have shut its sending side */
 }
 
@@ -518,6 +532,7 @@ static void session_process(struct session *s)
 static void on_readable(struct conn *c)
 {
     struct session *s = from_conn(c);
+    session_ref(s);
     for (int i = 0; i < 8; i++) {
         char *p = smtp_parser_reserve(&s->parser, READ_CHUNK);
         ssize_t n = conn_read(c, p, READ_CHUNK);
@@ -529,15 +544,18 @@ static void on_readable(struct conn *c)
                 break;
             continue;
         }
-        break;   /* CONN_AGAIN, EOF (c->eof set) or error */
+        break;   /* CONN_AGAIN, EOF (conn_eof) or error */
     }
     session_process(s);
+    session_unref(s);
 }
 
 static void on_drained(struct conn *c)
 {
     struct session *s = from_conn(c);
+    session_ref(s);
     session_process(s);
+    session_unref(s);
 }
 
 static void on_handshake(struct conn *c, bool ok)
@@ -546,18 +564,18 @@ static void on_handshake(struct conn *c, bool ok)
     if (!ok) {
         session_log_begin(s, "info", "tls_failed");
         session_log_end(s);
-        c->eof = true;
-        conn_close(c, false);
+        conn_abort(c);
         return;
     }
+    session_ref(s);
     starttls_done(s, true);   /* STARTTLS, or implicit TLS before the greeting */
+    session_unref(s);
 }
 
 static void disconnect_done(struct session *s, const struct stage_reply *r)
 {
     (void)r;
     s->disconnect_done = true;
-    session_free(s);
 }
 
 static void on_closed(struct conn *c)
@@ -567,18 +585,19 @@ static void on_closed(struct conn *c)
     ev_timer_stop(c->loop, &s->timer);
     ev_timer_stop(c->loop, &s->pause_timer);
     s->pausing = false;
-    server_forget_conn(s->srv, c);
-    if (s->in_hook)
+    worker_forget_conn(s->w, c);
+    bool aborted = s->in_hook;
+    if (aborted)
         engine_abort_hook(s);   /* the client left; its waiting hook is abandoned */
     s->in_hook = false;
     s->pending = NULL;
+    if (aborted)
+        session_unref(s);       /* the abandoned hook's reference (the conn's is still held) */
     logfmt_int(session_log_begin(s, "info", "disconnect"), "errors", s->errors);
     session_log_end(s);
-    if (!s->disconnect_done && engine_has_hook(s->eng, HOOK_DISCONNECT)) {
+    if (!s->disconnect_done && engine_has_hook(s->eng, HOOK_DISCONNECT))
         session_run_hook(s, STAGE_DISCONNECT, NULL, disconnect_done);
-        return;
-    }
-    session_free(s);
+    session_unref(s);   /* the connection's reference */
 }
 
 static const struct conn_ops session_conn_ops = {
@@ -587,17 +606,20 @@ static const struct conn_ops session_conn_ops = {
 
 /* ---- lifetime -------------------------------------------------------- */
 
-struct session *session_new(struct server *srv, int fd, bool implicit_tls,
+struct session *session_new(struct worker *w, struct session_set *set, int fd, bool implicit_tls,
                             const struct sockaddr_storage *peer)
 {
     struct session *s = xcalloc(1, sizeof(*s));
-    conn_init(&s->conn, srv->loop, fd, &session_conn_ops, peer);
-    s->srv = srv;
-    s->eng = srv->eng;
+    conn_init(&s->conn, w->loop, fd, &session_conn_ops, peer);
+    s->refs = 1;   /* the connection's, until on_closed */
+    s->w = w;
+    s->set = set;
+    s->eng = w->eng;
     engine_ref(s->eng);
-    server_new_id(srv, s->id);
+    worker_new_id(w, s->id);
     smtp_parser_init(&s->parser, s->eng->cfg.line_length);
     buf_init(&s->line);
+    buf_init(&s->reply);
     buf_init(&s->hook_text);
     buf_init(&s->scratch);
     spool_init(&s->tx.spool);
@@ -609,11 +631,11 @@ struct session *session_new(struct server *srv, int fd, bool implicit_tls,
     s->timer.data = s;
     ev_timer_init(&s->pause_timer, pause_cb, 0, 0);
     s->pause_timer.data = s;
-    s->next = srv->sessions;
-    if (srv->sessions)
-        srv->sessions->prev = s;
-    srv->sessions = s;
-    srv->nsessions++;
+    s->next = set->head;
+    if (set->head)
+        set->head->prev = s;
+    set->head = s;
+    set->n++;
     engine_session_open(s);
     struct buf *b = session_log_begin(s, "info", "connect");
     logfmt_str(b, "remote_ip", s->conn.peer_ip);
@@ -631,18 +653,28 @@ struct session *session_new(struct server *srv, int fd, bool implicit_tls,
     return s;
 }
 
+void session_ref(struct session *s)
+{
+    s->refs++;
+}
+
+void session_unref(struct session *s)
+{
+    if (--s->refs == 0)
+        session_free(s);
+}
+
 static void session_free(struct session *s)
 {
-    if (s->in_hook)
-        return;
-    ev_timer_stop(s->srv->loop, &s->timer);
-    ev_timer_stop(s->srv->loop, &s->pause_timer);
+    ev_timer_stop(s->w->loop, &s->timer);
+    ev_timer_stop(s->w->loop, &s->pause_timer);
     session_tx_reset(s);
     envelope_unref(s->args.env);
     engine_session_close(s);
     sasl_reset(&s->sasl);
     smtp_parser_free(&s->parser);
     buf_free(&s->line);
+    buf_free(&s->reply);
     buf_free(&s->hook_text);
     buf_free(&s->scratch);
     free(s->helo);
@@ -651,9 +683,17 @@ static void session_free(struct session *s)
      * for this line to prove that something did not happen. */
     session_log_begin(s, "info", "session_end");
     session_log_end(s);
-    struct server *srv = s->srv;
     engine_unref(s->eng);
-    server_session_gone(srv, s);
+    struct session_set *set = s->set;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        set->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    set->n--;
+    if (set->gone)
+        set->gone(set, s);
     free(s);
 }
 
@@ -674,6 +714,5 @@ void session_force_close(struct session *s)
     if (!s->conn.closing)
         session_reply(s, R_SHUTDOWN);
     conn_flush(&s->conn);
-    s->conn.eof = true;
-    conn_close(&s->conn, false);
+    conn_abort(&s->conn);
 }

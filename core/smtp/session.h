@@ -22,7 +22,16 @@
 #include "lua/task.h"
 #include "smtp/stage.h"
 
-struct server;
+struct worker;
+struct session;
+
+/* The sessions of a worker (app/server.c keeps one): each session links
+ * itself in at session_new and out when freed, then calls gone(). */
+struct session_set {
+    struct session *head;
+    int n;
+    void (*gone)(struct session_set *set, struct session *s);
+};
 struct session;
 
 enum sstate {
@@ -104,7 +113,9 @@ struct tx {
 
 struct session {
     struct conn conn;
-    struct server *srv;
+    struct worker *w;
+    struct session_set *set;
+    int refs;                        /* session_ref/unref: the conn's, each running hook's */
     struct engine *eng;
     struct session *prev, *next;
     char id[24];
@@ -127,6 +138,7 @@ struct session {
     struct sasl sasl;
     ev_timer timer;                  /* command / data timeout */
     struct buf line;                 /* copy of the command being processed */
+    struct buf reply;                /* a reply being built; session_flush queues it */
     struct buf hook_text;            /* text of the last hook reply */
     struct buf scratch;
     const struct cmd *cur_cmd;       /* the row whose hook runs (its proceed follows) */
@@ -149,9 +161,13 @@ struct session {
     uint64_t drop_data_at;
 };
 
-/* server.c hands over an accepted socket */
-struct session *session_new(struct server *srv, int fd, bool implicit_tls,
+/* The smtp/smtps protocol's constructor (app/server.c's protocol table):
+ * a session on an accepted socket, run by w with w->eng, linked into set. */
+struct session *session_new(struct worker *w, struct session_set *set, int fd, bool implicit_tls,
                             const struct sockaddr_storage *peer);
+/* A reference keeps s from being freed; the last session_unref frees it. */
+void session_ref(struct session *s);
+void session_unref(struct session *s);
 /* server shutdown: finish the current transaction, then 421 and close */
 void session_shutdown(struct session *s);
 void session_force_close(struct session *s);
@@ -168,7 +184,7 @@ void session_reply_esc(struct session *s, enum reply_id id, const char *text);
  * error and junk counts; arg fills "%a" of a row's text */
 void session_reply_stage(struct session *s, enum reply_stage st, const struct stage_reply *r,
                          const char *arg);
-/* bytes were put on s->conn.out directly: write them this loop iteration */
+/* bytes were put on s->reply directly: queue them, written this loop iteration */
 void session_flush(struct session *s);
 void session_error(struct session *s);            /* count an error; 421 past the limit */
 void session_close(struct session *s);            /* flush and close */

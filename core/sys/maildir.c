@@ -6,6 +6,7 @@
  * counter, no global state. Owns nothing beyond one call; reads the body
  * through spool_copy_to(). */
 #include "sys/maildir.h"
+#include "proto/util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -152,26 +153,6 @@ static bool path_fits(char *dst, const char *dir, const char *sub, const char *n
 {
     int n = snprintf(dst, PATH_MAX, "%s/%s%s%s", dir, sub, name ? "/" : "", name ? name : "");
     return n > 0 && n < PATH_MAX;
-}
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    int eintr = 0;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR && ++eintr < 100)
-                continue;
-            return -1;
-        }
-        if (w == 0) {
-            errno = EIO;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 int maildir_deliver(const char *dir, const char *prefix, size_t prefix_len, struct spool *body,

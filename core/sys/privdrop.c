@@ -31,16 +31,7 @@ static long numeric_id(const char *s)
     return v;
 }
 
-static bool privileged_port(const struct config *c)
-{
-    /* port 0 is the kernel's pick from the ephemeral range, never below 1024 */
-    for (int i = 0; i < c->nlisten; i++)
-        if (c->listen[i].port > 0 && c->listen[i].port < 1024)
-            return true;
-    return false;
-}
-
-static int resolve(const struct config *c, uid_t *uid, gid_t *gid, char *err, size_t cap)
+static int resolve(const struct privdrop_want *c, uid_t *uid, gid_t *gid, char *err, size_t cap)
 {
     const struct passwd *pw = getpwnam(c->user);
     long n = numeric_id(c->user);
@@ -80,7 +71,7 @@ static int resolve(const struct config *c, uid_t *uid, gid_t *gid, char *err, si
     return 0;
 }
 
-enum privdrop_result privdrop_apply(const struct config *c, struct privdrop_info *info, char *err,
+enum privdrop_result privdrop_apply(const struct privdrop_want *c, struct privdrop_info *info, char *err,
                                     size_t cap)
 {
     memset(info, 0, sizeof(*info));
@@ -91,7 +82,7 @@ enum privdrop_result privdrop_apply(const struct config *c, struct privdrop_info
             return PRIVDROP_UNPRIVILEGED;
         if (c->run_as_root)
             return PRIVDROP_ROOT_ALLOWED;
-        if (privileged_port(c)) {
+        if (c->privileged_port) {
             snprintf(err, cap, "refusing to run as root with a listener on a port below 1024: set "
                                "user = \"...\" (kurir drops to it after binding), give the binary "
                                "CAP_NET_BIND_SERVICE and start it as that user, or set "

@@ -102,28 +102,6 @@ static void spill(struct spool *s)
     s->fd = fd;
 }
 
-/* Write all n bytes at the file position. 0 or -1 with errno. */
-static int write_all(int fd, const char *p, size_t n)
-{
-    int eintr = 0;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR && ++eintr < SPOOL_EINTR_MAX)
-                continue;
-            return -1;
-        }
-        if (w == 0) {
-            errno = EIO;
-            return -1;
-        }
-        eintr = 0;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void flush(struct spool *s)
 {
     size_t n = buf_used(&s->wbuf);

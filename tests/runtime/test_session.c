@@ -96,7 +96,7 @@ static int connect_client(void)
     in->sin_family = AF_INET;
     in->sin_port = htons(40000);
     inet_pton(AF_INET, "127.0.0.1", &in->sin_addr);
-    session_new(&srv, sv[1], false, &peer);
+    session_new(&srv.w, &srv.sessions, sv[1], false, &peer);
     return sv[0];
 }
 
@@ -106,10 +106,10 @@ static void wait_sessions_gone(void)
     ev_timer_init(&t, deadline_cb, deadline(), 0);
     timed_out = false;
     ev_timer_start(loop, &t);
-    while (srv.nsessions > 0 && !timed_out)
+    while (srv.sessions.n > 0 && !timed_out)
         ev_run(loop, EVRUN_ONCE);
     ev_timer_stop(loop, &t);
-    CHECK(srv.nsessions == 0);
+    CHECK(srv.sessions.n == 0);
 }
 
 static struct engine *start(const char *mode)
@@ -117,7 +117,7 @@ static struct engine *start(const char *mode)
     char *argv[] = {"session.lua", (char *)mode, NULL};
     char *listen[] = {"127.0.0.1:0"};
     char *err = NULL;
-    struct engine *e = engine_load("session.lua", mode ? 2 : 1, argv, listen, 1, &err);
+    struct engine *e = engine_load("session.lua", server_open_lua, mode ? 2 : 1, argv, listen, 1, &err);
     if (!e) {
         fprintf(stderr, "test_session: %s\n", err ? err : "cannot load session.lua");
         exit(2);
