@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -293,82 +294,200 @@ static void entry_remove(struct queue *q, struct qentry *e)
 
 static bool wants_dsn(const struct qenv *env, const struct qrcpt *r)
 {
-    if (!env->from || !*env->from || r->notified || (r->notify & QN_NEVER))
-        return false;
-    if (r->status == QS_FAILED)
-        return r->notify == 0 || (r->notify & QN_FAILURE);
-    if (r->status == QS_DELIVERED)
-        return (r->notify & QN_SUCCESS) != 0;
-    return false;
+    return dsn_wants(env, r, false);
 }
 
-struct dsn_ctx {
+/* A report on its way: built, routed by the script's rcpt hook (to the
+ * sender, else to the postmaster), committed. Final reports (delay false)
+ * end with the entry's removal; delay warnings mark their recipients
+ * warned. */
+struct dsn_route_ctx {
     struct queue *q;
-    char id[24];
+    char id[24];             /* the original message */
+    bool delay;
+    bool to_postmaster;      /* the sender's address was refused: the fallback */
+    struct qenv denv;        /* the DSN's envelope, without its route yet */
+    struct buf msg;
+    int *idxs;               /* delay: the recipients this warning covers */
+    int nidx;
 };
+
+static void dsn_ctx_free(struct dsn_route_ctx *c)
+{
+    queue_file_free(&c->denv);
+    buf_free(&c->msg);
+    free(c->idxs);
+    free(c);
+}
+
+/* The entry is done with its report (or the report is given up): a final
+ * one removes it, a delay warning lets it go on. */
+static void dsn_settled(struct queue *q, struct qentry *e, bool delay)
+{
+    if (!delay) {
+        entry_remove(q, e);
+        return;
+    }
+    e->warning = false;
+    if (e->deleted && e->inflight == 0)
+        entry_remove(q, e);
+    else
+        kick(q);
+}
 
 static void dsn_committed(void *arg, int err, const char *errtext)
 {
-    struct dsn_ctx *c = arg;
+    struct dsn_route_ctx *c = arg;
     struct queue *q = c->q;
     struct qentry *e = entry_find(q, c->id);
-    free(c);
-    if (!e)
+    if (!e) {
+        dsn_ctx_free(c);
         return;
+    }
     if (err) {
         struct buf *b = qlog(q, "error", "dsn_failed", e->env.id);
         logfmt_str(b, "error", errtext);
         qlog_end(q);
     }
-    for (int i = 0; i < e->env.nrcpts; i++) {
-        struct qrcpt *r = &e->env.rcpts[i];
-        if (wants_dsn(&e->env, r)) {
-            r->notified = true;
-            status_write(q, e, i, "notified");
+    if (c->delay) {
+        for (int k = 0; k < c->nidx; k++) {
+            struct qrcpt *r = &e->env.rcpts[c->idxs[k]];
+            r->warned = true;
+            status_write(q, e, c->idxs[k], "warned");
+        }
+    } else {
+        for (int i = 0; i < e->env.nrcpts; i++) {
+            struct qrcpt *r = &e->env.rcpts[i];
+            if (wants_dsn(&e->env, r)) {
+                r->notified = true;
+                status_write(q, e, i, "notified");
+            }
         }
     }
-    entry_remove(q, e);
+    bool delay = c->delay;
+    dsn_ctx_free(c);
+    dsn_settled(q, e, delay);
 }
 
-struct dsn_route_ctx {
-    struct queue *q;
-    char id[24];             /* the original message */
-    struct qenv denv;        /* the DSN's envelope, without its route yet */
-    struct buf msg;
-};
+static void dsn_routed(void *arg, int rc, const char *route, const char *err);
+
+/* Ask the script's rcpt hook for a route to address (in a task). */
+static void dsn_route(struct queue *q, struct qentry *e, struct dsn_route_ctx *c, const char *address)
+{
+    char dsn_id[24];
+    snprintf(dsn_id, sizeof(dsn_id), "%s", c->denv.id);
+    e->dsn_routing = true;
+    struct route_run *r = lroute_internal(q->srv->eng, dsn_id, address, dsn_routed, c);
+    if (!r) {
+        dsn_routed(c, -1, NULL, "cannot load kurir.route");
+        return;
+    }
+    /* the hook may have finished already: dsn_routed cleared dsn_routing
+     * (e itself is freed only after its removal job, never in there) */
+    if (e->dsn_routing && !e->dsn_run) {   /* (a postmaster fallback may have set its own) */
+        e->dsn_run = r;
+        e->dsn_ctx = c;
+    }
+}
 
 static void dsn_routed(void *arg, int rc, const char *route, const char *err)
 {
-    struct dsn_route_ctx *rc_ = arg;
-    struct queue *q = rc_->q;
-    struct qentry *e = entry_find(q, rc_->id);
-    if (e) {
-        e->dsn_run = NULL;
-        e->dsn_ctx = NULL;
-        e->dsn_routing = false;
-        struct buf *b = qlog(q, rc < 0 ? "warn" : "info", rc < 0 ? "dsn_unroutable" : "dsn", e->env.id);
-        logfmt_str(b, "dsn_id", rc_->denv.id);
-        logfmt_str(b, "to", e->env.from);
-        if (rc < 0)
-            logfmt_str(b, "error", err ? err : "?");
-        qlog_end(q);
-    }
-    if (!e || rc < 0) {
-        queue_file_free(&rc_->denv);
-        buf_free(&rc_->msg);
-        free(rc_);
-        if (e)
-            entry_remove(q, e);   /* the log line above is all that is left of the report */
+    struct dsn_route_ctx *c = arg;
+    struct queue *q = c->q;
+    struct qentry *e = entry_find(q, c->id);
+    if (!e) {
+        dsn_ctx_free(c);
         return;
     }
-    struct qenv *d = &rc_->denv;
+    e->dsn_run = NULL;
+    e->dsn_ctx = NULL;
+    e->dsn_routing = false;
+    struct qenv *d = &c->denv;
+    const char *kind = c->delay ? "delay" : "final";
+    if (rc < 0) {
+        struct buf *b = qlog(q, "warn", "dsn_unroutable", e->env.id);
+        logfmt_str(b, "dsn_id", d->id);
+        logfmt_str(b, "kind", kind);
+        logfmt_str(b, "to", d->rcpts[0].address);
+        logfmt_str(b, "error", err ? err : "?");
+        qlog_end(q);
+        if (c->delay) {
+            /* a warning is only news: given up (logged), never retried */
+            for (int k = 0; k < c->nidx; k++) {
+                e->env.rcpts[c->idxs[k]].warned = true;
+                status_write(q, e, c->idxs[k], "warned");
+            }
+            dsn_ctx_free(c);
+            dsn_settled(q, e, true);
+            return;
+        }
+        if (!c->to_postmaster) {
+            /* like Postfix's double bounce: the report goes to the postmaster */
+            c->to_postmaster = true;
+            free(d->rcpts[0].address);
+            size_t n = strlen(cfg(q)->hostname) + 16;
+            d->rcpts[0].address = xcalloc(1, n);
+            snprintf(d->rcpts[0].address, n, "postmaster@%s", cfg(q)->hostname);
+            dsn_route(q, e, c, d->rcpts[0].address);
+            return;
+        }
+        /* nobody to report to: the message stays, held, until an admin
+         * releases it (the report is made again) or deletes it */
+        b = qlog(q, "error", "dsn_held", e->env.id);
+        logfmt_str(b, "to", e->env.from);
+        qlog_end(q);
+        dsn_ctx_free(c);
+        e->env.held = true;
+        e->finishing = false;
+        status_write(q, e, -1, "hold");
+        return;
+    }
+    struct buf *b = qlog(q, "info", "dsn", e->env.id);
+    logfmt_str(b, "dsn_id", d->id);
+    logfmt_str(b, "kind", kind);
+    logfmt_str(b, "to", d->rcpts[0].address);
+    qlog_end(q);
     d->rcpts[0].route = xstrdup(route);
-    struct dsn_ctx *c = xcalloc(1, sizeof(*c));
+    struct qenv denv = *d;
+    memset(d, 0, sizeof(*d));
+    struct buf msg = c->msg;
+    buf_init(&c->msg);
+    queue_commit(q, &denv, &msg, NULL, dsn_committed, c);
+    buf_free(&msg);
+}
+
+/* Build a report for e and have it routed: the final one (delay false)
+ * or a delay warning for the recipients that want one now. */
+static void dsn_start(struct queue *q, struct qentry *e, bool delay)
+{
+    struct dsn_route_ctx *c = xcalloc(1, sizeof(*c));
     c->q = q;
+    c->delay = delay;
     snprintf(c->id, sizeof(c->id), "%s", e->env.id);
-    queue_commit(q, d, &rc_->msg, NULL, dsn_committed, c);
-    buf_free(&rc_->msg);
-    free(rc_);
+    if (delay) {
+        c->idxs = xcalloc((size_t)e->env.nrcpts, sizeof(int));
+        for (int i = 0; i < e->env.nrcpts; i++)
+            if (dsn_wants(&e->env, &e->env.rcpts[i], true))
+                c->idxs[c->nidx++] = i;
+        e->warning = true;
+    }
+    struct qenv *d = &c->denv;
+    server_new_id(q->srv, d->id);
+    buf_init(&c->msg);
+    uint64_t off = 0;
+    int fd = queue_open_body(q, e, &off);
+    dsn_build(&e->env, fd, off, cfg(q)->hostname, d->id, delay, e->env.arrival + cfg(q)->queue_lifetime,
+              &c->msg);
+    if (fd >= 0)
+        close(fd);
+    d->arrival = time_wall();
+    d->from = xstrdup("");
+    d->client = xstrdup("127.0.0.1");
+    d->helo = xstrdup(cfg(q)->hostname);
+    d->rcpts = xcalloc(1, sizeof(*d->rcpts));
+    d->nrcpts = 1;
+    d->rcpts[0].address = xstrdup(e->env.from);
+    dsn_route(q, e, c, e->env.from);
 }
 
 static void entry_finish(struct queue *q, struct qentry *e)
@@ -381,39 +500,24 @@ static void entry_finish(struct queue *q, struct qentry *e)
         entry_remove(q, e);
         return;
     }
-    struct dsn_route_ctx *c = xcalloc(1, sizeof(*c));
-    c->q = q;
-    snprintf(c->id, sizeof(c->id), "%s", e->env.id);
-    struct qenv *d = &c->denv;
-    server_new_id(q->srv, d->id);
-    buf_init(&c->msg);
-    uint64_t off = 0;
-    int fd = queue_open_body(q, e, &off);
-    dsn_build(&e->env, fd, off, cfg(q)->hostname, d->id, &c->msg);
-    if (fd >= 0)
-        close(fd);
-    d->arrival = time_wall();
-    d->from = xstrdup("");
-    d->client = xstrdup("127.0.0.1");
-    d->helo = xstrdup(cfg(q)->hostname);
-    d->rcpts = xcalloc(1, sizeof(*d->rcpts));
-    d->nrcpts = 1;
-    d->rcpts[0].address = xstrdup(e->env.from);
-    /* the script's rcpt hook routes it, in a task (it may wait) */
-    char dsn_id[24];
-    snprintf(dsn_id, sizeof(dsn_id), "%s", d->id);
-    e->dsn_routing = true;
-    struct route_run *r = lroute_internal(q->srv->eng, dsn_id, e->env.from, dsn_routed, c);
-    if (!r) {
-        dsn_routed(c, -1, NULL, "cannot load kurir.route");
-        return;
-    }
-    /* the hook may have finished already: dsn_routed cleared dsn_routing
-     * (e itself is freed only after its removal job, never in there) */
-    if (e->dsn_routing) {
-        e->dsn_run = r;
-        e->dsn_ctx = c;
-    }
+    dsn_start(q, e, false);
+}
+
+/* Is a delay warning due for e (time of the next one in *when if later)? */
+static bool warning_due(struct queue *q, struct qentry *e, double now, double *when)
+{
+    double after = cfg(q)->queue_delay_warning;
+    if (after <= 0 || e->warning || e->dsn_routing || e->env.held)
+        return false;
+    bool any = false;
+    for (int i = 0; i < e->env.nrcpts && !any; i++)
+        any = dsn_wants(&e->env, &e->env.rcpts[i], true);
+    if (!any)
+        return false;
+    if (now >= e->env.arrival + after)
+        return true;
+    *when = e->env.arrival + after;
+    return false;
 }
 
 /* ---- deliveries ------------------------------------------------------------------ */
@@ -429,37 +533,36 @@ static double retry_delay(struct queue *q, int attempts)
     return c->queue_retry[i];
 }
 
-void queue_delivery_done(struct delivery *d)
+/* One recipient's result: its status, the log line, the status line. */
+static void rcpt_done(struct queue *q, struct qentry *e, const char *agent, int idx, int result,
+                      const char *code, struct buf *diag)
 {
-    struct queue *q = d->q;
-    struct qentry *e = d->e;
-    struct qrcpt *r = &e->env.rcpts[d->idx];
+    struct qrcpt *r = &e->env.rcpts[idx];
     r->in_flight = false;
     e->inflight--;
-    dest_release(q, r->route);
     r->attempts++;
     free(r->diag);
-    r->diag = buf_used(&d->diag) ? xmemdup(buf_peek(&d->diag), buf_used(&d->diag)) : NULL;
+    r->diag = buf_used(diag) ? xmemdup(buf_peek(diag), buf_used(diag)) : NULL;
     free(r->dsn_code);
-    r->dsn_code = d->code[0] ? xstrdup(d->code) : NULL;
+    r->dsn_code = code[0] ? xstrdup(code) : NULL;
     double now = time_wall();
     const char *word;
-    if (d->result == 0) {
+    if (result == 0) {
         r->status = QS_DELIVERED;
         word = "delivered";
-    } else if (d->result == 2) {
+    } else if (result == 2) {
         r->status = QS_FAILED;
         word = "failed";
     } else if (now >= e->env.arrival + cfg(q)->queue_lifetime) {
         r->status = QS_FAILED;
-        size_t n = buf_used(&d->diag);
-        buf_reset(&d->diag);
-        buf_printf(&d->diag, "message expired after %.0f seconds in the queue%s", now - e->env.arrival,
+        size_t n = buf_used(diag);
+        buf_reset(diag);
+        buf_printf(diag, "message expired after %.0f seconds in the queue%s", now - e->env.arrival,
                    n ? "; last error: " : "");
         if (n && r->diag)
-            buf_appends(&d->diag, r->diag);
+            buf_appends(diag, r->diag);
         free(r->diag);
-        r->diag = xmemdup(buf_peek(&d->diag), buf_used(&d->diag));
+        r->diag = xmemdup(buf_peek(diag), buf_used(diag));
         free(r->dsn_code);
         r->dsn_code = xstrdup("4.4.7");
         word = "failed";
@@ -468,9 +571,9 @@ void queue_delivery_done(struct delivery *d)
         r->next_try = now + retry_delay(q, r->attempts);
         word = "deferred";
     }
-    struct buf *b = qlog(q, d->result == 0 ? "info" : "warn", word, e->env.id);
+    struct buf *b = qlog(q, result == 0 ? "info" : "warn", word, e->env.id);
     logfmt_str(b, "rcpt", r->address);
-    logfmt_str(b, "agent", d->agent);
+    logfmt_str(b, "agent", agent);
     logfmt_int(b, "attempts", r->attempts);
     if (r->dsn_code)
         logfmt_str(b, "status", r->dsn_code);
@@ -479,12 +582,63 @@ void queue_delivery_done(struct delivery *d)
     if (r->status == QS_DEFERRED)
         logfmt_dbl(b, "retry_in", r->next_try - now);
     qlog_end(q);
-    status_write(q, e, d->idx, word);
+    status_write(q, e, idx, word);
+}
+
+void queue_delivery_done(struct delivery *d)
+{
+    struct queue *q = d->q;
+    struct qentry *e = d->e;
+    dest_release(q, e->env.rcpts[d->idx].route);
+    rcpt_done(q, e, d->agent, d->idx, d->result, d->code, &d->diag);
+    for (int k = 0; k < d->nmore; k++) {
+        struct delivery_rcpt *m = &d->more[k];
+        rcpt_done(q, e, d->agent, m->idx, m->result, m->code, &m->diag);
+        buf_free(&m->diag);
+    }
+    free(d->more);
     buf_free(&d->diag);
     free(d);
-    if (e->deleted && e->inflight == 0)
+    if (e->deleted && e->inflight == 0 && !e->warning)
         entry_remove(q, e);
     kick(q);
+}
+
+/* Most recipients in one SMTP/LMTP transaction (RFC 5321 4.5.3.1.8). */
+#define QUEUE_BATCH_MAX 100
+
+static const char *domain_of(const char *address)
+{
+    const char *at = strrchr(address, '@');
+    return at ? at + 1 : "";
+}
+
+/* For an SMTP or LMTP route: the other due recipients of e with the same
+ * route (for MX delivery, no host=, also the same domain) go with idx. */
+static void batch_more(struct delivery *d, double now)
+{
+    if (strcmp(d->agent, "relay") && strcmp(d->agent, "lmtp"))
+        return;
+    struct qentry *e = d->e;
+    const struct qrcpt *first = &e->env.rcpts[d->idx];
+    char *host = queue_file_route_get(first->route, "host");
+    bool by_domain = !host && !strcmp(d->agent, "relay");
+    free(host);
+    for (int j = d->idx + 1; j < e->env.nrcpts && d->nmore + 1 < QUEUE_BATCH_MAX; j++) {
+        struct qrcpt *r = &e->env.rcpts[j];
+        if (r->status == QS_DELIVERED || r->status == QS_FAILED || r->in_flight || r->next_try > now ||
+            strcmp(r->route, first->route))
+            continue;
+        if (by_domain && strcasecmp(domain_of(r->address), domain_of(first->address)))
+            continue;
+        if (!d->more)
+            d->more = xcalloc(QUEUE_BATCH_MAX, sizeof(*d->more));
+        struct delivery_rcpt *m = &d->more[d->nmore++];
+        m->idx = j;
+        buf_init(&m->diag);
+        r->in_flight = true;
+        e->inflight++;
+    }
 }
 
 static void delivery_start(struct queue *q, struct qentry *e, int idx)
@@ -498,6 +652,7 @@ static void delivery_start(struct queue *q, struct qentry *e, int idx)
     queue_file_route_agent(r->route, d->agent, sizeof(d->agent));
     r->in_flight = true;
     e->inflight++;
+    batch_more(d, time_wall());
     dest_get(q, r->route)->running++;
     if (!strcmp(d->agent, "discard")) {
         agent_discard_start(d);
@@ -533,6 +688,11 @@ static void schedule(struct queue *q)
             e = en;
             continue;
         }
+        double warn_at = 0;
+        if (!q->stopping && warning_due(q, e, now, &warn_at))
+            dsn_start(q, e, true);   /* NOTIFY=DELAY: once per recipient */
+        else if (warn_at > 0 && (next == 0 || warn_at < next))
+            next = warn_at;
         bool all_final = true;
         for (int i = 0; i < e->env.nrcpts; i++) {
             struct qrcpt *r = &e->env.rcpts[i];
@@ -556,7 +716,7 @@ static void schedule(struct queue *q)
             }
             delivery_start(q, e, i);
         }
-        if (all_final && e->inflight == 0)
+        if (all_final && e->inflight == 0 && !e->warning && !e->env.held)
             entry_finish(q, e);
         e = en;
     }
@@ -780,7 +940,7 @@ int queue_control(struct queue *q, const char *verb, const char *id, struct buf 
                 e->env.rcpts[i].notified = true;   /* deleted by the admin: no report */
         e->env.held = true;
         e->deleted = true;
-        if (e->inflight == 0 && !e->finishing)
+        if (e->inflight == 0 && !e->finishing && !e->warning)
             entry_remove(q, e);
         else
             e->finishing = true;   /* removed when its last delivery ends */
@@ -876,10 +1036,7 @@ void queue_close(struct queue *q)
         if (!e->dsn_run)
             continue;
         lroute_internal_cancel(e->dsn_run);   /* the DSN is made again at the next start */
-        struct dsn_route_ctx *c = e->dsn_ctx;
-        queue_file_free(&c->denv);
-        buf_free(&c->msg);
-        free(c);
+        dsn_ctx_free(e->dsn_ctx);
         e->dsn_run = NULL;
         e->dsn_ctx = NULL;
     }
