@@ -1045,6 +1045,7 @@ void queue_close(struct queue *q)
     logfmt_int(b, "messages", q->count);
     logfmt_int(b, "sync_groups", (long long)q->store.batches);
     logfmt_int(b, "grouped_writes", (long long)q->store.grouped_jobs);
+    logfmt_int(b, "syncs", (long long)q->store.syncs);
     qlog_end(q);
     q->open = false;
     while (q->head)

@@ -127,13 +127,17 @@ static void run_group(struct queue_store *qs, struct qjob *list)
     /* One sync for the whole group when it has several files; syncfs
      * flushes the filesystem's journal once instead of once per file. */
     bool synced = false;
-    if (n > 1 && syncfs(qs->dirfd) == 0)
-        synced = true;
+    uint64_t syncs = 0;
+    if (n > 1) {
+        syncs++;
+        if (syncfs(qs->dirfd) == 0)
+            synced = true;
+    }
     i = 0;
     for (struct qjob *j = list; j; j = j->next, i++) {
         if (fds[i] < 0)
             continue;
-        if (!j->err && !synced && fdatasync(fds[i]) < 0)
+        if (!j->err && !synced && (syncs++, fdatasync(fds[i]) < 0))
             job_fail(j, "fsync");
         if (close(fds[i]) < 0)
             job_fail(j, "close");
@@ -147,6 +151,7 @@ static void run_group(struct queue_store *qs, struct qjob *list)
         if (j->err)
             unlinkat(qs->tmpfd, j->id, 0);
     }
+    syncs += (uint64_t)any_commit + (uint64_t)any_status;
     if (any_commit && fsync(qs->msgfd) < 0) {
         for (struct qjob *j = list; j; j = j->next)
             if (j->kind == QJ_COMMIT)
@@ -162,6 +167,7 @@ static void run_group(struct queue_store *qs, struct qjob *list)
             unlinkat(qs->msgfd, j->id, 0);   /* never leave a message that got no 250 */
     qs->batches++;
     qs->grouped_jobs += (uint64_t)n;
+    qs->syncs += syncs;
 }
 
 static void *thread_main(void *arg)
