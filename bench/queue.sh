@@ -146,7 +146,9 @@ for ((r = 1; r <= REPS; r++)); do
     pids+=("$kpid")
     wait_port "$port"
     if [[ $PERF == 1 && $r == "$REPS" ]]; then
-        perf record -g -o "$tmp/perf.data" -p "$kpid" >/dev/null 2>&1 &
+        # the master and its workers
+        perf record -g -o "$tmp/perf.data" -p "$(ps --ppid "$kpid" -o pid= | tr -s ' \n' ',')$kpid" \
+            >/dev/null 2>&1 &
         perf_pid=$!
     fi
     read -r rate accept < <(load "$port")

@@ -952,9 +952,14 @@ int queue_control(struct queue *q, const char *verb, const char *id, struct buf 
 
 /* ---- open / close -------------------------------------------------------------------- */
 
+/* Under workers a commit of another worker may be under way in tmp/: only
+ * files nobody wrote for a minute are left over from a crash. */
+#define QUEUE_TMP_STALE 60.0
+
 static void become_owner(struct queue *q)
 {
     q->owner = true;
+    queue_store_clean_tmp(&q->store, q->srv->worker_id >= 0 ? QUEUE_TMP_STALE : 0);
     scan(q, true);
     queue_ctl_open(q);
     if (q->srv->worker_id >= 0)

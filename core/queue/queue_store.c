@@ -264,6 +264,26 @@ static int mkdir_p(const char *dir)
     return 0;
 }
 
+void queue_store_clean_tmp(struct queue_store *qs, double min_age)
+{
+    int fd = dup(qs->tmpfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d)
+        return;
+    double now = time_wall();
+    struct dirent *de;
+    struct stat st;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        if (min_age > 0 && (fstatat(qs->tmpfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                            now - (double)st.st_mtime < min_age))
+            continue;
+        unlinkat(qs->tmpfd, de->d_name, 0);
+    }
+    closedir(d);
+}
+
 int queue_store_open(struct queue_store *qs, struct ev_loop *loop, const char *dir, char *err, size_t cap)
 {
     memset(qs, 0, sizeof(*qs));
@@ -280,16 +300,6 @@ int queue_store_open(struct queue_store *qs, struct ev_loop *loop, const char *d
         return -1;
     }
     fsync(qs->dirfd);
-    /* half-written commits never got their 250: drop them */
-    int fd = dup(qs->tmpfd);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d)))
-            if (de->d_name[0] != '.')
-                unlinkat(qs->tmpfd, de->d_name, 0);
-        closedir(d);
-    }
     pthread_mutex_init(&qs->mu, NULL);
     pthread_cond_init(&qs->cv, NULL);
     ev_async_init(&qs->async, async_cb);
