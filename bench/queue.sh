@@ -220,5 +220,6 @@ printf '%-8s %6s msg/s end to end  (accept %6s msg/s)  runs: %s\n' postfix "$p" 
     "$(median "${p_accept[@]}")" "${p_rates[*]}"
 echo "kurir / postfix: $(echo "scale=2; $k / $p" | bc)x; kurir queue syncs per message: $(median "${k_syncs[@]}")"
 if [[ $PERF == 1 ]]; then
-    perf report -i "$tmp/perf.data" --stdio --no-children --percent-limit 1.5 2>/dev/null | grep -v '^$' | head -60
+    perf report -i "$tmp/perf.data" --stdio --no-children -g none --sort comm,dso,sym --percent-limit 0.7 \
+        2>/dev/null | grep -v '^$' | grep -v '^#' | head -40
 fi

@@ -58,11 +58,24 @@ static void kick(struct queue *q)
 
 /* ---- entries ---------------------------------------------------------------- */
 
+#define QUEUE_ID_BUCKETS 8192u
+
+static unsigned id_bucket(const char *id)
+{
+    uint32_t h = 2166136261u;   /* FNV-1a */
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 16777619u;
+    return h % QUEUE_ID_BUCKETS;
+}
+
 static struct qentry *entry_add(struct queue *q, struct qenv *env)
 {
     struct qentry *e = xcalloc(1, sizeof(*e));
     e->env = *env;
     memset(env, 0, sizeof(*env));
+    unsigned b = id_bucket(e->env.id);
+    e->hnext = q->byid[b];
+    q->byid[b] = e;
     e->next = q->head;
     if (q->head)
         q->head->prev = e;
@@ -73,6 +86,11 @@ static struct qentry *entry_add(struct queue *q, struct qenv *env)
 
 static void entry_free(struct queue *q, struct qentry *e)
 {
+    struct qentry **pp = &q->byid[id_bucket(e->env.id)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = e->hnext;
     if (e->prev)
         e->prev->next = e->next;
     else
@@ -86,7 +104,9 @@ static void entry_free(struct queue *q, struct qentry *e)
 
 static struct qentry *entry_find(struct queue *q, const char *id)
 {
-    for (struct qentry *e = q->head; e; e = e->next)
+    if (!q->byid)
+        return NULL;
+    for (struct qentry *e = q->byid[id_bucket(id)]; e; e = e->hnext)
         if (!strcmp(e->env.id, id))
             return e;
     return NULL;
@@ -250,24 +270,15 @@ void queue_commit_detach(struct queue_commit *c)
 
 /* ---- finishing: DSN, removal ------------------------------------------------------ */
 
-static void remove_run(struct qjob *j)
-{
-    /* the message first: a status log without its message is only an
-     * orphan (removed at the next start), while a message without its
-     * status log would be delivered again */
-    struct queue_store *qs = j->store;
-    if (unlinkat(qs->msgfd, j->id, 0) < 0 && errno != ENOENT) {
-        j->err = errno;
-        snprintf(j->errtext, sizeof(j->errtext), "unlink msg/%s: %s", j->id, strerror(errno));
-        return;
-    }
-    unlinkat(qs->stfd, j->id, 0);
-}
-
 static void remove_done(struct qjob *j)
 {
     struct queue *q = j->arg;
     struct qentry *e = entry_find(q, j->id);
+    if (j->err) {
+        struct buf *b = qlog(q, "error", "queue_remove_failed", j->id);
+        logfmt_str(b, "error", j->errtext);
+        qlog_end(q);
+    }
     if (e) {
         struct buf *b = qlog(q, "info", "queue_done", e->env.id);
         int del = 0, fail = 0;
@@ -286,9 +297,10 @@ static void remove_done(struct qjob *j)
 static void entry_remove(struct queue *q, struct qentry *e)
 {
     e->finishing = true;
-    struct qjob *j = queue_store_job(&q->store, QJ_RUN, remove_done, q);
+    /* grouped with other commits and removals; the removal is durable
+     * (msg/ fsync'ed) before the entry is forgotten */
+    struct qjob *j = queue_store_job(&q->store, QJ_REMOVE, remove_done, q);
     snprintf(j->id, sizeof(j->id), "%s", e->env.id);
-    j->run = remove_run;
     queue_store_submit(&q->store, j);
 }
 
@@ -533,9 +545,12 @@ static double retry_delay(struct queue *q, int attempts)
     return c->queue_retry[i];
 }
 
-/* One recipient's result: its status, the log line, the status line. */
-static void rcpt_done(struct queue *q, struct qentry *e, const char *agent, int idx, int result,
-                      const char *code, struct buf *diag)
+static bool is_final(const struct qrcpt *r);
+
+/* One recipient's result: its status and the log line; the word of its
+ * status line. */
+static const char *rcpt_done(struct queue *q, struct qentry *e, const char *agent, int idx, int result,
+                             const char *code, struct buf *diag)
 {
     struct qrcpt *r = &e->env.rcpts[idx];
     r->in_flight = false;
@@ -582,7 +597,7 @@ static void rcpt_done(struct queue *q, struct qentry *e, const char *agent, int 
     if (r->status == QS_DEFERRED)
         logfmt_dbl(b, "retry_in", r->next_try - now);
     qlog_end(q);
-    status_write(q, e, idx, word);
+    return word;
 }
 
 void queue_delivery_done(struct delivery *d)
@@ -590,12 +605,27 @@ void queue_delivery_done(struct delivery *d)
     struct queue *q = d->q;
     struct qentry *e = d->e;
     dest_release(q, e->env.rcpts[d->idx].route);
-    rcpt_done(q, e, d->agent, d->idx, d->result, d->code, &d->diag);
+    const char *word = rcpt_done(q, e, d->agent, d->idx, d->result, d->code, &d->diag);
+    const char **words = d->nmore ? xcalloc((size_t)d->nmore, sizeof(*words)) : NULL;
     for (int k = 0; k < d->nmore; k++) {
         struct delivery_rcpt *m = &d->more[k];
-        rcpt_done(q, e, d->agent, m->idx, m->result, m->code, &m->diag);
+        words[k] = rcpt_done(q, e, d->agent, m->idx, m->result, m->code, &m->diag);
         buf_free(&m->diag);
     }
+    /* The message is done and reports nothing: its durable removal (one
+     * fsync of msg/, grouped) records that instead of a status line per
+     * recipient that would be unlinked right after. A crash before the
+     * removal is durable delivers again, as one before the status line
+     * would (Maildir and mbox find their copy). */
+    bool complete = e->inflight == 0 && !e->deleted && !e->env.held && !e->warning && !e->dsn_routing;
+    for (int i = 0; complete && i < e->env.nrcpts; i++)
+        complete = is_final(&e->env.rcpts[i]) && !wants_dsn(&e->env, &e->env.rcpts[i]);
+    if (!complete) {
+        status_write(q, e, d->idx, word);
+        for (int k = 0; k < d->nmore; k++)
+            status_write(q, e, d->more[k].idx, words[k]);
+    }
+    free(words);
     free(d->more);
     buf_free(&d->diag);
     free(d);
@@ -1009,6 +1039,7 @@ int queue_open(struct queue *q, struct server *srv, char *err, size_t cap)
         return -1;
     }
     flock(q->lockfd, LOCK_UN);   /* taken again below, in one place */
+    q->byid = xcalloc(QUEUE_ID_BUCKETS, sizeof(*q->byid));
     ev_timer_init(&q->timer, timer_cb, 0, 0);
     q->timer.data = q;
     ev_timer_init(&q->lock_retry, lock_retry_cb, 1, 1);
@@ -1055,6 +1086,8 @@ void queue_close(struct queue *q)
     q->open = false;
     while (q->head)
         entry_free(q, q->head);
+    free(q->byid);
+    q->byid = NULL;
     while (q->dests) {
         struct queue_dest *d = q->dests;
         q->dests = d->next;

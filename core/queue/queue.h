@@ -18,6 +18,7 @@ struct route_run;
 
 struct qentry {
     struct qentry *prev, *next;
+    struct qentry *hnext;    /* the next in its bucket of queue.byid */
     struct qenv env;
     int inflight;
     bool finishing;          /* DSN / removal under way */
@@ -64,6 +65,7 @@ struct queue {
     struct server *srv;
     struct queue_store store;
     struct qentry *head;
+    struct qentry **byid;       /* QUEUE_ID_BUCKETS chains: entries by id */
     int count;
     ev_timer timer;
     int ctlfd;

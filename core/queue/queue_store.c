@@ -88,8 +88,9 @@ static int commit_linked(struct queue_store *qs, struct qjob *j)
     return fd;
 }
 
-/* A group of commits and status lines made durable together: write all,
- * one sync, then the renames and one fsync of each directory touched. */
+/* A group of commits, status lines and removals made durable together:
+ * write all, one sync, then the renames and removals (message first,
+ * status log second) and one fsync of each directory touched. */
 static void run_group(struct queue_store *qs, struct qjob *list)
 {
     int n = 0;
@@ -97,9 +98,13 @@ static void run_group(struct queue_store *qs, struct qjob *list)
         n++;
     int *fds = xcalloc((size_t)n, sizeof(int));
     int i = 0;
-    bool any_commit = false, any_status = false;
+    bool any_commit = false, any_status = false, any_remove = false;
     for (struct qjob *j = list; j; j = j->next, i++) {
         fds[i] = -1;
+        if (j->kind == QJ_REMOVE) {
+            any_remove = true;
+            continue;
+        }
         if (j->kind == QJ_COMMIT && j->link) {
             any_commit = true;
             fds[i] = commit_linked(qs, j);
@@ -128,7 +133,10 @@ static void run_group(struct queue_store *qs, struct qjob *list)
      * flushes the filesystem's journal once instead of once per file. */
     bool synced = false;
     uint64_t syncs = 0;
-    if (n > 1) {
+    int nfiles = n;
+    for (struct qjob *j = list; j; j = j->next)
+        nfiles -= j->kind == QJ_REMOVE;
+    if (nfiles > 1) {
         syncs++;
         if (syncfs(qs->dirfd) == 0)
             synced = true;
@@ -151,10 +159,22 @@ static void run_group(struct queue_store *qs, struct qjob *list)
         if (j->err)
             unlinkat(qs->tmpfd, j->id, 0);
     }
-    syncs += (uint64_t)any_commit + (uint64_t)any_status;
-    if (any_commit && fsync(qs->msgfd) < 0) {
+    /* the message first: a status log without its message is only an
+     * orphan (removed at the next start), while a message without its
+     * status log would be delivered again */
+    for (struct qjob *j = list; j; j = j->next) {
+        if (j->kind != QJ_REMOVE)
+            continue;
+        if (unlinkat(qs->msgfd, j->id, 0) < 0 && errno != ENOENT)
+            job_fail(j, "unlink msg/");
+        else
+            unlinkat(qs->stfd, j->id, 0);
+    }
+    bool sync_msg = any_commit || any_remove;
+    syncs += (uint64_t)sync_msg + (uint64_t)any_status;
+    if (sync_msg && fsync(qs->msgfd) < 0) {
         for (struct qjob *j = list; j; j = j->next)
-            if (j->kind == QJ_COMMIT)
+            if (j->kind == QJ_COMMIT || j->kind == QJ_REMOVE)
                 job_fail(j, "fsync msg/");
     }
     if (any_status && fsync(qs->stfd) < 0) {

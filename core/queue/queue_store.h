@@ -16,7 +16,7 @@
 #include "sys/spool.h"
 #include "proto/util.h"
 
-enum qjob_kind { QJ_COMMIT, QJ_STATUS, QJ_RUN };
+enum qjob_kind { QJ_COMMIT, QJ_STATUS, QJ_REMOVE, QJ_RUN };
 
 struct qjob;
 typedef void (*qjob_fn)(struct qjob *j);
