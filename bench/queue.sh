@@ -15,7 +15,9 @@
 # waits until smtp-sink has counted them all (bounded by BENCH_TIME
 # seconds). Prints per server the median of BENCH_REPS runs: messages per
 # second end to end (first connection to last message at smtp-sink) and
-# the accept rate (smtp-source done); for kurir the syncs (fsync,
+# the accept rate (smtp-source done), the server's CPU seconds per 1,000
+# messages (utime + stime of its processes, with the children it reaped:
+# Postfix's smtpd, cleanup, qmgr, smtp...); for kurir the syncs (fsync,
 # fdatasync, syncfs) of the queue per message, from its queue_closed line.
 # BENCH_PERF=1: `perf record -g` on kurir during its last run, the top of
 # the report on stdout.
@@ -107,6 +109,16 @@ wait_port() {
     die "nothing listening on $port after 30 s"
 }
 now() { date +%s.%N; }
+HZ=$(getconf CLK_TCK)
+# CPU ticks of a process, its live children and the children it reaped
+cpu_ticks() {
+    local p t=0 x
+    for p in "$1" $(ps --ppid "$1" -o pid= 2>/dev/null || true); do
+        x=$(awk '{ sub(/.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$((t + x))
+    done
+    echo "$t"
+}
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # ---- the one smtp-sink: -c counts the messages it took ---------------------
@@ -137,7 +149,7 @@ load() {
 }
 
 # ---- kurir --------------------------------------------------------------------
-k_rates=() k_accept=() k_syncs=()
+k_rates=() k_accept=() k_syncs=() k_cpu=()
 for ((r = 1; r <= REPS; r++)); do
     port=$(free_port)
     log="$tmp/kurir$r.log"
@@ -156,6 +168,7 @@ for ((r = 1; r <= REPS; r++)); do
         kill -INT "$perf_pid"
         wait "$perf_pid" 2>/dev/null || true
     fi
+    k_cpu+=("$(echo "scale=3; $(cpu_ticks "$kpid") / $HZ * 1000 / $N" | bc)")
     kill "$kpid"
     wait "$kpid" 2>/dev/null || true
     syncs=$(sed -n 's/.*event=queue_closed .*syncs=\([0-9]*\).*/\1/p' "$log" | awk '{ s += $1 } END { print s + 0 }')
@@ -163,7 +176,7 @@ for ((r = 1; r <= REPS; r++)); do
 done
 
 # ---- postfix --------------------------------------------------------------------
-p_rates=() p_accept=()
+p_rates=() p_accept=() p_cpu=()
 for ((r = 1; r <= REPS; r++)); do
     port=$(free_port)
     pf="$tmp/pf$r"
@@ -206,6 +219,8 @@ EOF
     postfix -c "$pf/etc" start >/dev/null 2>&1 || die "postfix did not start: $(tail -3 "$pf/maillog" 2>/dev/null)"
     wait_port "$port"
     read -r rate accept < <(load "$port")
+    mpid=$(tr -d ' ' <"$pf/spool/pid/master.pid")
+    p_cpu+=("$(echo "scale=3; $(cpu_ticks "$mpid") / $HZ * 1000 / $N" | bc)")
     postfix -c "$pf/etc" stop >/dev/null 2>&1 || true
     p_rates+=("$rate") p_accept+=("$accept")
 done
@@ -214,10 +229,10 @@ k=$(median "${k_rates[@]}")
 p=$(median "${p_rates[@]}")
 echo "queue end to end: smtp-source -s $S -m $N -l $SIZE -> server (durable queue) -> relay -> smtp-sink;" \
     "median of $REPS"
-printf '%-8s %6s msg/s end to end  (accept %6s msg/s)  runs: %s\n' kurir "$k" \
-    "$(median "${k_accept[@]}")" "${k_rates[*]}"
-printf '%-8s %6s msg/s end to end  (accept %6s msg/s)  runs: %s\n' postfix "$p" \
-    "$(median "${p_accept[@]}")" "${p_rates[*]}"
+printf '%-8s %6s msg/s end to end  (accept %6s msg/s)  %6s s CPU/1000 msg  runs: %s\n' kurir "$k" \
+    "$(median "${k_accept[@]}")" "$(median "${k_cpu[@]}")" "${k_rates[*]}"
+printf '%-8s %6s msg/s end to end  (accept %6s msg/s)  %6s s CPU/1000 msg  runs: %s\n' postfix "$p" \
+    "$(median "${p_accept[@]}")" "$(median "${p_cpu[@]}")" "${p_rates[*]}"
 echo "kurir / postfix: $(echo "scale=2; $k / $p" | bc)x; kurir queue syncs per message: $(median "${k_syncs[@]}")"
 if [[ $PERF == 1 ]]; then
     perf report -i "$tmp/perf.data" --stdio --no-children -g none --sort comm,dso,sym --percent-limit 0.7 \
