@@ -137,7 +137,7 @@ load() {
     local port=$1 base t0 t1 t2 deadline
     base=$(sink_count)
     t0=$(now)
-    smtp-source -s "$S" -m "$N" -l "$SIZE" -t to@example.test -f from@example.test "127.0.0.1:$port"
+    smtp-source -d -s "$S" -m "$N" -l "$SIZE" -t to@example.test -f from@example.test "127.0.0.1:$port"
     t1=$(now)
     deadline=$(echo "$t0 + $TIME" | bc)
     while (($(sink_count) < base + N)); do
@@ -157,15 +157,19 @@ for ((r = 1; r <= REPS; r++)); do
     kpid=$!
     pids+=("$kpid")
     wait_port "$port"
+    for ((i = 0; i < 300; i++)); do   # the queue's owner has recovered it
+        grep -q "event=queue_recovered" "$log" && break
+        sleep 0.1
+    done
     if [[ $PERF == 1 && $r == "$REPS" ]]; then
         # the master and its workers
-        perf record -g -o "$tmp/perf.data" -p "$(ps --ppid "$kpid" -o pid= | tr -s ' \n' ',')$kpid" \
-            >/dev/null 2>&1 &
+        workers=$(ps --ppid "$kpid" -o pid= | xargs | tr ' ' ',')
+        perf record -g -o "$tmp/perf.data" -p "${workers:+$workers,}$kpid" >/dev/null 2>&1 &
         perf_pid=$!
     fi
     read -r rate accept < <(load "$port")
     if [[ $PERF == 1 && $r == "$REPS" ]]; then
-        kill -INT "$perf_pid"
+        kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
     fi
     k_cpu+=("$(echo "scale=3; $(cpu_ticks "$kpid") / $HZ * 1000 / $N" | bc)")
@@ -227,7 +231,7 @@ done
 
 k=$(median "${k_rates[@]}")
 p=$(median "${p_rates[@]}")
-echo "queue end to end: smtp-source -s $S -m $N -l $SIZE -> server (durable queue) -> relay -> smtp-sink;" \
+echo "queue end to end: smtp-source -d -s $S -m $N -l $SIZE -> server (durable queue) -> relay -> smtp-sink;" \
     "median of $REPS"
 printf '%-8s %6s msg/s end to end  (accept %6s msg/s)  %6s s CPU/1000 msg  runs: %s\n' kurir "$k" \
     "$(median "${k_accept[@]}")" "$(median "${k_cpu[@]}")" "${k_rates[*]}"
@@ -236,5 +240,7 @@ printf '%-8s %6s msg/s end to end  (accept %6s msg/s)  %6s s CPU/1000 msg  runs:
 echo "kurir / postfix: $(echo "scale=2; $k / $p" | bc)x; kurir queue syncs per message: $(median "${k_syncs[@]}")"
 if [[ $PERF == 1 ]]; then
     perf report -i "$tmp/perf.data" --stdio --no-children -g none --sort comm,dso,sym --percent-limit 0.7 \
+        2>/dev/null | grep -v '^$' | grep -v '^#' | head -30
+    perf report -i "$tmp/perf.data" --stdio --no-children -g none --sort dso --percent-limit 0.5 \
         2>/dev/null | grep -v '^$' | grep -v '^#' | head -40
 fi
