@@ -51,6 +51,12 @@ static void kick(struct queue *q)
 {
     if (!q->open || !q->owner)
         return;
+    if (q->scheduling) {
+        /* a delivery finished inside schedule() (an agent that did not
+         * have to wait): run it again right after, whatever it sets */
+        q->rekick = true;
+        return;
+    }
     ev_timer_stop(q->srv->loop, &q->timer);
     ev_timer_set(&q->timer, 0, 0);
     ev_timer_start(q->srv->loop, &q->timer);
@@ -711,6 +717,8 @@ static void schedule(struct queue *q)
 {
     double now = time_wall(), next = 0;
     int limit = cfg(q)->queue_concurrency;
+    q->scheduling = true;
+    q->rekick = false;
     struct qentry *e = q->head;
     while (e) {
         struct qentry *en = e->next;
@@ -750,7 +758,11 @@ static void schedule(struct queue *q)
             entry_finish(q, e);
         e = en;
     }
-    if (next > 0) {
+    q->scheduling = false;
+    if (q->rekick) {
+        q->rekick = false;
+        kick(q);
+    } else if (next > 0) {
         double in = next - time_wall();
         ev_timer_stop(q->srv->loop, &q->timer);
         ev_timer_set(&q->timer, in > 0.001 ? in : 0.001, 0);

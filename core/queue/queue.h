@@ -77,6 +77,8 @@ struct queue {
     struct queue_dest *dests;
     bool open;
     bool stopping;
+    bool scheduling;            /* in schedule(): a kick is only noted */
+    bool rekick;                /* ... and schedule() runs again after */
     struct pipe_run *pipes;  /* running pipe deliveries (agent_pipe.c) */
     struct lua_run *lua_runs;   /* running Lua agents (agent_lua.c) */
 };
