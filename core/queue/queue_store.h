@@ -58,7 +58,7 @@ struct queue_store {
     struct qjob *done, *done_tail;
     bool stop;
     uint64_t batches, grouped_jobs;        /* for the log: jobs per sync */
-    uint64_t syncs;                        /* fsync/fdatasync/syncfs calls of the groups */
+    uint64_t syncs;                        /* fsync/fdatasync calls of the groups */
 };
 
 /* Create dir/{tmp,msg,st} as needed, remove leftovers in tmp/ (half-written
