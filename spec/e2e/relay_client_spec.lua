@@ -18,7 +18,7 @@ local dir, where = arg[1], arg[2]
 kurir.configure {
   hostname = "tx.e2e.test",
   queue = { dir = dir .. "/queue", retry = { 0.2 }, lifetime = 60, concurrency = 1,
-            connection_idle = 1, connection_messages = 3 },
+            connection_idle = 3, connection_messages = 3 },
 }
 local routes = {}
 if where:sub(1, 1) == "/" then
@@ -133,7 +133,7 @@ describe("the SMTP/LMTP client of the queue", function()
       if t:find("^txn 1 ") then on_first = on_first + 1 end
     end
     assert.equals(3, on_first, sink.log())
-    -- connection_idle = 1: the second one is closed with QUIT once idle
+    -- connection_idle = 3: the second one is closed with QUIT once idle
     assert.truthy(sink.wait("quit ", 2), sink.log())
     -- the refused recipient is reported, once per message
     assert.truthy(harness.wait_for(function() return #harness.maildir_new(tx.dir .. "/bounces") == 5 end))
