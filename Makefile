@@ -28,7 +28,7 @@ BENCH_DEB_PACKAGES := linux-perf
 # npm: Debian's package, unless a nodejs that bundles its own npm is installed
 BENCH_DEB_PACKAGES += $(shell command -v npm >/dev/null 2>&1 || echo npm)
 
-.PHONY: all deps build build-asan run test test-unit test-lua test-e2e test-asan test-fuzz check-tools lint bench \
+.PHONY: all deps build build-asan run test test-unit test-lua test-e2e test-asan test-fuzz check-tools lint bench bench-queue \
   install clean test-browser test-examples
 
 all: build
@@ -95,6 +95,11 @@ lint:
 bench: build
 	@sh tools/deps.sh $(BENCH_DEB_PACKAGES)
 	sh bench/run.sh
+
+# the queue end to end, kurir next to a private Postfix instance (root)
+bench-queue: build
+	@sh tools/deps.sh $(BENCH_DEB_PACKAGES)
+	bash bench/queue.sh
 
 install: build
 	cmake --install $(BUILD)

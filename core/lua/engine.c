@@ -207,6 +207,9 @@ static const char *read_config(lua_State *L, int t, struct config *c)
         c->queue_dir = get_str(&r, q, "dir");
         c->queue_lifetime = get_num(&r, q, "lifetime");
         c->queue_concurrency = (int)get_num(&r, q, "concurrency");
+        c->queue_delay_warning = get_num(&r, q, "delay_warning");
+        c->queue_connection_idle = get_num(&r, q, "connection_idle");
+        c->queue_connection_messages = (int)get_num(&r, q, "connection_messages");
         if (field(&r, q, "retry", LUA_TTABLE)) {
             int n = (int)lua_rawlen(L, -1);
             c->queue_retry = xcalloc((size_t)(n ? n : 1), sizeof(double));

@@ -72,6 +72,9 @@ struct config {
     int nqueue_retry;
     double queue_lifetime;        /* queue.lifetime: seconds, then the message bounces */
     int queue_concurrency;        /* queue.concurrency: deliveries at once per destination */
+    double queue_delay_warning;   /* queue.delay_warning: seconds before a delay DSN; 0 = none */
+    double queue_connection_idle; /* queue.connection_idle: seconds an SMTP/LMTP connection waits for reuse */
+    int queue_connection_messages;   /* queue.connection_messages: transactions per connection */
 };
 
 struct engine_job;

@@ -1,5 +1,6 @@
 /* lua_socket.c - kurir.connect and the "kurir.socket" userdata: a TCP
- * client socket, optionally TLS (at connect or later with starttls), for
+ * (or Unix domain, for a host that is an absolute path) client socket,
+ * optionally TLS (at connect or later with starttls), for
  * hooks and tasks. Every operation that has to wait (connect, handshake,
  * send, receive) runs as one task waiting operation (task_suspend): an
  * ev_io watcher embedded in the userdata does the I/O step by step and
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "net/conn.h"
@@ -684,13 +686,18 @@ static double opt_timeout(lua_State *L, int arg, int i)
     return (double)v;
 }
 
-/* (host, port [, opts]) -> socket | nil, err */
+/* (host, port [, opts]) -> socket | nil, err; host "/path": a Unix
+ * socket (port nil or ignored) */
 int lsocket_connect(lua_State *L)
 {
     size_t hlen;
     const char *host = luaL_checklstring(L, 1, &hlen);
-    lua_Integer port = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, port > 0 && port < 65536, 2, "port must be 1..65535");
+    bool unix_path = hlen > 0 && host[0] == '/';
+    lua_Integer port = 0;
+    if (!unix_path || !lua_isnoneornil(L, 2)) {
+        port = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, unix_path || (port > 0 && port < 65536), 2, "port must be 1..65535");
+    }
     if (!lua_isnoneornil(L, 3))
         luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
@@ -716,7 +723,16 @@ int lsocket_connect(lua_State *L)
     struct sockaddr_in *a4 = (struct sockaddr_in *)(void *)&ss;
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)(void *)&ss;
     const char *addr = strcmp(name, "localhost") == 0 ? "127.0.0.1" : name;
-    if (inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
+    struct sockaddr_un *un = (struct sockaddr_un *)(void *)&ss;
+    if (unix_path) {
+        if (hlen >= sizeof(un->sun_path)) {
+            push_fail(L, "socket path too long");
+            return 2;
+        }
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, name, hlen + 1);
+        slen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + hlen + 1);
+    } else if (inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
         a4->sin_family = AF_INET;
         a4->sin_port = htons((uint16_t)port);
         slen = sizeof(*a4);
@@ -779,7 +795,8 @@ int lsocket_connect(lua_State *L)
         return 2;
     }
     int one = 1;
-    setsockopt(k->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!unix_path)
+        setsockopt(k->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (connect(k->fd, (struct sockaddr *)&ss, slen) != 0 && errno != EINPROGRESS) {
         int e = errno;
         sock_shut(k);
@@ -937,6 +954,8 @@ static int l_tostring(lua_State *L)
     struct lsock *k = sock_check(L, 1);
     if (k->fd < 0)
         lua_pushliteral(L, "kurir.socket(closed)");
+    else if (k->host[0] == '/')
+        lua_pushfstring(L, "kurir.socket(unix %s)", k->host);
     else if (strchr(k->host, ':'))
         lua_pushfstring(L, "kurir.socket(%s [%s]:%d)", k->tls_up ? "tls" : "tcp", k->host, k->remote_port);
     else

@@ -44,11 +44,33 @@ static void clean_xtext(struct buf *b, const char *s)
     }
 }
 
+bool dsn_wants(const struct qenv *env, const struct qrcpt *r, bool delay)
+{
+    if (!env->from || !*env->from || (r->notify & QN_NEVER))
+        return false;
+    if (delay)   /* RFC 3461 4.1: no NOTIFY means FAILURE,DELAY */
+        return r->status == QS_DEFERRED && !r->warned && (r->notify == 0 || (r->notify & QN_DELAY));
+    if (r->notified)
+        return false;
+    if (r->status == QS_FAILED)
+        return r->notify == 0 || (r->notify & QN_FAILURE);
+    if (r->status == QS_DELIVERED)
+        return (r->notify & QN_SUCCESS) != 0;
+    return false;
+}
+
 static const char *status_of(const struct qrcpt *r)
 {
-    if (r->dsn_code && *r->dsn_code)
+    if (r->dsn_code && *r->dsn_code && r->status != QS_DEFERRED)
         return r->dsn_code;
+    if (r->status == QS_DEFERRED)   /* a delay: the last temporary status, else 4.0.0 */
+        return r->dsn_code && r->dsn_code[0] == '4' ? r->dsn_code : "4.0.0";
     return r->status == QS_DELIVERED ? "2.0.0" : "5.0.0";
+}
+
+static const char *action_of(const struct qrcpt *r)
+{
+    return r->status == QS_FAILED ? "failed" : r->status == QS_DELIVERED ? "delivered" : "delayed";
 }
 
 /* Read the original into b: the header section (up to the blank line) or
@@ -87,7 +109,7 @@ static void read_original(int fd, uint64_t off, bool full, struct buf *b)
 }
 
 void dsn_build(const struct qenv *env, int fd, uint64_t off, const char *hostname, const char *dsn_id,
-               struct buf *out)
+               bool delay, double retry_until, struct buf *out)
 {
     char date[64], arrival[64], boundary[80];
     date_rfc5322(time_wall(), date, sizeof(date));
@@ -96,14 +118,17 @@ void dsn_build(const struct qenv *env, int fd, uint64_t off, const char *hostnam
     bool any_failed = false;
     for (int i = 0; i < env->nrcpts; i++)
         any_failed |= env->rcpts[i].status == QS_FAILED;
-    bool full = env->ret && !strcmp(env->ret, "FULL");
+    /* a delay warning carries the headers only, whatever RET says */
+    bool full = !delay && env->ret && !strcmp(env->ret, "FULL");
 
     buf_printf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname);
     buf_appends(out, "To: <");
     clean(out, env->from);
     buf_appends(out, ">\r\n");
     buf_printf(out, "Subject: %s\r\n",
-               any_failed ? "Undelivered Mail Returned to Sender" : "Successful Mail Delivery Report");
+               delay        ? "Delayed Mail (still being retried)"
+               : any_failed ? "Undelivered Mail Returned to Sender"
+                            : "Successful Mail Delivery Report");
     buf_printf(out, "Date: %s\r\n", date);
     buf_printf(out, "Message-ID: <%s@%s>\r\n", dsn_id, hostname);
     buf_appends(out, "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
@@ -113,20 +138,24 @@ void dsn_build(const struct qenv *env, int fd, uint64_t off, const char *hostnam
 
     buf_printf(out, "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n", boundary);
     buf_printf(out, "This is the mail system at host %s.\r\n\r\n", hostname);
-    buf_appends(out, any_failed ? "Your message could not be delivered to one or more recipients.\r\n"
-                                : "Your message was delivered to the recipients below.\r\n");
+    if (delay) {
+        char until[64];
+        date_rfc5322(retry_until, until, sizeof(until));
+        buf_printf(out, "Your message could not be delivered yet to the recipients below.\r\n"
+                        "It stays in the queue and is tried again until %s.\r\n"
+                        "You do not need to send it again.\r\n", until);
+    } else {
+        buf_appends(out, any_failed ? "Your message could not be delivered to one or more recipients.\r\n"
+                                    : "Your message was delivered to the recipients below.\r\n");
+    }
     buf_appends(out, "\r\n");
     for (int i = 0; i < env->nrcpts; i++) {
         const struct qrcpt *r = &env->rcpts[i];
-        if (r->notified || (r->status != QS_FAILED && r->status != QS_DELIVERED))
-            continue;
-        if (r->status == QS_DELIVERED && !(r->notify & QN_SUCCESS))
-            continue;
-        if (r->status == QS_FAILED && r->notify && !(r->notify & QN_FAILURE))
+        if (!dsn_wants(env, r, delay))
             continue;
         buf_appends(out, "<");
         clean(out, r->address);
-        buf_printf(out, ">: %s", r->status == QS_FAILED ? "failed" : "delivered");
+        buf_printf(out, ">: %s", action_of(r));
         if (r->diag) {
             buf_appends(out, ": ");
             clean(out, r->diag);
@@ -145,11 +174,7 @@ void dsn_build(const struct qenv *env, int fd, uint64_t off, const char *hostnam
     buf_printf(out, "Arrival-Date: %s\r\n", arrival);
     for (int i = 0; i < env->nrcpts; i++) {
         const struct qrcpt *r = &env->rcpts[i];
-        if (r->notified || (r->status != QS_FAILED && r->status != QS_DELIVERED))
-            continue;
-        if (r->status == QS_DELIVERED && !(r->notify & QN_SUCCESS))
-            continue;
-        if (r->status == QS_FAILED && r->notify && !(r->notify & QN_FAILURE))
+        if (!dsn_wants(env, r, delay))
             continue;
         buf_appends(out, "\r\n");
         if (r->orcpt) {
@@ -159,8 +184,12 @@ void dsn_build(const struct qenv *env, int fd, uint64_t off, const char *hostnam
         }
         buf_appends(out, "Final-Recipient: rfc822; ");
         clean(out, r->address);
-        buf_printf(out, "\r\nAction: %s\r\nStatus: %s\r\n", r->status == QS_FAILED ? "failed" : "delivered",
-                   status_of(r));
+        buf_printf(out, "\r\nAction: %s\r\nStatus: %s\r\n", action_of(r), status_of(r));
+        if (delay) {
+            char until[64];
+            date_rfc5322(retry_until, until, sizeof(until));
+            buf_printf(out, "Will-Retry-Until: %s\r\n", until);
+        }
         if (r->diag) {
             buf_appends(out, "Diagnostic-Code: X-kurir; ");
             clean(out, r->diag);

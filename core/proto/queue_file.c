@@ -319,6 +319,9 @@ void queue_file_apply_status(struct qenv *e, const char *p, size_t n)
         } else if (ascii_caseeq(t[1], tn[1], "notified")) {
             r->notified = true;
             continue;
+        } else if (ascii_caseeq(t[1], tn[1], "warned")) {
+            r->warned = true;   /* the delay warning: the status stays */
+            continue;
         } else {
             continue;
         }

@@ -31,6 +31,7 @@ struct qrcpt {
     char *diag;             /* last diagnostic text */
     char *dsn_code;         /* enhanced status of the last result, e.g. "5.1.1" */
     bool notified;          /* a DSN for the final status was sent */
+    bool warned;            /* a delay warning (NOTIFY=DELAY) was sent */
     bool in_flight;         /* a delivery runs (memory only) */
     bool mbox_begun;        /* an mbox append started at mbox_off, mbox_len bytes */
     uint64_t mbox_off, mbox_len;

@@ -45,11 +45,14 @@ static void run_free(struct lua_run *r)
 static void run_error(struct task *t, const char *msg, const char *tb)
 {
     (void)tb;
-    struct lua_run *r = (struct lua_run *)t;
-    r->d->result = 1;
-    snprintf(r->d->code, sizeof(r->d->code), "4.3.0");
-    buf_reset(&r->d->diag);
-    buf_printf(&r->d->diag, "agent error: %s", msg ? msg : "?");
+    struct delivery *d = ((struct lua_run *)t)->d;
+    for (int k = 0; k <= d->nmore; k++) {
+        struct buf *diag = k == 0 ? &d->diag : &d->more[k - 1].diag;
+        *(k == 0 ? &d->result : &d->more[k - 1].result) = 1;
+        snprintf(k == 0 ? d->code : d->more[k - 1].code, sizeof(d->code), "4.3.0");
+        buf_reset(diag);
+        buf_printf(diag, "agent error: %s", msg ? msg : "?");
+    }
 }
 
 /* Enhanced status code at the start of text ("5.1.1 ..."), if any. */
@@ -62,6 +65,33 @@ static void enhanced(const char *text, int cls, char *out, size_t cap)
         snprintf(out, cap, "%d.0.0", cls);
 }
 
+/* One result (the values at co[base], co[base + 1]) into result, code, diag. */
+static void take_result(lua_State *co, int base, int n, int *result, char *code, size_t cap, struct buf *diag)
+{
+    int ty = n > 0 ? lua_type(co, base) : LUA_TNIL;
+    const char *text = n > 1 ? lua_tostring(co, base + 1) : NULL;
+    int cls;
+    if (ty == LUA_TBOOLEAN && lua_toboolean(co, base)) {
+        cls = 2;
+    } else if (ty == LUA_TNUMBER) {
+        int c = (int)lua_tointeger(co, base);
+        cls = c / 100;
+        if (cls != 2 && cls != 4 && cls != 5)
+            cls = 4;
+    } else if (ty == LUA_TBOOLEAN) {
+        cls = 5;   /* false, why */
+    } else {
+        cls = 4;   /* nil, why */
+    }
+    *result = cls == 2 ? 0 : cls == 4 ? 1 : 2;
+    enhanced(text, cls, code, cap);
+    buf_reset(diag);
+    if (text)
+        buf_appends(diag, text);
+    else if (cls != 2)
+        buf_appends(diag, "the agent gave no reason");
+}
+
 static void run_done(struct task *t, bool ok, int nres)
 {
     struct lua_run *r = (struct lua_run *)t;
@@ -69,28 +99,31 @@ static void run_done(struct task *t, bool ok, int nres)
     lua_State *co = t->co;
     if (ok) {
         int base = lua_gettop(co) - nres + 1;
-        int ty = nres > 0 ? lua_type(co, base) : LUA_TNIL;
-        const char *text = nres > 1 ? lua_tostring(co, base + 1) : NULL;
-        int cls;
-        if (ty == LUA_TBOOLEAN && lua_toboolean(co, base)) {
-            cls = 2;
-        } else if (ty == LUA_TNUMBER) {
-            int code = (int)lua_tointeger(co, base);
-            cls = code / 100;
-            if (cls != 2 && cls != 4 && cls != 5)
-                cls = 4;
-        } else if (ty == LUA_TBOOLEAN) {
-            cls = 5;   /* false, why */
+        if (nres > 0 && lua_type(co, base) == LUA_TTABLE) {
+            /* per recipient, in the order given: { {code, text}, ... } */
+            for (int k = 0; k <= d->nmore; k++) {
+                lua_rawgeti(co, base, k + 1);
+                int top = lua_gettop(co);
+                int *res = k == 0 ? &d->result : &d->more[k - 1].result;
+                char *code = k == 0 ? d->code : d->more[k - 1].code;
+                struct buf *diag = k == 0 ? &d->diag : &d->more[k - 1].diag;
+                if (lua_istable(co, top)) {
+                    lua_rawgeti(co, top, 1);
+                    lua_rawgeti(co, top, 2);
+                    take_result(co, top + 1, 2, res, code, 16, diag);
+                } else {
+                    lua_pushnil(co);
+                    lua_pushliteral(co, "4.3.0 the agent gave no result for this recipient");
+                    take_result(co, top + 1, 2, res, code, 16, diag);
+                }
+                lua_settop(co, top - 1);
+            }
         } else {
-            cls = 4;   /* nil, why */
+            take_result(co, base, nres, &d->result, d->code, sizeof(d->code), &d->diag);
+            for (int k = 0; k < d->nmore; k++)   /* one result for all */
+                take_result(co, base, nres, &d->more[k].result, d->more[k].code, sizeof(d->more[k].code),
+                            &d->more[k].diag);
         }
-        d->result = cls == 2 ? 0 : cls == 4 ? 1 : 2;
-        enhanced(text, cls, d->code, sizeof(d->code));
-        buf_reset(&d->diag);
-        if (text)
-            buf_appends(&d->diag, text);
-        else if (cls != 2)
-            buf_appends(&d->diag, "the agent gave no reason");
     }
     lua_settop(co, 0);
     run_free(r);
@@ -101,9 +134,11 @@ static const struct task_ops run_ops = {run_error, run_done};
 
 static void fail_now(struct delivery *d, const char *why)
 {
-    d->result = 1;
-    snprintf(d->code, sizeof(d->code), "4.3.0");
-    buf_appends(&d->diag, why);
+    for (int k = 0; k <= d->nmore; k++) {
+        *(k == 0 ? &d->result : &d->more[k - 1].result) = 1;
+        snprintf(k == 0 ? d->code : d->more[k - 1].code, sizeof(d->code), "4.3.0");
+        buf_appends(k == 0 ? &d->diag : &d->more[k - 1].diag, why);
+    }
     queue_delivery_done(d);
 }
 
@@ -134,7 +169,7 @@ void agent_lua_start(struct delivery *d)
     lua_xmove(L, co, 1);
     lua_settop(L, top);
     lua_pushstring(co, rc->route);
-    lua_createtable(co, 0, 12);
+    lua_createtable(co, 0, 16);
     lua_pushstring(co, en->env.id);
     lua_setfield(co, -2, "id");
     lua_pushstring(co, en->env.from ? en->env.from : "");
@@ -163,6 +198,27 @@ void agent_lua_start(struct delivery *d)
     lua_setfield(co, -2, "notify");
     lua_pushinteger(co, rc->attempts);
     lua_setfield(co, -2, "attempts");
+    /* every recipient of this delivery, in order: {address, orcpt, notify} */
+    lua_createtable(co, d->nmore + 1, 0);
+    for (int k = 0; k <= d->nmore; k++) {
+        const struct qrcpt *x = &en->env.rcpts[k == 0 ? d->idx : d->more[k - 1].idx];
+        lua_createtable(co, 0, 3);
+        lua_pushstring(co, x->address);
+        lua_setfield(co, -2, "address");
+        if (x->orcpt) {
+            lua_pushstring(co, x->orcpt);
+            lua_setfield(co, -2, "orcpt");
+        }
+        lua_pushinteger(co, (lua_Integer)x->notify);
+        lua_setfield(co, -2, "notify");
+        lua_rawseti(co, -2, k + 1);
+    }
+    lua_setfield(co, -2, "rcpts");
+    const struct config *c = &e->cfg;
+    lua_pushnumber(co, c->queue_connection_idle);
+    lua_setfield(co, -2, "connection_idle");
+    lua_pushinteger(co, c->queue_connection_messages);
+    lua_setfield(co, -2, "connection_messages");
     r->next = q->lua_runs;
     q->lua_runs = r;
     task_run(&r->task, 2);   /* r may be gone */
@@ -175,7 +231,10 @@ void agent_lua_shutdown(struct queue *q)
         struct delivery *d = r->d;
         task_abort(&r->task);
         run_free(r);
-        /* the recipient stays pending on disk: it is tried again at start */
+        /* the recipients stay pending on disk: they are tried again at start */
+        for (int k = 0; k < d->nmore; k++)
+            buf_free(&d->more[k].diag);
+        free(d->more);
         buf_free(&d->diag);
         free(d);
     }

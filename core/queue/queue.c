@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -51,6 +52,12 @@ static void kick(struct queue *q)
 {
     if (!q->open || !q->owner)
         return;
+    if (q->scheduling) {
+        /* a delivery finished inside schedule() (an agent that did not
+         * have to wait): run it again right after, whatever it sets */
+        q->rekick = true;
+        return;
+    }
     ev_timer_stop(q->w->loop, &q->timer);
     ev_timer_set(&q->timer, 0, 0);
     ev_timer_start(q->w->loop, &q->timer);
@@ -58,11 +65,24 @@ static void kick(struct queue *q)
 
 /* ---- entries ---------------------------------------------------------------- */
 
+#define QUEUE_ID_BUCKETS 8192u
+
+static unsigned id_bucket(const char *id)
+{
+    uint32_t h = 2166136261u;   /* FNV-1a */
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 16777619u;
+    return h % QUEUE_ID_BUCKETS;
+}
+
 static struct qentry *entry_add(struct queue *q, struct qenv *env)
 {
     struct qentry *e = xcalloc(1, sizeof(*e));
     e->env = *env;
     memset(env, 0, sizeof(*env));
+    unsigned b = id_bucket(e->env.id);
+    e->hnext = q->byid[b];
+    q->byid[b] = e;
     e->next = q->head;
     if (q->head)
         q->head->prev = e;
@@ -73,6 +93,11 @@ static struct qentry *entry_add(struct queue *q, struct qenv *env)
 
 static void entry_free(struct queue *q, struct qentry *e)
 {
+    struct qentry **pp = &q->byid[id_bucket(e->env.id)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = e->hnext;
     if (e->prev)
         e->prev->next = e->next;
     else
@@ -86,7 +111,9 @@ static void entry_free(struct queue *q, struct qentry *e)
 
 static struct qentry *entry_find(struct queue *q, const char *id)
 {
-    for (struct qentry *e = q->head; e; e = e->next)
+    if (!q->byid)
+        return NULL;
+    for (struct qentry *e = q->byid[id_bucket(id)]; e; e = e->hnext)
         if (!strcmp(e->env.id, id))
             return e;
     return NULL;
@@ -250,24 +277,15 @@ void queue_commit_detach(struct queue_commit *c)
 
 /* ---- finishing: DSN, removal ------------------------------------------------------ */
 
-static void remove_run(struct qjob *j)
-{
-    /* the message first: a status log without its message is only an
-     * orphan (removed at the next start), while a message without its
-     * status log would be delivered again */
-    struct queue_store *qs = j->store;
-    if (unlinkat(qs->msgfd, j->id, 0) < 0 && errno != ENOENT) {
-        j->err = errno;
-        snprintf(j->errtext, sizeof(j->errtext), "unlink msg/%s: %s", j->id, strerror(errno));
-        return;
-    }
-    unlinkat(qs->stfd, j->id, 0);
-}
-
 static void remove_done(struct qjob *j)
 {
     struct queue *q = j->arg;
     struct qentry *e = entry_find(q, j->id);
+    if (j->err) {
+        struct buf *b = qlog(q, "error", "queue_remove_failed", j->id);
+        logfmt_str(b, "error", j->errtext);
+        qlog_end(q);
+    }
     if (e) {
         struct buf *b = qlog(q, "info", "queue_done", e->env.id);
         int del = 0, fail = 0;
@@ -286,90 +304,209 @@ static void remove_done(struct qjob *j)
 static void entry_remove(struct queue *q, struct qentry *e)
 {
     e->finishing = true;
-    struct qjob *j = queue_store_job(&q->store, QJ_RUN, remove_done, q);
+    /* grouped with other commits and removals; the removal is durable
+     * (msg/ fsync'ed) before the entry is forgotten */
+    struct qjob *j = queue_store_job(&q->store, QJ_REMOVE, remove_done, q);
     snprintf(j->id, sizeof(j->id), "%s", e->env.id);
-    j->run = remove_run;
     queue_store_submit(&q->store, j);
 }
 
 static bool wants_dsn(const struct qenv *env, const struct qrcpt *r)
 {
-    if (!env->from || !*env->from || r->notified || (r->notify & QN_NEVER))
-        return false;
-    if (r->status == QS_FAILED)
-        return r->notify == 0 || (r->notify & QN_FAILURE);
-    if (r->status == QS_DELIVERED)
-        return (r->notify & QN_SUCCESS) != 0;
-    return false;
+    return dsn_wants(env, r, false);
 }
 
-struct dsn_ctx {
+/* A report on its way: built, routed by the script's rcpt hook (to the
+ * sender, else to the postmaster), committed. Final reports (delay false)
+ * end with the entry's removal; delay warnings mark their recipients
+ * warned. */
+struct dsn_route_ctx {
     struct queue *q;
-    char id[24];
+    char id[24];             /* the original message */
+    bool delay;
+    bool to_postmaster;      /* the sender's address was refused: the fallback */
+    struct qenv denv;        /* the DSN's envelope, without its route yet */
+    struct buf msg;
+    int *idxs;               /* delay: the recipients this warning covers */
+    int nidx;
 };
+
+static void dsn_ctx_free(struct dsn_route_ctx *c)
+{
+    queue_file_free(&c->denv);
+    buf_free(&c->msg);
+    free(c->idxs);
+    free(c);
+}
+
+/* The entry is done with its report (or the report is given up): a final
+ * one removes it, a delay warning lets it go on. */
+static void dsn_settled(struct queue *q, struct qentry *e, bool delay)
+{
+    if (!delay) {
+        entry_remove(q, e);
+        return;
+    }
+    e->warning = false;
+    if (e->deleted && e->inflight == 0)
+        entry_remove(q, e);
+    else
+        kick(q);
+}
 
 static void dsn_committed(void *arg, int err, const char *errtext)
 {
-    struct dsn_ctx *c = arg;
+    struct dsn_route_ctx *c = arg;
     struct queue *q = c->q;
     struct qentry *e = entry_find(q, c->id);
-    free(c);
-    if (!e)
+    if (!e) {
+        dsn_ctx_free(c);
         return;
+    }
     if (err) {
         struct buf *b = qlog(q, "error", "dsn_failed", e->env.id);
         logfmt_str(b, "error", errtext);
         qlog_end(q);
     }
-    for (int i = 0; i < e->env.nrcpts; i++) {
-        struct qrcpt *r = &e->env.rcpts[i];
-        if (wants_dsn(&e->env, r)) {
-            r->notified = true;
-            status_write(q, e, i, "notified");
+    if (c->delay) {
+        for (int k = 0; k < c->nidx; k++) {
+            struct qrcpt *r = &e->env.rcpts[c->idxs[k]];
+            r->warned = true;
+            status_write(q, e, c->idxs[k], "warned");
+        }
+    } else {
+        for (int i = 0; i < e->env.nrcpts; i++) {
+            struct qrcpt *r = &e->env.rcpts[i];
+            if (wants_dsn(&e->env, r)) {
+                r->notified = true;
+                status_write(q, e, i, "notified");
+            }
         }
     }
-    entry_remove(q, e);
+    bool delay = c->delay;
+    dsn_ctx_free(c);
+    dsn_settled(q, e, delay);
 }
 
-struct dsn_route_ctx {
-    struct queue *q;
-    char id[24];             /* the original message */
-    struct qenv denv;        /* the DSN's envelope, without its route yet */
-    struct buf msg;
-};
+static void dsn_routed(void *arg, int rc, const char *route, const char *err);
+
+/* Ask the script's rcpt hook for a route to address (in a task). */
+static void dsn_route(struct queue *q, struct qentry *e, struct dsn_route_ctx *c, const char *address)
+{
+    char dsn_id[24];
+    snprintf(dsn_id, sizeof(dsn_id), "%s", c->denv.id);
+    e->dsn_routing = true;
+    struct route_run *r = lroute_internal(q->w->eng, dsn_id, address, dsn_routed, c);
+    if (!r) {
+        dsn_routed(c, -1, NULL, "cannot load kurir.route");
+        return;
+    }
+    /* the hook may have finished already: dsn_routed cleared dsn_routing
+     * (e itself is freed only after its removal job, never in there) */
+    if (e->dsn_routing && !e->dsn_run) {   /* (a postmaster fallback may have set its own) */
+        e->dsn_run = r;
+        e->dsn_ctx = c;
+    }
+}
 
 static void dsn_routed(void *arg, int rc, const char *route, const char *err)
 {
-    struct dsn_route_ctx *rc_ = arg;
-    struct queue *q = rc_->q;
-    struct qentry *e = entry_find(q, rc_->id);
-    if (e) {
-        e->dsn_run = NULL;
-        e->dsn_ctx = NULL;
-        e->dsn_routing = false;
-        struct buf *b = qlog(q, rc < 0 ? "warn" : "info", rc < 0 ? "dsn_unroutable" : "dsn", e->env.id);
-        logfmt_str(b, "dsn_id", rc_->denv.id);
-        logfmt_str(b, "to", e->env.from);
-        if (rc < 0)
-            logfmt_str(b, "error", err ? err : "?");
-        qlog_end(q);
-    }
-    if (!e || rc < 0) {
-        queue_file_free(&rc_->denv);
-        buf_free(&rc_->msg);
-        free(rc_);
-        if (e)
-            entry_remove(q, e);   /* the log line above is all that is left of the report */
+    struct dsn_route_ctx *c = arg;
+    struct queue *q = c->q;
+    struct qentry *e = entry_find(q, c->id);
+    if (!e) {
+        dsn_ctx_free(c);
         return;
     }
-    struct qenv *d = &rc_->denv;
+    e->dsn_run = NULL;
+    e->dsn_ctx = NULL;
+    e->dsn_routing = false;
+    struct qenv *d = &c->denv;
+    const char *kind = c->delay ? "delay" : "final";
+    if (rc < 0) {
+        struct buf *b = qlog(q, "warn", "dsn_unroutable", e->env.id);
+        logfmt_str(b, "dsn_id", d->id);
+        logfmt_str(b, "kind", kind);
+        logfmt_str(b, "to", d->rcpts[0].address);
+        logfmt_str(b, "error", err ? err : "?");
+        qlog_end(q);
+        if (c->delay) {
+            /* a warning is only news: given up (logged), never retried */
+            for (int k = 0; k < c->nidx; k++) {
+                e->env.rcpts[c->idxs[k]].warned = true;
+                status_write(q, e, c->idxs[k], "warned");
+            }
+            dsn_ctx_free(c);
+            dsn_settled(q, e, true);
+            return;
+        }
+        if (!c->to_postmaster) {
+            /* like Postfix's double bounce: the report goes to the postmaster */
+            c->to_postmaster = true;
+            free(d->rcpts[0].address);
+            size_t n = strlen(cfg(q)->hostname) + 16;
+            d->rcpts[0].address = xcalloc(1, n);
+            snprintf(d->rcpts[0].address, n, "postmaster@%s", cfg(q)->hostname);
+            dsn_route(q, e, c, d->rcpts[0].address);
+            return;
+        }
+        /* nobody to report to: the message stays, held, until an admin
+         * releases it (the report is made again) or deletes it */
+        b = qlog(q, "error", "dsn_held", e->env.id);
+        logfmt_str(b, "to", e->env.from);
+        qlog_end(q);
+        dsn_ctx_free(c);
+        e->env.held = true;
+        e->finishing = false;
+        status_write(q, e, -1, "hold");
+        return;
+    }
+    struct buf *b = qlog(q, "info", "dsn", e->env.id);
+    logfmt_str(b, "dsn_id", d->id);
+    logfmt_str(b, "kind", kind);
+    logfmt_str(b, "to", d->rcpts[0].address);
+    qlog_end(q);
     d->rcpts[0].route = xstrdup(route);
-    struct dsn_ctx *c = xcalloc(1, sizeof(*c));
+    struct qenv denv = *d;
+    memset(d, 0, sizeof(*d));
+    struct buf msg = c->msg;
+    buf_init(&c->msg);
+    queue_commit(q, &denv, &msg, NULL, dsn_committed, c);
+    buf_free(&msg);
+}
+
+/* Build a report for e and have it routed: the final one (delay false)
+ * or a delay warning for the recipients that want one now. */
+static void dsn_start(struct queue *q, struct qentry *e, bool delay)
+{
+    struct dsn_route_ctx *c = xcalloc(1, sizeof(*c));
     c->q = q;
+    c->delay = delay;
     snprintf(c->id, sizeof(c->id), "%s", e->env.id);
-    queue_commit(q, d, &rc_->msg, NULL, dsn_committed, c);
-    buf_free(&rc_->msg);
-    free(rc_);
+    if (delay) {
+        c->idxs = xcalloc((size_t)e->env.nrcpts, sizeof(int));
+        for (int i = 0; i < e->env.nrcpts; i++)
+            if (dsn_wants(&e->env, &e->env.rcpts[i], true))
+                c->idxs[c->nidx++] = i;
+        e->warning = true;
+    }
+    struct qenv *d = &c->denv;
+    worker_new_id(q->w, d->id);
+    buf_init(&c->msg);
+    uint64_t off = 0;
+    int fd = queue_open_body(q, e, &off);
+    dsn_build(&e->env, fd, off, cfg(q)->hostname, d->id, delay, e->env.arrival + cfg(q)->queue_lifetime,
+              &c->msg);
+    if (fd >= 0)
+        close(fd);
+    d->arrival = time_wall();
+    d->from = xstrdup("");
+    d->client = xstrdup("127.0.0.1");
+    d->helo = xstrdup(cfg(q)->hostname);
+    d->rcpts = xcalloc(1, sizeof(*d->rcpts));
+    d->nrcpts = 1;
+    d->rcpts[0].address = xstrdup(e->env.from);
+    dsn_route(q, e, c, e->env.from);
 }
 
 static void entry_finish(struct queue *q, struct qentry *e)
@@ -382,39 +519,24 @@ static void entry_finish(struct queue *q, struct qentry *e)
         entry_remove(q, e);
         return;
     }
-    struct dsn_route_ctx *c = xcalloc(1, sizeof(*c));
-    c->q = q;
-    snprintf(c->id, sizeof(c->id), "%s", e->env.id);
-    struct qenv *d = &c->denv;
-    worker_new_id(q->w, d->id);
-    buf_init(&c->msg);
-    uint64_t off = 0;
-    int fd = queue_open_body(q, e, &off);
-    dsn_build(&e->env, fd, off, cfg(q)->hostname, d->id, &c->msg);
-    if (fd >= 0)
-        close(fd);
-    d->arrival = time_wall();
-    d->from = xstrdup("");
-    d->client = xstrdup("127.0.0.1");
-    d->helo = xstrdup(cfg(q)->hostname);
-    d->rcpts = xcalloc(1, sizeof(*d->rcpts));
-    d->nrcpts = 1;
-    d->rcpts[0].address = xstrdup(e->env.from);
-    /* the script's rcpt hook routes it, in a task (it may wait) */
-    char dsn_id[24];
-    snprintf(dsn_id, sizeof(dsn_id), "%s", d->id);
-    e->dsn_routing = true;
-    struct route_run *r = lroute_internal(q->w->eng, dsn_id, e->env.from, dsn_routed, c);
-    if (!r) {
-        dsn_routed(c, -1, NULL, "cannot load kurir.route");
-        return;
-    }
-    /* the hook may have finished already: dsn_routed cleared dsn_routing
-     * (e itself is freed only after its removal job, never in there) */
-    if (e->dsn_routing) {
-        e->dsn_run = r;
-        e->dsn_ctx = c;
-    }
+    dsn_start(q, e, false);
+}
+
+/* Is a delay warning due for e (time of the next one in *when if later)? */
+static bool warning_due(struct queue *q, struct qentry *e, double now, double *when)
+{
+    double after = cfg(q)->queue_delay_warning;
+    if (after <= 0 || e->warning || e->dsn_routing || e->env.held)
+        return false;
+    bool any = false;
+    for (int i = 0; i < e->env.nrcpts && !any; i++)
+        any = dsn_wants(&e->env, &e->env.rcpts[i], true);
+    if (!any)
+        return false;
+    if (now >= e->env.arrival + after)
+        return true;
+    *when = e->env.arrival + after;
+    return false;
 }
 
 /* ---- deliveries ------------------------------------------------------------------ */
@@ -430,37 +552,39 @@ static double retry_delay(struct queue *q, int attempts)
     return c->queue_retry[i];
 }
 
-void queue_delivery_done(struct delivery *d)
+static bool is_final(const struct qrcpt *r);
+
+/* One recipient's result: its status and the log line; the word of its
+ * status line. */
+static const char *rcpt_done(struct queue *q, struct qentry *e, const char *agent, int idx, int result,
+                             const char *code, struct buf *diag)
 {
-    struct queue *q = d->q;
-    struct qentry *e = d->e;
-    struct qrcpt *r = &e->env.rcpts[d->idx];
+    struct qrcpt *r = &e->env.rcpts[idx];
     r->in_flight = false;
     e->inflight--;
-    dest_release(q, r->route);
     r->attempts++;
     free(r->diag);
-    r->diag = buf_used(&d->diag) ? xmemdup(buf_peek(&d->diag), buf_used(&d->diag)) : NULL;
+    r->diag = buf_used(diag) ? xmemdup(buf_peek(diag), buf_used(diag)) : NULL;
     free(r->dsn_code);
-    r->dsn_code = d->code[0] ? xstrdup(d->code) : NULL;
+    r->dsn_code = code[0] ? xstrdup(code) : NULL;
     double now = time_wall();
     const char *word;
-    if (d->result == 0) {
+    if (result == 0) {
         r->status = QS_DELIVERED;
         word = "delivered";
-    } else if (d->result == 2) {
+    } else if (result == 2) {
         r->status = QS_FAILED;
         word = "failed";
     } else if (now >= e->env.arrival + cfg(q)->queue_lifetime) {
         r->status = QS_FAILED;
-        size_t n = buf_used(&d->diag);
-        buf_reset(&d->diag);
-        buf_printf(&d->diag, "message expired after %.0f seconds in the queue%s", now - e->env.arrival,
+        size_t n = buf_used(diag);
+        buf_reset(diag);
+        buf_printf(diag, "message expired after %.0f seconds in the queue%s", now - e->env.arrival,
                    n ? "; last error: " : "");
         if (n && r->diag)
-            buf_appends(&d->diag, r->diag);
+            buf_appends(diag, r->diag);
         free(r->diag);
-        r->diag = xmemdup(buf_peek(&d->diag), buf_used(&d->diag));
+        r->diag = xmemdup(buf_peek(diag), buf_used(diag));
         free(r->dsn_code);
         r->dsn_code = xstrdup("4.4.7");
         word = "failed";
@@ -469,9 +593,9 @@ void queue_delivery_done(struct delivery *d)
         r->next_try = now + retry_delay(q, r->attempts);
         word = "deferred";
     }
-    struct buf *b = qlog(q, d->result == 0 ? "info" : "warn", word, e->env.id);
+    struct buf *b = qlog(q, result == 0 ? "info" : "warn", word, e->env.id);
     logfmt_str(b, "rcpt", r->address);
-    logfmt_str(b, "agent", d->agent);
+    logfmt_str(b, "agent", agent);
     logfmt_int(b, "attempts", r->attempts);
     if (r->dsn_code)
         logfmt_str(b, "status", r->dsn_code);
@@ -480,12 +604,78 @@ void queue_delivery_done(struct delivery *d)
     if (r->status == QS_DEFERRED)
         logfmt_dbl(b, "retry_in", r->next_try - now);
     qlog_end(q);
-    status_write(q, e, d->idx, word);
+    return word;
+}
+
+void queue_delivery_done(struct delivery *d)
+{
+    struct queue *q = d->q;
+    struct qentry *e = d->e;
+    dest_release(q, e->env.rcpts[d->idx].route);
+    const char *word = rcpt_done(q, e, d->agent, d->idx, d->result, d->code, &d->diag);
+    const char **words = d->nmore ? xcalloc((size_t)d->nmore, sizeof(*words)) : NULL;
+    for (int k = 0; k < d->nmore; k++) {
+        struct delivery_rcpt *m = &d->more[k];
+        words[k] = rcpt_done(q, e, d->agent, m->idx, m->result, m->code, &m->diag);
+        buf_free(&m->diag);
+    }
+    /* The message is done and reports nothing: its durable removal (one
+     * fsync of msg/, grouped) records that instead of a status line per
+     * recipient that would be unlinked right after. A crash before the
+     * removal is durable delivers again, as one before the status line
+     * would (Maildir and mbox find their copy). */
+    bool complete = e->inflight == 0 && !e->deleted && !e->env.held && !e->warning && !e->dsn_routing;
+    for (int i = 0; complete && i < e->env.nrcpts; i++)
+        complete = is_final(&e->env.rcpts[i]) && !wants_dsn(&e->env, &e->env.rcpts[i]);
+    if (!complete) {
+        status_write(q, e, d->idx, word);
+        for (int k = 0; k < d->nmore; k++)
+            status_write(q, e, d->more[k].idx, words[k]);
+    }
+    free(words);
+    free(d->more);
     buf_free(&d->diag);
     free(d);
-    if (e->deleted && e->inflight == 0)
+    if (e->deleted && e->inflight == 0 && !e->warning)
         entry_remove(q, e);
     kick(q);
+}
+
+/* Most recipients in one SMTP/LMTP transaction (RFC 5321 4.5.3.1.8). */
+#define QUEUE_BATCH_MAX 100
+
+static const char *domain_of(const char *address)
+{
+    const char *at = strrchr(address, '@');
+    return at ? at + 1 : "";
+}
+
+/* For an SMTP or LMTP route: the other due recipients of e with the same
+ * route (for MX delivery, no host=, also the same domain) go with idx. */
+static void batch_more(struct delivery *d, double now)
+{
+    if (strcmp(d->agent, "relay") && strcmp(d->agent, "lmtp"))
+        return;
+    struct qentry *e = d->e;
+    const struct qrcpt *first = &e->env.rcpts[d->idx];
+    char *host = queue_file_route_get(first->route, "host");
+    bool by_domain = !host && !strcmp(d->agent, "relay");
+    free(host);
+    for (int j = d->idx + 1; j < e->env.nrcpts && d->nmore + 1 < QUEUE_BATCH_MAX; j++) {
+        struct qrcpt *r = &e->env.rcpts[j];
+        if (r->status == QS_DELIVERED || r->status == QS_FAILED || r->in_flight || r->next_try > now ||
+            strcmp(r->route, first->route))
+            continue;
+        if (by_domain && strcasecmp(domain_of(r->address), domain_of(first->address)))
+            continue;
+        if (!d->more)
+            d->more = xcalloc(QUEUE_BATCH_MAX, sizeof(*d->more));
+        struct delivery_rcpt *m = &d->more[d->nmore++];
+        m->idx = j;
+        buf_init(&m->diag);
+        r->in_flight = true;
+        e->inflight++;
+    }
 }
 
 static void delivery_start(struct queue *q, struct qentry *e, int idx)
@@ -499,6 +689,7 @@ static void delivery_start(struct queue *q, struct qentry *e, int idx)
     queue_file_route_agent(r->route, d->agent, sizeof(d->agent));
     r->in_flight = true;
     e->inflight++;
+    batch_more(d, time_wall());
     dest_get(q, r->route)->running++;
     if (!strcmp(d->agent, "discard")) {
         agent_discard_start(d);
@@ -527,6 +718,8 @@ static void schedule(struct queue *q)
 {
     double now = time_wall(), next = 0;
     int limit = cfg(q)->queue_concurrency;
+    q->scheduling = true;
+    q->rekick = false;
     struct qentry *e = q->head;
     while (e) {
         struct qentry *en = e->next;
@@ -534,6 +727,11 @@ static void schedule(struct queue *q)
             e = en;
             continue;
         }
+        double warn_at = 0;
+        if (!q->stopping && warning_due(q, e, now, &warn_at))
+            dsn_start(q, e, true);   /* NOTIFY=DELAY: once per recipient */
+        else if (warn_at > 0 && (next == 0 || warn_at < next))
+            next = warn_at;
         bool all_final = true;
         for (int i = 0; i < e->env.nrcpts; i++) {
             struct qrcpt *r = &e->env.rcpts[i];
@@ -557,11 +755,15 @@ static void schedule(struct queue *q)
             }
             delivery_start(q, e, i);
         }
-        if (all_final && e->inflight == 0)
+        if (all_final && e->inflight == 0 && !e->warning && !e->env.held)
             entry_finish(q, e);
         e = en;
     }
-    if (next > 0) {
+    q->scheduling = false;
+    if (q->rekick) {
+        q->rekick = false;
+        kick(q);
+    } else if (next > 0) {
         double in = next - time_wall();
         ev_timer_stop(q->w->loop, &q->timer);
         ev_timer_set(&q->timer, in > 0.001 ? in : 0.001, 0);
@@ -781,7 +983,7 @@ int queue_control(struct queue *q, const char *verb, const char *id, struct buf 
                 e->env.rcpts[i].notified = true;   /* deleted by the admin: no report */
         e->env.held = true;
         e->deleted = true;
-        if (e->inflight == 0 && !e->finishing)
+        if (e->inflight == 0 && !e->finishing && !e->warning)
             entry_remove(q, e);
         else
             e->finishing = true;   /* removed when its last delivery ends */
@@ -793,9 +995,14 @@ int queue_control(struct queue *q, const char *verb, const char *id, struct buf 
 
 /* ---- open / close -------------------------------------------------------------------- */
 
+/* Under workers a commit of another worker may be under way in tmp/: only
+ * files nobody wrote for a minute are left over from a crash. */
+#define QUEUE_TMP_STALE 60.0
+
 static void become_owner(struct queue *q)
 {
     q->owner = true;
+    queue_store_clean_tmp(&q->store, q->w->id >= 0 ? QUEUE_TMP_STALE : 0);
     scan(q, true);
     queue_ctl_open(q);
     if (q->w->id >= 0)
@@ -845,6 +1052,7 @@ int queue_open(struct queue *q, struct worker *w, char *err, size_t cap)
         return -1;
     }
     flock(q->lockfd, LOCK_UN);   /* taken again below, in one place */
+    q->byid = xcalloc(QUEUE_ID_BUCKETS, sizeof(*q->byid));
     ev_timer_init(&q->timer, timer_cb, 0, 0);
     q->timer.data = q;
     ev_timer_init(&q->lock_retry, lock_retry_cb, 1, 1);
@@ -877,10 +1085,7 @@ void queue_close(struct queue *q)
         if (!e->dsn_run)
             continue;
         lroute_internal_cancel(e->dsn_run);   /* the DSN is made again at the next start */
-        struct dsn_route_ctx *c = e->dsn_ctx;
-        queue_file_free(&c->denv);
-        buf_free(&c->msg);
-        free(c);
+        dsn_ctx_free(e->dsn_ctx);
         e->dsn_run = NULL;
         e->dsn_ctx = NULL;
     }
@@ -889,10 +1094,13 @@ void queue_close(struct queue *q)
     logfmt_int(b, "messages", q->count);
     logfmt_int(b, "sync_groups", (long long)q->store.batches);
     logfmt_int(b, "grouped_writes", (long long)q->store.grouped_jobs);
+    logfmt_int(b, "syncs", (long long)q->store.syncs);
     qlog_end(q);
     q->open = false;
     while (q->head)
         entry_free(q, q->head);
+    free(q->byid);
+    q->byid = NULL;
     while (q->dests) {
         struct queue_dest *d = q->dests;
         q->dests = d->next;

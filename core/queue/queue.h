@@ -18,16 +18,30 @@ struct route_run;
 
 struct qentry {
     struct qentry *prev, *next;
+    struct qentry *hnext;    /* the next in its bucket of queue.byid */
     struct qenv env;
     int inflight;
     bool finishing;          /* DSN / removal under way */
     bool deleted;            /* `kurir queue delete`: removed once no delivery runs */
-    bool dsn_routing;        /* the rcpt hook is routing its DSN */
+    bool dsn_routing;        /* the rcpt hook is routing a DSN (final or delay warning) */
+    bool warning;            /* a delay warning is being routed or committed */
     struct route_run *dsn_run;
     void *dsn_ctx;
 };
 
-/* One delivery attempt of one recipient through its route. */
+/* The result of one more recipient of a delivery that carries several. */
+struct delivery_rcpt {
+    int idx;
+    int result;
+    char code[16];
+    struct buf diag;
+};
+
+/* One delivery attempt of one recipient through its route; SMTP and LMTP
+ * routes (kurir.relay, kurir.lmtp) carry every due recipient of the
+ * message with the same route (and, for MX delivery, the same domain) in
+ * one transaction: those after the first are in more[], each with its own
+ * result. */
 struct delivery {
     struct queue *q;
     struct qentry *e;
@@ -37,6 +51,8 @@ struct delivery {
     struct buf diag;
     char code[16];           /* enhanced status code of the result */
     void *priv;
+    int nmore;
+    struct delivery_rcpt *more;
 };
 
 struct queue_dest {          /* deliveries running per route */
@@ -49,6 +65,7 @@ struct queue {
     struct worker *w;
     struct queue_store store;
     struct qentry *head;
+    struct qentry **byid;       /* QUEUE_ID_BUCKETS chains: entries by id */
     int count;
     ev_timer timer;
     int ctlfd;
@@ -60,6 +77,8 @@ struct queue {
     struct queue_dest *dests;
     bool open;
     bool stopping;
+    bool scheduling;            /* in schedule(): a kick is only noted */
+    bool rekick;                /* ... and schedule() runs again after */
     struct pipe_run *pipes;  /* running pipe deliveries (agent_pipe.c) */
     struct lua_run *lua_runs;   /* running Lua agents (agent_lua.c) */
 };

@@ -73,8 +73,9 @@ static int commit_linked(struct queue_store *qs, struct qjob *j)
     return fd;
 }
 
-/* A group of commits and status lines made durable together: write all,
- * one sync, then the renames and one fsync of each directory touched. */
+/* A group of commits, status lines and removals made durable together:
+ * write all, sync the files, then the renames and removals (message
+ * first, status log second) and one fsync of each directory touched. */
 static void run_group(struct queue_store *qs, struct qjob *list)
 {
     int n = 0;
@@ -82,9 +83,13 @@ static void run_group(struct queue_store *qs, struct qjob *list)
         n++;
     int *fds = xcalloc((size_t)n, sizeof(int));
     int i = 0;
-    bool any_commit = false, any_status = false;
+    bool any_commit = false, any_status = false, any_remove = false;
     for (struct qjob *j = list; j; j = j->next, i++) {
         fds[i] = -1;
+        if (j->kind == QJ_REMOVE) {
+            any_remove = true;
+            continue;
+        }
         if (j->kind == QJ_COMMIT && j->link) {
             any_commit = true;
             fds[i] = commit_linked(qs, j);
@@ -109,16 +114,24 @@ static void run_group(struct queue_store *qs, struct qjob *list)
                 job_fail(j, "append st/");
         }
     }
-    /* One sync for the whole group when it has several files; syncfs
-     * flushes the filesystem's journal once instead of once per file. */
-    bool synced = false;
-    if (n > 1 && syncfs(qs->dirfd) == 0)
-        synced = true;
+    /* Every file is fdatasync'ed, after the writeback of all of them was
+     * started: the first sync's journal commit carries the others' new
+     * inodes, so the rest mostly find their data on disk already. (One
+     * syncfs for the group would flush every dirty page of the
+     * filesystem, other programs' too: tens of ms on a busy disk.) */
+    uint64_t syncs = 0;
+    int nfiles = 0;
+    for (i = 0; i < n; i++)
+        nfiles += fds[i] >= 0;
+    if (nfiles > 1)
+        for (i = 0; i < n; i++)
+            if (fds[i] >= 0)
+                sync_file_range(fds[i], 0, 0, SYNC_FILE_RANGE_WRITE);
     i = 0;
     for (struct qjob *j = list; j; j = j->next, i++) {
         if (fds[i] < 0)
             continue;
-        if (!j->err && !synced && fdatasync(fds[i]) < 0)
+        if (!j->err && (syncs++, fdatasync(fds[i]) < 0))
             job_fail(j, "fsync");
         if (close(fds[i]) < 0)
             job_fail(j, "close");
@@ -132,9 +145,22 @@ static void run_group(struct queue_store *qs, struct qjob *list)
         if (j->err)
             unlinkat(qs->tmpfd, j->id, 0);
     }
-    if (any_commit && fsync(qs->msgfd) < 0) {
+    /* the message first: a status log without its message is only an
+     * orphan (removed at the next start), while a message without its
+     * status log would be delivered again */
+    for (struct qjob *j = list; j; j = j->next) {
+        if (j->kind != QJ_REMOVE)
+            continue;
+        if (unlinkat(qs->msgfd, j->id, 0) < 0 && errno != ENOENT)
+            job_fail(j, "unlink msg/");
+        else
+            unlinkat(qs->stfd, j->id, 0);
+    }
+    bool sync_msg = any_commit || any_remove;
+    syncs += (uint64_t)sync_msg + (uint64_t)any_status;
+    if (sync_msg && fsync(qs->msgfd) < 0) {
         for (struct qjob *j = list; j; j = j->next)
-            if (j->kind == QJ_COMMIT)
+            if (j->kind == QJ_COMMIT || j->kind == QJ_REMOVE)
                 job_fail(j, "fsync msg/");
     }
     if (any_status && fsync(qs->stfd) < 0) {
@@ -147,6 +173,7 @@ static void run_group(struct queue_store *qs, struct qjob *list)
             unlinkat(qs->msgfd, j->id, 0);   /* never leave a message that got no 250 */
     qs->batches++;
     qs->grouped_jobs += (uint64_t)n;
+    qs->syncs += syncs;
 }
 
 static void *thread_main(void *arg)
@@ -243,6 +270,26 @@ static int mkdir_p(const char *dir)
     return 0;
 }
 
+void queue_store_clean_tmp(struct queue_store *qs, double min_age)
+{
+    int fd = dup(qs->tmpfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d)
+        return;
+    double now = time_wall();
+    struct dirent *de;
+    struct stat st;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        if (min_age > 0 && (fstatat(qs->tmpfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                            now - (double)st.st_mtime < min_age))
+            continue;
+        unlinkat(qs->tmpfd, de->d_name, 0);
+    }
+    closedir(d);
+}
+
 int queue_store_open(struct queue_store *qs, struct ev_loop *loop, const char *dir, char *err, size_t cap)
 {
     memset(qs, 0, sizeof(*qs));
@@ -259,16 +306,6 @@ int queue_store_open(struct queue_store *qs, struct ev_loop *loop, const char *d
         return -1;
     }
     fsync(qs->dirfd);
-    /* half-written commits never got their 250: drop them */
-    int fd = dup(qs->tmpfd);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d)))
-            if (de->d_name[0] != '.')
-                unlinkat(qs->tmpfd, de->d_name, 0);
-        closedir(d);
-    }
     pthread_mutex_init(&qs->mu, NULL);
     pthread_cond_init(&qs->cv, NULL);
     ev_async_init(&qs->async, async_cb);

@@ -16,7 +16,7 @@
 #include "sys/spool.h"
 #include "proto/util.h"
 
-enum qjob_kind { QJ_COMMIT, QJ_STATUS, QJ_RUN };
+enum qjob_kind { QJ_COMMIT, QJ_STATUS, QJ_REMOVE, QJ_RUN };
 
 struct qjob;
 typedef void (*qjob_fn)(struct qjob *j);
@@ -58,10 +58,15 @@ struct queue_store {
     struct qjob *done, *done_tail;
     bool stop;
     uint64_t batches, grouped_jobs;        /* for the log: jobs per sync */
+    uint64_t syncs;                        /* fsync/fdatasync calls of the groups */
 };
 
 /* Create dir/{tmp,msg,st} as needed, remove leftovers in tmp/ (half-written
  * commits), start the threads. -1 with a reason in err. */
+/* Remove the half-written commits in tmp/ (they never got a 250): all of
+ * them (min_age 0, only for a process that holds the queue alone), or
+ * those not written for min_age seconds (other workers may be committing). */
+void queue_store_clean_tmp(struct queue_store *qs, double min_age);
 int queue_store_open(struct queue_store *qs, struct ev_loop *loop, const char *dir, char *err, size_t cap);
 void queue_store_close(struct queue_store *qs);   /* finishes queued jobs first */
 struct qjob *queue_store_job(struct queue_store *qs, enum qjob_kind kind, qjob_fn done, void *arg);

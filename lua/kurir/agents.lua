@@ -5,8 +5,11 @@
 --
 -- route is the stored route string ("agent key=value ..."), m the queued
 -- message (id, from, rcpt, path and body_off of the queue file, ret, envid,
--- orcpt, notify). "lua" calls the function of kurir.deliver, "relay" and
--- "lmtp" are SMTP/LMTP clients (kurir.relay).
+-- orcpt, notify, and rcpts: every recipient of this delivery, each
+-- {address, orcpt, notify}). "lua" calls the function of kurir.deliver
+-- for m.rcpt; "relay" and "lmtp" are SMTP/LMTP clients (kurir.relay) that
+-- carry all of m.rcpts in one transaction and return a list of
+-- {code, text}, one per recipient.
 
 local agents = {}
 
@@ -90,7 +93,7 @@ function agents.run(route, m)
     return a, b
   end
   local relay = require "kurir.relay"
-  return relay.deliver(r, m)
+  return relay.deliver(r, m, route)   -- per recipient of m.rcpts
 end
 
 return agents

@@ -52,7 +52,10 @@ config.defaults = {
   },
   -- servers = nil: the system's resolv.conf
   dns = { timeout = 5, tries = 2 },
-  queue = { dir = "./queue", retry = { 60, 300, 900, 3600 }, lifetime = 5 * 86400, concurrency = 10 },
+  queue = {
+    dir = "./queue", retry = { 60, 300, 900, 3600 }, lifetime = 5 * 86400, concurrency = 10,
+    delay_warning = 4 * 3600, connection_idle = 2, connection_messages = 100,
+  },
 }
 
 -- Errors raised while checking carry this marker so that merge can tell
@@ -435,6 +438,22 @@ local QUEUE = {
   end,
   lifetime = function(v, n) expect_positive_number(v, n) return v + 0.0 end,
   concurrency = function(v, n) return expect_integer(v, n, 1, 10000, "an integer 1-10000") end,
+  -- false or 0: no delay warnings
+  delay_warning = function(v, n)
+    if v == false then return 0.0 end
+    if type(v) ~= "number" or v ~= v or v < 0 then
+      fail("%s: expected a number of seconds (0 or false: no warnings), got %s", n, describe(v))
+    end
+    return v + 0.0
+  end,
+  -- 0: a connection is closed after its transaction
+  connection_idle = function(v, n)
+    if type(v) ~= "number" or v ~= v or v < 0 or v > 3600 then
+      fail("%s: expected 0-3600 seconds, got %s", n, describe(v))
+    end
+    return v + 0.0
+  end,
+  connection_messages = function(v, n) return expect_integer(v, n, 1, 100000, "an integer 1-100000") end,
 }
 
 local function check_policy(v, n)
@@ -629,6 +648,9 @@ function config.finalize(state, overrides, default_hostname)
     retry = copy_list(q.retry or d.queue.retry),
     lifetime = q.lifetime or d.queue.lifetime,
     concurrency = q.concurrency or d.queue.concurrency,
+    delay_warning = q.delay_warning or d.queue.delay_warning,
+    connection_idle = q.connection_idle or d.queue.connection_idle,
+    connection_messages = q.connection_messages or d.queue.connection_messages,
   }
 
   if v.tls then

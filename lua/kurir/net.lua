@@ -8,6 +8,7 @@ local net = {}
 
 local function is_address(host)
   if host == "localhost" then return true end
+  if host:sub(1, 1) == "/" then return true end   -- a Unix socket
   if host:match("^%d+%.%d+%.%d+%.%d+$") then return true end
   -- IPv6 literals, with or without brackets
   return host:find(":", 1, true) ~= nil

@@ -12,7 +12,8 @@ local Route = { __kurir_route = true }
 Route.__index = Route
 
 function Route:__tostring()
-  local label = self.path or (self.argv and table.concat(self.argv, " ")) or self.host or self.name or ""
+  local label = self.path or (self.argv and table.concat(self.argv, " ")) or self.host or self.socket
+    or self.name or ""
   return self.agent .. "(" .. label .. ")"
 end
 
@@ -122,16 +123,31 @@ function route.relay(spec)
   return setmetatable(r, Route)
 end
 
---- kurir.lmtp { host =, port = }: LMTP (RFC 2033) over TCP.
+--- kurir.lmtp { host =, port = } or kurir.lmtp { socket = "/path" }: LMTP
+-- (RFC 2033) over TCP or a Unix socket.
 function route.lmtp(spec)
-  if type(spec) ~= "table" then error("kurir.lmtp: expected { host = ..., port = ... }", 2) end
-  if spec.socket ~= nil then
-    error("kurir.lmtp: socket = is not supported yet (use host and port)", 2)
+  if type(spec) ~= "table" then
+    error("kurir.lmtp: expected { host = ..., port = ... } or { socket = \"/path\" }", 2)
   end
   for k in pairs(spec) do
-    if k ~= "host" and k ~= "port" then error("kurir.lmtp: unknown option '" .. tostring(k) .. "'", 2) end
+    if k ~= "host" and k ~= "port" and k ~= "socket" then
+      error("kurir.lmtp: unknown option '" .. tostring(k) .. "' (host, port, socket)", 2)
+    end
   end
-  if spec.host == nil then error("kurir.lmtp: host is required", 2) end
+  if spec.socket ~= nil then
+    local p = spec.socket
+    if spec.host ~= nil or spec.port ~= nil then
+      error("kurir.lmtp: socket = cannot be combined with host or port", 2)
+    end
+    if type(p) ~= "string" or p:sub(1, 1) ~= "/" or p:find("[%z\r\n]") then
+      error("kurir.lmtp: socket must be an absolute path, got " .. tostring(p), 2)
+    end
+    if #p > 107 then
+      error("kurir.lmtp: socket path longer than 107 bytes: " .. p, 2)
+    end
+    return setmetatable({ agent = "lmtp", socket = p, tls = "none" }, Route)
+  end
+  if spec.host == nil then error("kurir.lmtp: host (or socket) is required", 2) end
   check_host_port("kurir.lmtp", spec)
   return setmetatable({ agent = "lmtp", host = spec.host, port = spec.port or 24, tls = "none" }, Route)
 end

@@ -131,6 +131,25 @@ describe("relaying from the queue", function()
     assert.truthy(got:find("by tx.e2e.test (kurir)", 1, true), got)
   end)
 
+  it("relays a message's recipients kurir -> kurir in one transaction, each with its own result", function()
+    start()
+    local c = session(tx)
+    c:check("MAIL FROM:<alice@src.test>", 250)
+    for _, r in ipairs { "bob", "nobody", "carol" } do c:check("RCPT TO:<" .. r .. "@relay.test>", 250) end
+    c:check("DATA", 354)
+    assert(c:send(MSG .. "\r\n.\r\n"))
+    local id = c:expect(250):match("queued as (%S+)$")
+    c:close()
+    assert.truthy(tx:wait_log("event=queue_done id=" .. id .. " delivered=2 failed=1"), tx:describe())
+    -- the receiver saw one message for both accepted recipients
+    assert.equals(1, harness.count_log(rx, "event=message "), rx:describe())
+    assert.truthy(rx:log():find("event=message .-rcpts=\"?bob@relay.test,carol@relay.test"), rx:describe())
+    assert.truthy(tx:log():find("event=failed id=" .. id .. " rcpt=nobody@relay.test agent=relay attempts=1 " ..
+      "status=5.1.1"), tx:describe())
+    assert.truthy(harness.read_file(rx.dir .. "/bob@relay.test.eml"))
+    assert.truthy(harness.read_file(rx.dir .. "/carol@relay.test.eml"))
+  end)
+
   it("retries a 4xx from the receiver and delivers on the next attempt", function()
     start()
     local id = send(tx, "alice@src.test", "later@relay.test", MSG)

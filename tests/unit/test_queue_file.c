@@ -115,7 +115,7 @@ static void test_envelope(void)
     p.rcpts[1].status = QS_FAILED;
     struct buf d;
     buf_init(&d);
-    dsn_build(&p, -1, 0, "mx.test", "DSN1", &d);
+    dsn_build(&p, -1, 0, "mx.test", "DSN1", false, 0, &d);
     buf_append(&d, "", 1);
     CHECK(strstr(buf_peek(&d), "Content-Type: multipart/report; report-type=delivery-status;") != NULL);
     CHECK(strstr(buf_peek(&d), "Final-Recipient: rfc822; r2@y.test\r\nAction: failed\r\nStatus: 4.3.0\r\n") != NULL);
