@@ -43,7 +43,6 @@ enum reply_id {
     R_NESTED_MAIL,       /* 503 5.5.1 Sender already specified */
     R_REFUSED_SESSION,   /* 503 5.7.0 Session refused; only QUIT is allowed */
     R_PARAM_UNKNOWN,     /* 555 5.5.4 Unsupported parameter */
-    R_PARAM_NOT_IMPL,    /* 504 5.5.4 Parameter not implemented */
     R_MECH_UNKNOWN,      /* 504 5.5.4 Unrecognized authentication mechanism */
     R_AUTH_CANCELLED,    /* 501 5.0.0 Authentication cancelled */
     R_AUTH_B64,          /* 501 5.5.2 Cannot decode response */
@@ -51,7 +50,6 @@ enum reply_id {
     R_AUTH_REQUIRED,     /* 530 5.7.0 Authentication required */
     R_AUTH_NEEDS_TLS,    /* 538 5.7.11 Encryption required for requested authentication mechanism */
     R_TLS_REQUIRED,      /* 530 5.7.0 Must issue a STARTTLS command first */
-    R_TLS_UNAVAILABLE,   /* 454 4.7.0 TLS not available */
     R_ALREADY_TLS,       /* 503 5.5.1 TLS already active */
     R_ALREADY_AUTH,      /* 503 5.5.1 Already authenticated */
     R_MAIL_REJECT,       /* 550 5.1.0 Sender rejected */
