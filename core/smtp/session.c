@@ -359,9 +359,12 @@ void session_greet(struct session *s)
 
 static const struct cmd *find_cmd(const char *verb, size_t len)
 {
+    if (len == 0)
+        return NULL;
+    char first = (char)((verb[0] >= 'a' && verb[0] <= 'z') ? verb[0] - 32 : verb[0]);
     for (size_t t = 0; t < sizeof(cmd_tables) / sizeof(cmd_tables[0]); t++)
         for (const struct cmd *c = cmd_tables[t]; c->verb; c++)
-            if (ascii_caseeq(verb, len, c->verb))
+            if (c->verb[0] == first && ascii_caseeq(verb, len, c->verb))   /* verbs are upper case */
                 return c;
     return NULL;
 }
