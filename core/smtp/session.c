@@ -19,6 +19,7 @@
 #include "proto/logfmt.h"
 
 #define READ_CHUNK 16384
+#define READ_CHUNK_DATA 65536   /* inside a message body: fewer, larger reads */
 
 static const struct cmd *const cmd_tables[] = {
     cmd_basic_table, cmd_mail_table, cmd_data_table, cmd_auth_table, cmd_starttls_table,
@@ -537,13 +538,17 @@ static void on_readable(struct conn *c)
     struct session *s = from_conn(c);
     session_ref(s);
     for (int i = 0; i < 8; i++) {
-        char *p = smtp_parser_reserve(&s->parser, READ_CHUNK);
-        ssize_t n = conn_read(c, p, READ_CHUNK);
+        bool body = s->state == SS_DATA || s->state == SS_BDAT;
+        if (body && i >= 4)
+            break;   /* at most 256 KiB buffered per wake-up, as 8 command reads */
+        size_t want = body ? READ_CHUNK_DATA : READ_CHUNK;
+        char *p = smtp_parser_reserve(&s->parser, want);
+        ssize_t n = conn_read(c, p, want);
         if (n > 0) {
             smtp_parser_commit(&s->parser, (size_t)n);
             if (s->state == SS_DATA || s->state == SS_BDAT)
                 arm_data_timer(s, (size_t)n);
-            if ((size_t)n < READ_CHUNK && !c->tr->pending(c))
+            if ((size_t)n < want && !c->tr->pending(c))
                 break;
             continue;
         }
