@@ -1,8 +1,9 @@
 /* tcpcopy.c - the physical limit for large messages in bench/run.sh: one
  * process copies BYTES over a loopback TCP connection to a child that reads
  * and drops them (1 MiB buffers, no parsing, no file), REPS times, and
- * prints the median MB/s on one line. What kurir does with a 50 MB DATA or
- * BDAT (parsing, spooling) is compared to this.
+ * prints the median MB/s and the reading side's CPU seconds per GB on one
+ * line. What kurir does with a 50 MB DATA or BDAT (parsing, spooling) is
+ * compared to this.
  *
  *   tcpcopy BYTES [REPS]      e.g. tcpcopy 52428800 5 */
 #include <arpa/inet.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -119,11 +121,15 @@ int main(int argc, char **argv)
     if (done < reps)
         kill(child, SIGTERM);   /* it would wait for connections that never come */
     int st;
-    waitpid(child, &st, 0);
+    struct rusage ru;
+    double sink_cpu = -1;
+    if (wait4(child, &st, 0, &ru) == child)
+        sink_cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                   (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     if (done == 0)
         return 1;
     qsort(rates, (size_t)done, sizeof(rates[0]), cmp);
-    printf("bytes=%lld reps=%d mb_per_s=%.1f min=%.1f max=%.1f\n", total, done, rates[(done - 1) / 2],
-           rates[0], rates[done - 1]);
+    printf("bytes=%lld reps=%d mb_per_s=%.1f min=%.1f max=%.1f sink_cpu_s_per_gb=%.2f\n", total, done,
+           rates[(done - 1) / 2], rates[0], rates[done - 1], sink_cpu / ((double)total * done / 1e9));
     return 0;
 }
