@@ -237,6 +237,11 @@ size_t smtp_parser_pending(const struct smtp_parser *p)
     return buf_used(&p->in);
 }
 
+size_t smtp_parser_capacity(const struct smtp_parser *p)
+{
+    return p->in.cap;
+}
+
 void smtp_parser_discard(struct smtp_parser *p)
 {
     buf_reset(&p->in);

@@ -19,7 +19,7 @@
 #include "proto/logfmt.h"
 
 #define READ_CHUNK 16384
-#define READ_CHUNK_DATA 65536   /* inside a message body: fewer, larger reads */
+#define READ_CHUNK_DATA 65536   /* inside a large message body: fewer, larger reads */
 
 static const struct cmd *const cmd_tables[] = {
     cmd_basic_table, cmd_mail_table, cmd_data_table, cmd_auth_table, cmd_starttls_table,
@@ -538,10 +538,14 @@ static void on_readable(struct conn *c)
     struct session *s = from_conn(c);
     session_ref(s);
     for (int i = 0; i < 8; i++) {
-        bool body = s->state == SS_DATA || s->state == SS_BDAT;
-        if (body && i >= 4)
-            break;   /* at most 256 KiB buffered per wake-up, as 8 command reads */
-        size_t want = body ? READ_CHUNK_DATA : READ_CHUNK;
+        /* Inside a body that fills whole reads (the buffer has grown past
+         * one chunk), read 64 KiB at a time, at most 256 KiB per wake-up;
+         * small messages keep 16 KiB reads and a buffer that never grows. */
+        bool big = (s->state == SS_DATA || s->state == SS_BDAT) &&
+                   smtp_parser_capacity(&s->parser) > READ_CHUNK;
+        if (big && i >= 4)
+            break;
+        size_t want = big ? READ_CHUNK_DATA : READ_CHUNK;
         char *p = smtp_parser_reserve(&s->parser, want);
         ssize_t n = conn_read(c, p, want);
         if (n > 0) {

@@ -128,6 +128,8 @@ void spool_append(struct spool *s, const void *p, size_t n)
     if (s->err)
         return;   /* sticky: keep counting, stop writing */
     if (s->fd < 0 && buf_used(&s->wbuf) + n <= SPOOL_BUFSZ) {
+        if (s->wbuf.cap == 0)
+            buf_reserve(&s->wbuf, n > 4096 ? n : 4096);   /* a small body: one allocation */
         buf_append(&s->wbuf, p, n);   /* still small: memory only */
         return;
     }
