@@ -19,12 +19,18 @@
 # (BENCH_IDLE connections that greeted, sent EHLO and wait).
 # Then: pipelined transactions (-p 20) for kurir and smtp-sink; STARTTLS
 # sessions/s and TLS throughput for kurir and smtp-server with one
-# certificate; smtp-source as a second, independent client.
+# certificate; smtp-source as a second, independent client; 1 against N
+# workers with the generator pinned to one core; 50 MB messages (DATA and
+# BDAT) against a plain loopback TCP copy (bench/tcpcopy); with
+# BENCH_IDLE_BIG, that many idle connections (more workers and generator
+# processes when one process may not hold that many descriptors).
 #
-# Environment: KURIR_BIN, LOADGEN_BIN, BENCH_MESSAGES (20000),
+# Environment: KURIR_BIN, LOADGEN_BIN, TCPCOPY_BIN, BENCH_MESSAGES (20000),
 # BENCH_MOCK_MESSAGES (2000), BENCH_SESSIONS (50), BENCH_SIZE (1024),
 # BENCH_REPS (3), BENCH_TIME (20), BENCH_IDLE (2000; 0 skips),
-# BENCH_WORKERS (cores), BENCH_TARGETS (all of the above).
+# BENCH_WORKERS (cores), BENCH_TARGETS (all of the above), BENCH_SECTIONS
+# (table pipelined tls source workers large idle), BENCH_LARGE (5 messages
+# of 50 MB per run), BENCH_IDLE_BIG (0), BENCH_IDLE_BIG_TLS (10000).
 
 if [ -z "${BASH_VERSION:-}" ]; then
     exec bash "$0" "$@"
@@ -35,6 +41,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 KURIR=${KURIR_BIN:-$root/build/kurir}
 LOADGEN=${LOADGEN_BIN:-$(dirname "$KURIR")/loadgen}
+TCPCOPY=${TCPCOPY_BIN:-$(dirname "$KURIR")/tcpcopy}
+LARGE=${BENCH_LARGE:-5}
 MESSAGES=${BENCH_MESSAGES:-20000}
 MOCK_MESSAGES=${BENCH_MOCK_MESSAGES:-2000}
 SESSIONS=${BENCH_SESSIONS:-50}
@@ -43,7 +51,7 @@ REPS=${BENCH_REPS:-3}
 TIME=${BENCH_TIME:-20}
 IDLE=${BENCH_IDLE:-2000}
 NW=${BENCH_WORKERS:-$(nproc)}
-SECTIONS=" ${BENCH_SECTIONS:-table pipelined tls source idle} "
+SECTIONS=" ${BENCH_SECTIONS:-table pipelined tls source workers large idle} "
 TARGETS=${BENCH_TARGETS:-"kurir-hooks kurir-hooks-w$NW kurir-discard kurir-mock smtp-sink aiosmtpd smtp-server haraka"}
 PY=/usr/bin/python3
 HZ=$(getconf CLK_TCK)
@@ -52,7 +60,7 @@ die() {
     echo "bench: $*" >&2
     exit 1
 }
-for v in MESSAGES MOCK_MESSAGES SESSIONS SIZE REPS TIME IDLE NW; do
+for v in MESSAGES MOCK_MESSAGES SESSIONS SIZE REPS TIME IDLE NW LARGE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number (got '${!v}')"
 done
 [[ -x $KURIR ]] || die "no kurir at $KURIR (make build)"
@@ -90,9 +98,16 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2
     [[ -z $made ]] || rm -f /usr/sbin/policy-rc.d
 }
+# only what the chosen sections and targets use
+wants() { # wants TARGET: the table runs it
+    [[ $SECTIONS == *" table "* && " $TARGETS " == *" $1 "* ]]
+}
 have_sink || apt_install postfix
-have_aiosmtpd || apt_install python3-aiosmtpd
-if [[ ! -d $here/peers/node_modules/smtp-server || ! -d $here/peers/node_modules/Haraka ]]; then
+if wants aiosmtpd && ! have_aiosmtpd; then
+    apt_install python3-aiosmtpd
+fi
+if { wants smtp-server || wants haraka || [[ $SECTIONS == *" tls "* ]]; } &&
+    [[ ! -d $here/peers/node_modules/smtp-server || ! -d $here/peers/node_modules/Haraka ]]; then
     command -v npm >/dev/null || die "npm is needed for smtp-server and Haraka (apt-get install npm)"
     (cd "$here/peers" && npm ci --no-audit --no-fund --ignore-scripts >&2)
 fi
@@ -152,6 +167,10 @@ cat >"$tmp/hooks_tls.lua" <<EOF
 dofile("$here/hooks.lua")
 require("kurir").configure { tls = { cert = "$tmp/cert.pem", key = "$tmp/key.pem" } }
 EOF
+cat >"$tmp/large.lua" <<EOF
+dofile("$here/hooks.lua")
+require("kurir").configure { limits = { message_size = 64 * 1024 * 1024 } }
+EOF
 cat >"$tmp/mock_bench.lua" <<'EOF'
 local kurir = require "kurir"
 kurir.configure { limits = { connections = 200000, connections_per_ip = 200000 } }
@@ -165,6 +184,7 @@ start() { # start NAME PORT
     kurir-hooks) exec "$KURIR" -w 1 -l "127.0.0.1:$port" "$tmp/hooks_tls.lua" ;;
     kurir-hooks-w*) exec "$KURIR" -w "${name#kurir-hooks-w}" -l "127.0.0.1:$port" "$tmp/hooks_tls.lua" ;;
     kurir-discard) exec "$KURIR" -w 1 -l "127.0.0.1:$port" "$here/discard.lua" ;;
+    kurir-large) exec "$KURIR" -w 1 -l "127.0.0.1:$port" "$tmp/large.lua" ;;
     kurir-mock) exec "$KURIR" -w "$NW" -l "127.0.0.1:$port" "$tmp/mock_bench.lua" --maildir "$tmp/Maildir" ;;
     smtp-sink) exec /usr/sbin/smtp-sink -u nobody "127.0.0.1:$port" 4096 ;;
     aiosmtpd) exec "$PY" -m aiosmtpd -n -l "127.0.0.1:$port" -c aiosmtpd.handlers.Sink ;;
@@ -197,14 +217,16 @@ field() { # field NAME LINE
 }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 
-# run_load NAME ARGS...: REPS runs; sets med_rate, med_cpu (s/1000 msgs), med_client
+# run_load PORT ARGS...: REPS runs of loadgen (under $PIN when set); sets
+# med_rate (msg/s), med_mb (MB/s), med_cpu (server s/1000 msgs), med_client
 run_load() {
     local port=$1
     shift
-    local rates="" cpus="" clients="" i out c0 c1 n
+    local rates="" cpus="" clients="" mbs="" i out c0 c1 n
     for ((i = 0; i < REPS; i++)); do
         c0=$(cpu_ticks "$server")
-        out=$(timeout $((TIME + 30)) "$LOADGEN" -t "$TIME" "$@" "127.0.0.1:$port" 2>>"$tmp/loadgen.err" || true)
+        # shellcheck disable=SC2086 # PIN is a command prefix (taskset -c 0)
+        out=$(timeout $((TIME + 30)) ${PIN:-} "$LOADGEN" -t "$TIME" "$@" "127.0.0.1:$port" 2>>"$tmp/loadgen.err" || true)
         c1=$(cpu_ticks "$server")
         n=$(field messages "$out")
         [[ -n $n && $n -gt 0 ]] || {
@@ -212,11 +234,13 @@ run_load() {
             continue
         }
         rates+=" $(field msgs_per_s "$out")"
+        mbs+=" $(field mb_per_s "$out")"
         cpus+=" $(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN { printf "%.4f", t / hz / n * 1000 }')"
         clients+=" $(awk -v u="$(field client_cpu_us_per_msg "$out")" 'BEGIN { printf "%.4f", u / 1000 }')"
         last_out=$out
     done
     med_rate=$(median <<<"$rates")
+    med_mb=$(median <<<"$mbs")
     med_cpu=$(median <<<"$cpus")
     med_client=$(median <<<"$clients")
 }
@@ -332,26 +356,77 @@ if [[ -x /usr/sbin/smtp-source && $SECTIONS == *" source "* ]]; then
             'BEGIN { printf "  %-16s %9.0f msg/s %10.4f s CPU/1000 msg\n", name, n / (b - a), t / hz / n * 1000 }'
     done
 fi
-# ---- many idle connections -------------------------------------------------
-BIG=${BENCH_IDLE_BIG:-0}
-if ((BIG > 0)) && [[ $SECTIONS == *" idle "* ]]; then
-    ulimit -Hn $((BIG + 1000)) 2>/dev/null || true
-    if ! ulimit -n $((BIG + 1000)) 2>/dev/null; then
-        # kurir and loadgen each need one descriptor per connection
-        hard=$(ulimit -Hn)
-        echo "bench: the hard fd limit is $hard (no CAP_SYS_RESOURCE to raise it): $((hard - 1000)) connections, not $BIG" >&2
-        BIG=$((hard - 1000))
-        ulimit -n "$hard"
+# ---- workers: 1 against N, the generator pinned to one core -----------------
+# The pipelined generator costs about a tenth of the server's CPU per
+# message; pinned to core 0 it cannot take a worker's core from under it.
+if [[ $SECTIONS == *" workers "* ]] && ((NW > 1)); then
+    echo
+    echo "workers: pipelined (-p 20), $SESSIONS sessions, loadgen pinned to core 0 (taskset -c 0)"
+    for t in kurir-hooks "kurir-hooks-w$NW"; do
+        port=$(free_port)
+        launch "$t" "$port"
+        PIN="taskset -c 0" run_load "$port" -c "$SESSIONS" -n $((MESSAGES * 5)) -s "$SIZE" -p 20
+        stop
+        printf '  %-16s %9s msg/s %10s s CPU/1000 msg  (loadgen %s)\n' "$t" "$med_rate" "$med_cpu" "$med_client"
+    done
+fi
+
+# ---- large messages: 50 MB over DATA and BDAT against a plain TCP copy ------
+if [[ $SECTIONS == *" large "* ]]; then
+    echo
+    echo "large messages: $LARGE messages of 50 MB per run, one session; MB/s and server CPU s per GB"
+    if [[ -x $TCPCOPY ]]; then
+        out=$("$TCPCOPY" 52428800 $((REPS * LARGE)))
+        printf '  %-22s %8s MB/s %8s s CPU/GB (the reading side; plain loopback TCP copy, 1 MiB reads, nothing stored)\n' \
+            tcpcopy "$(field mb_per_s "$out")" "$(field sink_cpu_s_per_gb "$out")"
     fi
+    for t in kurir-large smtp-sink; do
+        port=$(free_port)
+        launch "$t" "$port"
+        for mode in DATA BDAT; do
+            flag=()
+            [[ $mode == BDAT ]] && flag=(-B)
+            run_load "$port" -c 1 -n "$LARGE" -s 50m "${flag[@]}"
+            # s per 1000 messages of 50 MiB = s per 52.4 GB
+            printf '  %-22s %8s MB/s %8s s CPU/GB\n' "$t $mode" "$med_mb" \
+                "$(awk -v c="$med_cpu" 'BEGIN { printf "%.2f", c / 52.4288 }')"
+        done
+        stop
+    done
+fi
+
+# ---- many idle connections -------------------------------------------------
+# One process holds at most `ulimit -Hn` descriptors. Without the right to
+# raise it (CAP_SYS_RESOURCE), the connections are spread over enough
+# workers (one shared count, limits.connections) and as many generator
+# processes, each under the limit.
+BIG=${BENCH_IDLE_BIG:-0}
+BIG_TLS=${BENCH_IDLE_BIG_TLS:-10000}
+if ((BIG > 0)) && [[ $SECTIONS == *" idle "* ]]; then
+    [[ $BIG_TLS =~ ^[0-9]+$ ]] || die "BENCH_IDLE_BIG_TLS must be a number"
+    ulimit -Hn $((BIG + 1000)) 2>/dev/null || true
+    hard=$(ulimit -Hn)
+    [[ $hard == unlimited ]] && hard=$((BIG + 1000))
+    ulimit -n "$hard"
+    per=$((hard - 2000))   # connections one process takes, with room for its other files
+    ((per > 1000)) || die "the hard fd limit ($hard) is too low for the idle section"
     {
         echo 'local kurir = require "kurir"'
         echo "kurir.configure { limits = { connections = $((BIG + 100)), connections_per_ip = $((BIG + 100)) },"
         echo "  tls = { cert = \"$tmp/cert.pem\", key = \"$tmp/key.pem\" } }"
         echo 'function kurir.on.data() return 250 end'
     } >"$tmp/idle_big.lua"
-    echo
-    echo "idle connections at $BIG (one kurir process; greeting read, EHLO sent):"
     for mode in plain smtps; do
+        n=$BIG
+        [[ $mode == smtps ]] && n=$((BIG_TLS < BIG ? BIG_TLS : BIG))
+        ((n > 0)) || continue
+        gens=$(((n + per - 1) / per))
+        workers=1
+        # a worker may receive more than its share from the shared socket:
+        # one spare; a worker at its limit pauses accepting, the others go on
+        ((n > per)) && workers=$((gens + 1))
+        echo
+        echo "idle connections: $n over $mode (hard fd limit $hard: $workers worker(s), $gens generator(s); greeting read, EHLO sent):"
         port=$(free_port)
         l="127.0.0.1:$port"
         targs=()
@@ -359,33 +434,48 @@ if ((BIG > 0)) && [[ $SECTIONS == *" idle "* ]]; then
             l="smtps://127.0.0.1:$port"
             targs=(-T smtps)
         fi
-        "$KURIR" -w 1 -l "$l" "$tmp/idle_big.lua" >"$tmp/server.log" 2>&1 &
+        "$KURIR" -w "$workers" -l "$l" "$tmp/idle_big.lua" >"$tmp/server.log" 2>&1 &
         server=$!
         pids+=("$server")
         wait_port "$server" "$port"
+        sleep 1   # every worker up (their RSS is in the "before")
         before=$(status_kb "$server" VmRSS)
         mkfifo "$tmp/hold"
-        timeout 600 "$LOADGEN" -i "$BIG" -t 590 "${targs[@]}" \
-            -b 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9 \
-            "127.0.0.1:$port" <"$tmp/hold" >"$tmp/idle.out" 2>&1 &
-        lp=$!
-        pids+=("$lp")
+        lps=()
+        for ((g = 0; g < gens; g++)); do
+            k=$((n / gens + (g < n % gens ? 1 : 0)))
+            timeout 900 "$LOADGEN" -i "$k" -t 890 "${targs[@]}" \
+                -b 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9 \
+                "127.0.0.1:$port" <"$tmp/hold" >"$tmp/idle.$g.out" 2>&1 &
+            lps+=($!)
+            pids+=($!)
+        done
         exec 7>"$tmp/hold"
-        for ((i = 0; i < 5000; i++)); do
-            grep -q '^ready' "$tmp/idle.out" 2>/dev/null && break
-            kill -0 "$lp" 2>/dev/null || break
-            sleep 0.1
+        for ((g = 0; g < gens; g++)); do
+            for ((i = 0; i < 9000; i++)); do
+                grep -q '^ready' "$tmp/idle.$g.out" 2>/dev/null && break
+                kill -0 "${lps[g]}" 2>/dev/null || break
+                sleep 0.1
+            done
         done
         sleep 1
         after=$(status_kb "$server" VmRSS)
-        out=$(grep '^ready' "$tmp/idle.out" || echo "ready opened=0 failed=?")
+        opened=0
+        failed=0
+        for ((g = 0; g < gens; g++)); do
+            o=$(grep '^ready' "$tmp/idle.$g.out" || echo "ready opened=0 failed=?")
+            opened=$((opened + $(field opened "$o")))
+            f=$(field failed "$o")
+            [[ $f =~ ^[0-9]+$ ]] && failed=$((failed + f))
+        done
         exec 7>&-
-        wait "$lp" 2>/dev/null || true
+        for p in "${lps[@]}"; do
+            wait "$p" 2>/dev/null || true
+        done
         rm -f "$tmp/hold"
         stop
-        opened=$(field opened "$out")
-        awk -v a="$after" -v b="$before" -v n="${opened:-0}" -v m="$mode" -v o="$out" \
-            'BEGIN { printf "  %-6s %s  RSS %d -> %d kB: %.2f KB per connection\n", m, o, b, a, (n > 0 ? (a - b) / n : 0) }'
+        awk -v a="$after" -v b="$before" -v n="$opened" -v f="$failed" -v m="$mode" \
+            'BEGIN { printf "  %-6s opened=%d failed=%d  RSS %d -> %d kB: %.2f KB per connection\n", m, n, f, b, a, (n > 0 ? (a - b) / n : 0) }'
     done
 fi
 

@@ -406,6 +406,7 @@ struct engine *engine_load(const char *script, engine_open_fn *open_above, int a
         e->hook_ref[h] = LUA_NOREF;
     e->default_data_ref = LUA_NOREF;
     e->check_route_ref = LUA_NOREF;
+    spool_probe_init(&e->spool_probe);
     lua_State *L = new_state(script);
     if (!L) {
         *err = xstrdup("cannot create a Lua state");

@@ -14,6 +14,7 @@
 #include "lua/task.h"
 #include "net/tls.h"
 #include "net/worker.h"
+#include "sys/spool.h"
 
 enum hook {
     HOOK_CONNECT, HOOK_HELO, HOOK_STARTTLS, HOOK_AUTH, HOOK_MAIL, HOOK_RCPT, HOOK_DATA,
@@ -95,6 +96,7 @@ struct engine {
     unsigned job_counter;         /* task ids in log lines */
     bool started;                 /* engine_start ran: jobs run */
     bool stopped;                 /* engine_stop_jobs ran: no new jobs */
+    struct spool_probe spool_probe;   /* cfg.spool: writable, free space (per loop iteration) */
 };
 
 const char *engine_hook_name(enum hook h);

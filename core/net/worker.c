@@ -130,9 +130,17 @@ void worker_log_flush(struct worker *w)
  * namespaces sharing a spool are unlikely to collide either. */
 void worker_new_id(struct worker *w, char out[24])
 {
-    unsigned long long t = (unsigned long long)time_wall();
-    snprintf(out, 24, "%08llX%06X%06llX", t & 0xFFFFFFFFull, w->pid & 0xFFFFFF,
-             (unsigned long long)(w->counter++ & 0xFFFFFF));
+    static const char hex[] = "0123456789ABCDEF";
+    unsigned long long t = (unsigned long long)time_wall() & 0xFFFFFFFFull;
+    unsigned long long pid = (unsigned long long)w->pid & 0xFFFFFF;
+    unsigned long long n = (unsigned long long)(w->counter++ & 0xFFFFFF);
+    unsigned long long parts[3] = {t, pid, n};
+    int widths[3] = {8, 6, 6};
+    char *p = out;
+    for (int k = 0; k < 3; k++)   /* once per transaction: by hand, not through printf */
+        for (int i = widths[k] - 1; i >= 0; i--)
+            *p++ = hex[(parts[k] >> (4 * i)) & 15];
+    *p = '\0';
 }
 
 void worker_want_flush(struct worker *w, struct conn *c)

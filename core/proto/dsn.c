@@ -12,13 +12,6 @@
 
 #define DSN_FULL_MAX (10u * 1024 * 1024)
 
-static void date_rfc5322(double t, char *out, size_t cap)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, cap, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-}
 
 /* header field text: no CR/LF, printable */
 static void clean(struct buf *b, const char *s)
@@ -112,8 +105,8 @@ void dsn_build(const struct qenv *env, int fd, uint64_t off, const char *hostnam
                bool delay, double retry_until, struct buf *out)
 {
     char date[64], arrival[64], boundary[80];
-    date_rfc5322(time_wall(), date, sizeof(date));
-    date_rfc5322(env->arrival, arrival, sizeof(arrival));
+    date_rfc5322((time_t)time_wall(), date);
+    date_rfc5322((time_t)env->arrival, arrival);
     snprintf(boundary, sizeof(boundary), "%s/%s", dsn_id, hostname);
     bool any_failed = false;
     for (int i = 0; i < env->nrcpts; i++)
@@ -140,7 +133,7 @@ void dsn_build(const struct qenv *env, int fd, uint64_t off, const char *hostnam
     buf_printf(out, "This is the mail system at host %s.\r\n\r\n", hostname);
     if (delay) {
         char until[64];
-        date_rfc5322(retry_until, until, sizeof(until));
+        date_rfc5322((time_t)retry_until, until);
         buf_printf(out, "Your message could not be delivered yet to the recipients below.\r\n"
                         "It stays in the queue and is tried again until %s.\r\n"
                         "You do not need to send it again.\r\n", until);
@@ -187,7 +180,7 @@ void dsn_build(const struct qenv *env, int fd, uint64_t off, const char *hostnam
         buf_printf(out, "\r\nAction: %s\r\nStatus: %s\r\n", action_of(r), status_of(r));
         if (delay) {
             char until[64];
-            date_rfc5322(retry_until, until, sizeof(until));
+            date_rfc5322((time_t)retry_until, until);
             buf_printf(out, "Will-Retry-Until: %s\r\n", until);
         }
         if (r->diag) {

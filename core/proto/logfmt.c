@@ -133,14 +133,35 @@ static void append_key(struct buf *b, const char *key)
     buf_append(b, "=", 1);
 }
 
+/* n decimal digits of v (zero-padded, the last n if v is longer) at p */
+static void put_digits(char *p, unsigned v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
 void logfmt_begin(struct buf *b, const char *level, const char *session, const char *event)
 {
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    buf_printf(b, "time=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-               tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L);
+    /* every line starts here: digits by hand, not through printf */
+    int year = tm.tm_year + 1900;
+    if (year < 0 || year > 9999)
+        year = 0;
+    long ms = ts.tv_nsec / 1000000L;
+    char t[29] = "time=0000-00-00T00:00:00.000Z";
+    put_digits(t + 5, (unsigned)year, 4);
+    put_digits(t + 10, (unsigned)tm.tm_mon + 1, 2);
+    put_digits(t + 13, (unsigned)tm.tm_mday, 2);
+    put_digits(t + 16, (unsigned)tm.tm_hour, 2);
+    put_digits(t + 19, (unsigned)tm.tm_min, 2);
+    put_digits(t + 22, (unsigned)tm.tm_sec, 2);
+    put_digits(t + 25, (unsigned)ms, 3);
+    buf_append(b, t, sizeof(t));
     logfmt_str(b, "level", level);
     if (session)
         logfmt_str(b, "session", session);
@@ -161,7 +182,7 @@ void logfmt_mem(struct buf *b, const char *key, const char *val, size_t n)
 void logfmt_int(struct buf *b, const char *key, long long v)
 {
     append_key(b, key);
-    buf_printf(b, "%lld", v);
+    buf_append_int(b, v);
 }
 
 void logfmt_dbl(struct buf *b, const char *key, double v)

@@ -100,18 +100,32 @@ static void scan_headers(struct msg_scan *m, const unsigned char *p, size_t n, u
     }
 }
 
-static bool has_high_bit(const unsigned char *p, size_t n)
+/* One pass over the chunk for what needs no line structure: any octet
+ * >= 0x80, any NUL, and how many CRs (a loop the compiler vectorises). */
+struct chunk_stats {
+    bool high, nul;
+    size_t cr;
+};
+
+static struct chunk_stats chunk_scan(const unsigned char *p, size_t n)
 {
+    struct chunk_stats st = {false, false, 0};
     size_t i = 0;
     while (i < n) {
-        size_t end = n - i > 256 ? i + 256 : n;
-        unsigned char acc = 0;
-        for (; i < end; i++)
-            acc |= p[i];
-        if (acc & 0x80)
-            return true;
+        /* byte-wide accumulators (at most 255 CRs per block) vectorise */
+        size_t end = n - i > 255 ? i + 255 : n;
+        unsigned char acc = 0, nul = 0, cr = 0;
+        for (; i < end; i++) {
+            unsigned char c = p[i];
+            acc |= c;
+            nul |= c == 0;
+            cr += c == '\r';
+        }
+        st.high |= (acc & 0x80) != 0;
+        st.nul |= nul != 0;
+        st.cr += cr;
     }
-    return false;
+    return st;
 }
 
 static void note_line(struct msg_scan *m, size_t len)
@@ -129,34 +143,38 @@ void msg_scan_feed(struct msg_scan *m, const char *data, size_t n)
 
     if (m->hstate != H_DONE)
         scan_headers(m, p, n, m->size);
-    if (!m->eight_bit && has_high_bit(p, n))
+    struct chunk_stats st = chunk_scan(p, n);
+    if (st.high)
         m->eight_bit = true;
-    if (!m->nul && memchr(p, '\0', n))
+    if (st.nul)
         m->nul = true;
     if (m->prev == '\r' && p[0] != '\n')
         m->bare_cr = true;
 
+    /* Lines end at LF (one memchr per line, for the longest line). A CR
+     * of this chunk is bare unless an LF follows it: every CR is either
+     * one of the `paired` CRs before an LF here, the last byte (decided by
+     * the next feed or finish), or bare. */
+    size_t paired = 0;
     const unsigned char *pos = p;
     while (pos < end) {
         const unsigned char *lf = memchr(pos, '\n', (size_t)(end - pos));
         if (!lf) {
-            size_t seg = (size_t)(end - pos);
-            /* a CR as the last byte is decided by the next feed or finish */
-            if (!m->bare_cr && seg > 1 && memchr(pos, '\r', seg - 1))
-                m->bare_cr = true;
-            m->line_len = size_add(m->line_len, seg);
+            m->line_len = size_add(m->line_len, (size_t)(end - pos));
             break;
         }
         size_t seg = (size_t)(lf - pos);
         bool crlf = seg ? lf[-1] == '\r' : (pos == p && m->prev == '\r');
         if (!crlf)
             m->bare_lf = true;
-        if (!m->bare_cr && seg > 1 && memchr(pos, '\r', seg - 1))
-            m->bare_cr = true;
+        else if (seg)
+            paired++;   /* that CR is in this chunk */
         note_line(m, m->line_len + seg - (crlf ? 1 : 0));
         m->line_len = 0;
         pos = lf + 1;
     }
+    if (st.cr > paired + (p[n - 1] == '\r'))
+        m->bare_cr = true;
     m->size += n;
     m->prev = p[n - 1];
 }

@@ -361,7 +361,9 @@ static size_t wrap_point(const char *s, size_t avail, size_t *skip)
 static void emit_line(struct buf *out, int code, bool last, const char *esc, size_t esc_len,
                       const char *s, size_t n)
 {
-    buf_printf(out, "%03d%c", code, last ? ' ' : '-');
+    char head[4] = { (char)('0' + code / 100), (char)('0' + code / 10 % 10), (char)('0' + code % 10),
+                     last ? ' ' : '-' };
+    buf_append(out, head, sizeof(head));
     if (esc) {
         buf_append(out, esc, esc_len);
         if (n)
@@ -413,11 +415,16 @@ static void format_arg(struct buf *out, int code, const char *esc, const char *t
         tlen = strlen(text);
     }
 
+    /* texts without "%h" or "%a" (most) are used in place, not copied */
     struct buf tmp;
     buf_init(&tmp);
-    expand_host(&tmp, text, tlen, host, arg);
-    const char *p = buf_peek(&tmp);
-    size_t left = buf_used(&tmp);
+    const char *p = text;
+    size_t left = tlen;
+    if ((host || arg) && memchr(text, '%', tlen)) {
+        expand_host(&tmp, text, tlen, host, arg);
+        p = buf_peek(&tmp);
+        left = buf_used(&tmp);
+    }
     size_t esc_len = esc ? strlen(esc) : 0;
 
     /* Bounded: every round consumes one line of the finite text. */

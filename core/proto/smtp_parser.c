@@ -150,30 +150,30 @@ static enum smtp_event_type next_data(struct smtp_parser *p, struct smtp_event *
 
     /* Front is inside a line. Find the first CRLF followed by '.', which
      * must start a new event; a CRLF at the very end leaves us at a line
-     * start; a trailing CR is kept back for the next read. */
+     * start; a trailing CR is kept back for the next read. A CRLF is never
+     * split between events (a trailing CR waits), so the search goes from
+     * dot to dot: bodies have far fewer dots than lines (base64 has none). */
     size_t end = n;
     int line_start = 0;
     size_t from = 0;
     while (from < n) {
-        const char *lf = memchr(s + from, '\n', n - from);
-        if (!lf)
+        const char *dot = memchr(s + from, '.', n - from);
+        if (!dot)
             break;
-        size_t j = (size_t)(lf - s);
-        if (j > 0 && s[j - 1] == '\r') {
-            if (j + 1 == n) {
-                line_start = 1;
-                break;
-            }
-            if (s[j + 1] == '.') {
-                end = j + 1;
-                line_start = 1;
-                break;
-            }
+        size_t k = (size_t)(dot - s);
+        if (k >= 2 && s[k - 1] == '\n' && s[k - 2] == '\r') {
+            end = k;
+            line_start = 1;
+            break;
         }
-        from = j + 1;
+        from = k + 1;
     }
-    if (!line_start && n > 0 && s[n - 1] == '\r')
-        end = n - 1;
+    if (!line_start) {
+        if (n >= 2 && s[n - 1] == '\n' && s[n - 2] == '\r')
+            line_start = 1;
+        else if (n > 0 && s[n - 1] == '\r')
+            end = n - 1;
+    }
     if (end == 0)
         return SMTP_EV_NONE;
     buf_consume(&p->in, end);
@@ -235,6 +235,11 @@ void smtp_parser_start_bdat(struct smtp_parser *p, uint64_t n)
 size_t smtp_parser_pending(const struct smtp_parser *p)
 {
     return buf_used(&p->in);
+}
+
+size_t smtp_parser_capacity(const struct smtp_parser *p)
+{
+    return p->in.cap;
 }
 
 void smtp_parser_discard(struct smtp_parser *p)

@@ -81,6 +81,8 @@ void smtp_parser_start_bdat(struct smtp_parser *p, uint64_t n);
 /* Bytes buffered and not yet returned as events (pipelining: a command is
  * last in its group when nothing follows it). */
 size_t smtp_parser_pending(const struct smtp_parser *p);
+/* Bytes the input buffer can hold without growing (0 once shrunk). */
+size_t smtp_parser_capacity(const struct smtp_parser *p);
 
 /* Drop everything buffered (STARTTLS: CVE-2011-0411) and return to command mode. */
 void smtp_parser_discard(struct smtp_parser *p);

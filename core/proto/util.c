@@ -155,19 +155,46 @@ void buf_appends(struct buf *b, const char *s)
     buf_append(b, s, strlen(s));
 }
 
+/* One formatting pass in the common case: into the free space (at least
+ * 128 bytes), a second one only when that was too small. */
 void buf_printf(struct buf *b, const char *fmt, ...)
 {
+    char *p = buf_reserve(b, 128);
+    size_t room = b->cap - b->len;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(p, room, fmt, ap);
     va_end(ap);
     if (n <= 0)
         return;
-    char *p = buf_reserve(b, (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(p, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if ((size_t)n >= room) {
+        p = buf_reserve(b, (size_t)n + 1);
+        va_start(ap, fmt);
+        vsnprintf(p, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
+}
+
+void buf_append_uint(struct buf *b, unsigned long long v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
+void buf_append_int(struct buf *b, long long v)
+{
+    if (v < 0) {
+        buf_append(b, "-", 1);
+        buf_append_uint(b, 0ull - (unsigned long long)v);
+    } else {
+        buf_append_uint(b, (unsigned long long)v);
+    }
 }
 
 void buf_shrink(struct buf *b, size_t keep_cap)
@@ -231,4 +258,36 @@ int write_all(int fd, const void *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+size_t date_rfc5322(time_t t, char out[32])
+{
+    static const char days[] = "SunMonTueWedThuFriSat";
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    struct tm tm;
+    if (!gmtime_r(&t, &tm))
+        memset(&tm, 0, sizeof(tm));
+    unsigned year = (unsigned)(tm.tm_year + 1900) % 10000;
+    unsigned wd = (unsigned)tm.tm_wday % 7, mon = (unsigned)tm.tm_mon % 12;
+    char *p = out;
+    memcpy(p, days + 3 * wd, 3);
+    p += 3;
+    *p++ = ',';
+    *p++ = ' ';
+    *p++ = (char)('0' + tm.tm_mday / 10);
+    *p++ = (char)('0' + tm.tm_mday % 10);
+    *p++ = ' ';
+    memcpy(p, months + 3 * mon, 3);
+    p += 3;
+    *p++ = ' ';
+    for (unsigned d = 1000; d; d /= 10)
+        *p++ = (char)('0' + year / d % 10);
+    int hms[3] = {tm.tm_hour, tm.tm_min, tm.tm_sec};
+    for (int i = 0; i < 3; i++) {
+        *p++ = i ? ':' : ' ';
+        *p++ = (char)('0' + hms[i] / 10);
+        *p++ = (char)('0' + hms[i] % 10);
+    }
+    memcpy(p, " +0000", 7);   /* with the NUL */
+    return (size_t)(p + 6 - out);
 }

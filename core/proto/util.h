@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <time.h>
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
@@ -36,6 +37,8 @@ void buf_commit(struct buf *b, size_t n);             /* n bytes were written at
 void buf_append(struct buf *b, const void *p, size_t n);
 void buf_appends(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_append_uint(struct buf *b, unsigned long long v);   /* decimal, no printf */
+void buf_append_int(struct buf *b, long long v);
 void buf_compact(struct buf *b);                      /* move live bytes to the front */
 void buf_shrink(struct buf *b, size_t keep_cap);      /* free memory of an idle buffer */
 
@@ -47,6 +50,12 @@ bool ascii_caseeq(const char *a, size_t alen, const char *lit);
  * EINTR is retried (up to 100 in a row); a write of 0 bytes is EIO. The
  * one copy for spool, Maildir, mbox, the queue store and the log. */
 int write_all(int fd, const void *p, size_t n);
+
+/* t as an RFC 5322 date in UTC, "Wed, 02 Dec 2026 13:20:54 +0000" (what
+ * strftime's "%a, %d %b %Y %H:%M:%S +0000" gives, without the locale and
+ * printf machinery: the Received header of every message). Writes 31
+ * bytes and a NUL; returns 31. */
+size_t date_rfc5322(time_t t, char out[32]);
 
 /* Monotonic and wall-clock time in seconds. */
 double time_mono(void);

@@ -16,13 +16,14 @@ static int open_body(struct session *s)
 {
     if (s->tx.body_started)
         return 0;
-    if (spool_open(&s->tx.spool, s->eng->cfg.spool) < 0) {
+    if (spool_probe_access(&s->eng->spool_probe, s->eng->cfg.spool, ev_now(s->conn.loop)) < 0) {
         struct buf *b = session_log_begin(s, "error", "spool_failed");
         logfmt_str(b, "dir", s->eng->cfg.spool);
         logfmt_str(b, "error", strerror(errno));
         session_log_end(s);
         return -1;
     }
+    spool_begin(&s->tx.spool, s->eng->cfg.spool);
     msg_scan_init(&s->tx.scan);
     s->tx.body_started = true;
     return 0;
@@ -146,28 +147,45 @@ static void message_done(struct session *s, const struct stage_reply *r)
 
 static void received_header(struct session *s)
 {
-    char date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    char date[32];
+    size_t dlen = date_rfc5322(time(NULL), date);
     const char *with = s->esmtp ? (s->tls ? (s->user ? "ESMTPSA" : "ESMTPS") : (s->user ? "ESMTPA" : "ESMTP"))
                                 : "SMTP";
     if (s->tx.env && s->tx.env->smtputf8)
         with = s->tls ? (s->user ? "UTF8SMTPSA" : "UTF8SMTPS") : (s->user ? "UTF8SMTPA" : "UTF8SMTP");
+    /* The header goes first: straight into tx.added when nothing was
+     * added before it (the common case), else into a new buffer that the
+     * earlier additions are appended to. */
     struct buf *b = &s->tx.added;
     struct buf nb;
     buf_init(&nb);
-    buf_appends(&nb, "Received: from ");
+    struct buf *o = buf_used(b) ? &nb : b;
+    buf_appends(o, "Received: from ");
     /* the HELO name is client data: keep only printable ASCII */
     const char *h = s->helo ? s->helo : "unknown";
-    for (const char *p = h; *p; p++)
-        buf_append(&nb, (*p > 32 && *p < 127 && *p != '(' && *p != ')') ? p : "?", 1);
-    buf_printf(&nb, " ([%s])\r\n\tby %s (kurir) with %s id %s;\r\n\t%s\r\n", s->conn.peer_ip,
-               s->eng->cfg.hostname, with, s->tx.id, date);
-    buf_append(&nb, buf_peek(b), buf_used(b));
-    buf_free(b);
-    *b = nb;
+    size_t hl = strlen(h);
+    char *hp = buf_reserve(o, hl);
+    for (size_t i = 0; i < hl; i++) {
+        char c = h[i];
+        hp[i] = (c > 32 && c < 127 && c != '(' && c != ')') ? c : '?';
+    }
+    buf_commit(o, hl);
+    buf_appends(o, " ([");
+    buf_appends(o, s->conn.peer_ip);
+    buf_appends(o, "])\r\n\tby ");
+    buf_appends(o, s->eng->cfg.hostname);
+    buf_appends(o, " (kurir) with ");
+    buf_appends(o, with);
+    buf_appends(o, " id ");
+    buf_appends(o, s->tx.id);
+    buf_appends(o, ";\r\n\t");
+    buf_append(o, date, dlen);
+    buf_appends(o, "\r\n");
+    if (o == &nb) {
+        buf_append(&nb, buf_peek(b), buf_used(b));
+        buf_free(b);
+        *b = nb;
+    }
 }
 
 static void finish_message(struct session *s)

@@ -26,8 +26,9 @@ static enum cmd_check refuse(struct session *s, enum reply_id id)
 static bool spool_short(struct session *s)
 {
     uint64_t reserve = s->eng->cfg.spool_reserve, avail;
-    bool tmpfs;
-    if (!reserve || spool_space(s->eng->cfg.spool, &avail, &tmpfs) < 0 || avail >= reserve)
+    if (!reserve ||
+        spool_probe_space(&s->eng->spool_probe, s->eng->cfg.spool, ev_now(s->conn.loop), &avail) < 0 ||
+        avail >= reserve)
         return false;
     struct buf *b = session_log_begin(s, "warn", "spool_full");
     logfmt_str(b, "dir", s->eng->cfg.spool);

@@ -268,6 +268,10 @@ bool engine_check_route(struct session *s, int ref)
     }
     lua_getfield(L, -1, "route");   /* the view's __index: cannot raise */
     lua_remove(L, -2);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 2);   /* no route: nothing to check (check_route(nil) is nil) */
+        return true;
+    }
     int rc = lua_pcall(L, 1, 1, 0);
     if (rc == LUA_OK && lua_isnil(L, -1)) {
         lua_pop(L, 1);

@@ -19,6 +19,7 @@
 #include "proto/logfmt.h"
 
 #define READ_CHUNK 16384
+#define READ_CHUNK_DATA 65536   /* inside a large message body: fewer, larger reads */
 
 static const struct cmd *const cmd_tables[] = {
     cmd_basic_table, cmd_mail_table, cmd_data_table, cmd_auth_table, cmd_starttls_table,
@@ -359,9 +360,12 @@ void session_greet(struct session *s)
 
 static const struct cmd *find_cmd(const char *verb, size_t len)
 {
+    if (len == 0)
+        return NULL;
+    char first = (char)((verb[0] >= 'a' && verb[0] <= 'z') ? verb[0] - 32 : verb[0]);
     for (size_t t = 0; t < sizeof(cmd_tables) / sizeof(cmd_tables[0]); t++)
         for (const struct cmd *c = cmd_tables[t]; c->verb; c++)
-            if (ascii_caseeq(verb, len, c->verb))
+            if (c->verb[0] == first && ascii_caseeq(verb, len, c->verb))   /* verbs are upper case */
                 return c;
     return NULL;
 }
@@ -534,13 +538,21 @@ static void on_readable(struct conn *c)
     struct session *s = from_conn(c);
     session_ref(s);
     for (int i = 0; i < 8; i++) {
-        char *p = smtp_parser_reserve(&s->parser, READ_CHUNK);
-        ssize_t n = conn_read(c, p, READ_CHUNK);
+        /* Inside a body that fills whole reads (the buffer has grown past
+         * one chunk), read 64 KiB at a time, at most 256 KiB per wake-up;
+         * small messages keep 16 KiB reads and a buffer that never grows. */
+        bool big = (s->state == SS_DATA || s->state == SS_BDAT) &&
+                   smtp_parser_capacity(&s->parser) > READ_CHUNK;
+        if (big && i >= 4)
+            break;
+        size_t want = big ? READ_CHUNK_DATA : READ_CHUNK;
+        char *p = smtp_parser_reserve(&s->parser, want);
+        ssize_t n = conn_read(c, p, want);
         if (n > 0) {
             smtp_parser_commit(&s->parser, (size_t)n);
             if (s->state == SS_DATA || s->state == SS_BDAT)
                 arm_data_timer(s, (size_t)n);
-            if ((size_t)n < READ_CHUNK && !c->tr->pending(c))
+            if ((size_t)n < want && !c->tr->pending(c))
                 break;
             continue;
         }

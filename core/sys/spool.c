@@ -71,13 +71,19 @@ int spool_open(struct spool *s, const char *dir)
     const char *d = dir && *dir ? dir : ".";
     if (access(d, W_OK | X_OK) < 0)
         return -1;
+    spool_begin(s, d);
+    return 0;
+}
+
+void spool_begin(struct spool *s, const char *dir)
+{
+    const char *d = dir && *dir ? dir : ".";
     free(s->dir);
     s->dir = xstrdup(d);
     s->fd = -1;
     s->size = 0;
     s->err = 0;
     buf_reset(&s->wbuf);
-    return 0;
 }
 
 /* The body outgrew memory: move it to a file. */
@@ -122,6 +128,8 @@ void spool_append(struct spool *s, const void *p, size_t n)
     if (s->err)
         return;   /* sticky: keep counting, stop writing */
     if (s->fd < 0 && buf_used(&s->wbuf) + n <= SPOOL_BUFSZ) {
+        if (s->wbuf.cap == 0)
+            buf_reserve(&s->wbuf, n > 4096 ? n : 4096);   /* a small body: one allocation */
         buf_append(&s->wbuf, p, n);   /* still small: memory only */
         return;
     }
@@ -338,5 +346,47 @@ int spool_space(const char *dir, uint64_t *avail, bool *tmpfs)
         return -1;
     *avail = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
     *tmpfs = f.f_type == TMPFS_MAGIC;
+    return 0;
+}
+
+void spool_probe_init(struct spool_probe *p)
+{
+    p->access_at = p->space_at = -1;
+    p->access_errno = p->space_errno = 0;
+    p->avail = 0;
+}
+
+int spool_probe_access(struct spool_probe *p, const char *dir, double now)
+{
+    if (p->access_at < 0 || now != p->access_at) {
+        const char *d = dir && *dir ? dir : ".";
+        p->access_errno = access(d, W_OK | X_OK) < 0 ? errno : 0;
+        p->access_at = now;
+    }
+    if (p->access_errno) {
+        errno = p->access_errno;
+        return -1;
+    }
+    return 0;
+}
+
+int spool_probe_space(struct spool_probe *p, const char *dir, double now, uint64_t *avail)
+{
+    if (p->space_at < 0 || now != p->space_at) {
+        struct statvfs v;
+        const char *d = dir && *dir ? dir : ".";
+        if (statvfs(d, &v) < 0) {
+            p->space_errno = errno;
+        } else {
+            p->space_errno = 0;
+            p->avail = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+        }
+        p->space_at = now;
+    }
+    if (p->space_errno) {
+        errno = p->space_errno;
+        return -1;
+    }
+    *avail = p->avail;
     return 0;
 }

@@ -34,6 +34,9 @@ void spool_init(struct spool *s);
 /* Start a new body that spills into dir when it grows past 64 KiB. 0, or
  * -1 (errno set) when dir is not a writable directory. */
 int spool_open(struct spool *s, const char *dir);
+/* spool_open without the check (the caller made it, e.g. with
+ * spool_probe_access). */
+void spool_begin(struct spool *s, const char *dir);
 /* Append bytes (buffered). Errors are sticky and reported by spool_finish. */
 void spool_append(struct spool *s, const void *p, size_t n);
 /* Flush buffered bytes. 0 or -1 (s->err). */
@@ -57,5 +60,20 @@ void spool_close(struct spool *s);
 /* Space of the file system holding dir: bytes an unprivileged writer may
  * still use, and whether it is tmpfs (RAM: lost at reboot). 0 or -1. */
 int spool_space(const char *dir, uint64_t *avail, bool *tmpfs);
+
+/* The checks made for every transaction (the directory is writable at
+ * DATA/BDAT, its free space at MAIL), each remembered for one moment:
+ * callers pass their event loop's time (ev_now), and the calls of one loop
+ * iteration (a pipelined burst, many sessions) share one system call. */
+struct spool_probe {
+    double access_at, space_at;   /* the now of the last check; -1: none */
+    int access_errno, space_errno;
+    uint64_t avail;
+};
+void spool_probe_init(struct spool_probe *p);
+/* 0 when dir is a writable directory, else -1 with errno (as spool_open) */
+int spool_probe_access(struct spool_probe *p, const char *dir, double now);
+/* bytes an unprivileged writer may still use in dir's file system; 0 or -1 */
+int spool_probe_space(struct spool_probe *p, const char *dir, double now, uint64_t *avail);
 
 #endif

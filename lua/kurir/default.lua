@@ -124,15 +124,20 @@ end
 --- Wrap a script's data hook: when it returns nothing (or true), the
 -- routes of the recipients deliver as without a data hook; a message none
 -- of whose recipients has a route is simply accepted, as before routes.
+-- The results pass through as varargs (no table per message).
+local function after_data(s, msg, ...)
+  local n, first = select("#", ...), ...
+  if n == 0 or (n == 1 and (first == nil or first == true)) then
+    for _, rcpt in ipairs(msg.rcpts) do
+      if rcpt.route ~= nil then return default.data(s, msg) end
+    end
+  end
+  return ...
+end
+
 function default.wrap(hook)
   return function(s, msg)
-    local r = table.pack(hook(s, msg))
-    if r.n == 0 or (r.n == 1 and (r[1] == nil or r[1] == true)) then
-      for _, rcpt in ipairs(msg.rcpts) do
-        if rcpt.route ~= nil then return default.data(s, msg) end
-      end
-    end
-    return table.unpack(r, 1, r.n)
+    return after_data(s, msg, hook(s, msg))
   end
 end
 
