@@ -212,7 +212,14 @@ int engine_push_command_args(struct session *s, lua_State *co)
 int engine_address_ref(struct session *s, struct envelope *env, int idx)
 {
     lua_State *L = s->eng->L;
-    laddress_push(L, env, idx);
+    if (idx >= 0 && env == s->tx.env && s->tx.from_ref != LUA_NOREF) {
+        /* a recipient shares the sender view's reference on the envelope */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.from_ref);
+        laddress_push(L, env, idx, -1);
+        lua_remove(L, -2);
+    } else {
+        laddress_push(L, env, idx, 0);
+    }
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 

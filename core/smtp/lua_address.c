@@ -7,9 +7,19 @@
  * through to the envelope, which is what the queue stores. Any other field
  * is the script's own and lives in the table itself.
  *
- * Each view has its own metatable holding a handle (userdata) with a
- * reference on the envelope, so a view the script keeps after the
- * transaction reads the envelope it belonged to, never freed memory. */
+ * A view is built at every MAIL and RCPT, so it costs one table and
+ * nothing else: every view shares one metatable per engine (made once by
+ * laddress_register), whose metamethods are C closures made at the same
+ * time. What a view points at sits in the table under keys a script
+ * cannot write by name (light userdata of this file's statics): the
+ * envelope's anchor, its index (-1 for the sender) and the route value.
+ * The anchor is a userdata holding one reference on the envelope, shared
+ * by the views of one envelope (a recipient's view takes the sender's),
+ * so a view the script keeps after the transaction reads the envelope it
+ * belonged to, never freed memory; one finalizer per transaction, not
+ * per view. A script can see those keys through a raw `next` and rawset
+ * them, so every read checks the anchor's metatable and the index range
+ * and raises "not a kurir address" rather than trusting them. */
 #include <lauxlib.h>
 #include <string.h>
 
@@ -18,32 +28,78 @@
 #include "smtp/engine_session.h"
 
 #define ADDRESS_MT "kurir.address"
-#define HANDLE_MT "kurir.address_handle"
+#define ANCHOR_MT "kurir.address_envelope"
 
-struct laddr {
+/* the hidden keys of a view, and the registry key of the anchors' metatable */
+static const char key_anchor, key_idx, key_route, key_anchor_mt, key_address_mt;
+
+struct anchor {
     struct envelope *env;            /* one reference, dropped by __gc */
-    int idx;                         /* recipient index, -1 for the sender */
 };
 
-static const char *const builtin[] = {"address", "user", "domain", "params", NULL};
+/* what a built-in name is, from the upvalue table of the metamethods */
+enum field { F_NONE, F_ADDRESS, F_USER, F_DOMAIN, F_PARAMS, F_ROUTE };
+static const char *const field_names[] = {NULL, "address", "user", "domain", "params", "route"};
 
-/* The handle of the view at index 1 (its metatable's [1]). */
-static struct laddr *handle_of(lua_State *L, int i)
+/* upvalues of every metamethod */
+#define UV_ANCHOR_MT lua_upvalueindex(1)
+#define UV_FIELDS lua_upvalueindex(2)
+
+struct view {
+    struct envelope *env;
+    int idx;
+};
+
+/* The envelope and index of view t (absolute index); false when the hidden
+ * keys do not hold an anchor and an index of that envelope. anchor_mt is
+ * the stack index of the anchors' metatable. Leaves the stack as it was. */
+static bool view_read(lua_State *L, int t, int anchor_mt, struct view *v)
 {
-    struct laddr *h = NULL;
-    if (lua_getmetatable(L, i)) {
-        lua_rawgeti(L, -1, 1);
-        h = luaL_testudata(L, -1, HANDLE_MT);
-        lua_pop(L, 2);
+    bool ok = false;
+    v->env = NULL;
+    v->idx = 0;
+    if (lua_rawgetp(L, t, &key_anchor) == LUA_TUSERDATA && lua_getmetatable(L, -1)) {
+        ok = lua_rawequal(L, -1, anchor_mt);
+        lua_pop(L, 1);
     }
-    if (!h || !h->env)
-        luaL_error(L, "not a kurir address");
-    return h;
+    if (ok) {
+        v->env = ((struct anchor *)lua_touserdata(L, -1))->env;
+        int isint = 0;
+        lua_rawgetp(L, t, &key_idx);
+        lua_Integer i = lua_tointegerx(L, -1, &isint);
+        ok = isint && v->env && i >= -1 && i < v->env->nrcpts;
+        v->idx = ok ? (int)i : 0;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return ok;
 }
 
-static const struct env_addr *addr_of(const struct laddr *h)
+/* The view at index 1 of a metamethod (the shared metatable is only ever
+ * set on views: __metatable keeps scripts from setting it elsewhere). */
+static struct view view_check(lua_State *L)
 {
-    return h->idx < 0 ? &h->env->from : &h->env->rcpts[h->idx].addr;
+    struct view v = {NULL, 0};
+    if (!view_read(L, 1, UV_ANCHOR_MT, &v))
+        luaL_error(L, "not a kurir address");
+    return v;
+}
+
+/* The built-in that key k names (F_NONE when k is not a string or none). */
+static enum field field_of(lua_State *L, int k)
+{
+    if (lua_type(L, k) != LUA_TSTRING)
+        return F_NONE;
+    lua_pushvalue(L, k);
+    lua_rawget(L, UV_FIELDS);
+    enum field f = (enum field)lua_tointeger(L, -1);   /* nil -> 0 */
+    lua_pop(L, 1);
+    return f;
+}
+
+static const struct env_addr *addr_of(const struct view *v)
+{
+    return v->idx < 0 ? &v->env->from : &v->env->rcpts[v->idx].addr;
 }
 
 static void push_params(lua_State *L, const struct env_addr *a)
@@ -58,36 +114,28 @@ static void push_params(lua_State *L, const struct env_addr *a)
     }
 }
 
-/* Push built-in field k of the view; false when k is not one. The route
- * is the handle's user value (nil until the script sets one). */
-static bool push_builtin(lua_State *L, const struct laddr *h, int hidx, const char *k)
+/* Push built-in f of view 1 (f != F_NONE; the sender has no route). */
+static void push_field(lua_State *L, const struct view *v, enum field f)
 {
-    const struct env_addr *a = addr_of(h);
-    if (!strcmp(k, "address"))
-        lua_pushstring(L, a->address);
-    else if (!strcmp(k, "user"))
-        lua_pushstring(L, a->user);
-    else if (!strcmp(k, "domain"))
-        lua_pushstring(L, a->domain);
-    else if (!strcmp(k, "params"))
-        push_params(L, a);
-    else if (h->idx >= 0 && !strcmp(k, "route"))
-        lua_getiuservalue(L, hidx, 1);
-    else
-        return false;
-    return true;
+    const struct env_addr *a = addr_of(v);
+    switch (f) {
+    case F_ADDRESS: lua_pushstring(L, a->address); break;
+    case F_USER: lua_pushstring(L, a->user); break;
+    case F_DOMAIN: lua_pushstring(L, a->domain); break;
+    case F_PARAMS: push_params(L, a); break;
+    case F_ROUTE: lua_rawgetp(L, 1, &key_route); break;
+    case F_NONE: lua_pushnil(L); break;
+    }
 }
 
-/* (address, key) -> value */
+/* (address, key) -> value ; only called for keys the table lacks */
 static int l_index(lua_State *L)
 {
-    struct laddr *h = handle_of(L, 1);
-    if (lua_type(L, 2) != LUA_TSTRING)
-        return 0;
-    lua_getmetatable(L, 1);
-    lua_rawgeti(L, -1, 1);
-    if (!push_builtin(L, h, lua_gettop(L), lua_tostring(L, 2)))
-        lua_pushnil(L);
+    struct view v = view_check(L);
+    enum field f = field_of(L, 2);
+    if (f == F_ROUTE && v.idx < 0)
+        f = F_NONE;                  /* the sender's `route` is the script's */
+    push_field(L, &v, f);
     return 1;
 }
 
@@ -95,33 +143,29 @@ static int l_index(lua_State *L)
  * raise, anything else is the script's */
 static int l_newindex(lua_State *L)
 {
-    struct laddr *h = handle_of(L, 1);
-    if (lua_type(L, 2) == LUA_TSTRING) {
-        const char *k = lua_tostring(L, 2);
-        for (int i = 0; builtin[i]; i++)
-            if (!strcmp(k, builtin[i]))
-                return luaL_error(L, "%s.%s is read-only", h->idx < 0 ? "from" : "rcpt", k);
-        if (h->idx >= 0 && !strcmp(k, "route")) {
-            lua_getmetatable(L, 1);
-            lua_rawgeti(L, -1, 1);
-            lua_pushvalue(L, 3);
-            lua_setiuservalue(L, -2, 1);
-            /* what the queue stores: the route string of a factory route;
-             * anything else (nil, a deliver object, a mistake that the
-             * route check reports) leaves none */
-            struct buf rb;
-            buf_init(&rb);
-            char err[256];
-            if (lroute_is(L, 3) && lroute_serialize(L, 3, &rb, err, sizeof(err)) == 0) {
-                buf_append(&rb, "", 1);
-                envelope_rcpt_set_route(h->env, h->idx, buf_peek(&rb));
-            } else {
-                envelope_rcpt_set_route(h->env, h->idx, NULL);
-            }
-            buf_free(&rb);
-            return 0;
+    struct view v = view_check(L);
+    enum field f = field_of(L, 2);
+    if (f != F_NONE && f != F_ROUTE)
+        return luaL_error(L, "%s.%s is read-only", v.idx < 0 ? "from" : "rcpt", field_names[f]);
+    if (f == F_ROUTE && v.idx >= 0) {
+        lua_pushvalue(L, 3);
+        lua_rawsetp(L, 1, &key_route);
+        /* what the queue stores: the route string of a factory route;
+         * anything else (nil, a deliver object, a mistake that the route
+         * check reports) leaves none */
+        struct buf rb;
+        buf_init(&rb);
+        char err[256];
+        if (lroute_is(L, 3) && lroute_serialize(L, 3, &rb, err, sizeof(err)) == 0) {
+            buf_append(&rb, "", 1);
+            envelope_rcpt_set_route(v.env, v.idx, buf_peek(&rb));
+        } else {
+            envelope_rcpt_set_route(v.env, v.idx, NULL);
         }
+        buf_free(&rb);
+        return 0;
     }
+    lua_settop(L, 3);
     lua_rawset(L, 1);
     return 0;
 }
@@ -137,69 +181,77 @@ static int l_next(lua_State *L)
     return 1;
 }
 
+static bool hidden_key(lua_State *L, int k)
+{
+    if (lua_type(L, k) != LUA_TLIGHTUSERDATA)
+        return false;
+    const void *p = lua_touserdata(L, k);
+    return p == &key_anchor || p == &key_idx || p == &key_route;
+}
+
 /* (address) -> next, snapshot, nil ; built-ins, route and the script's fields */
 static int l_pairs(lua_State *L)
 {
-    struct laddr *h = handle_of(L, 1);
-    lua_getmetatable(L, 1);
-    lua_rawgeti(L, -1, 1);
-    int hidx = lua_gettop(L);
+    struct view v = view_check(L);
+    lua_settop(L, 1);
     lua_newtable(L);
-    int snap = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, 1)) {
+        if (hidden_key(L, -2)) {
+            lua_pop(L, 1);
+            continue;
+        }
         lua_pushvalue(L, -2);
         lua_insert(L, -2);
-        lua_rawset(L, snap);
+        lua_rawset(L, 2);
     }
-    for (int i = 0; builtin[i]; i++) {
-        push_builtin(L, h, hidx, builtin[i]);
-        lua_setfield(L, snap, builtin[i]);
-    }
-    if (h->idx >= 0) {
-        push_builtin(L, h, hidx, "route");
-        lua_setfield(L, snap, "route");
+    for (enum field f = F_ADDRESS; f <= F_ROUTE; f++) {
+        if (f == F_ROUTE && v.idx < 0)
+            break;
+        push_field(L, &v, f);
+        lua_setfield(L, 2, field_names[f]);
     }
     lua_pushcfunction(L, l_next);
-    lua_pushvalue(L, snap);
+    lua_insert(L, 2);
     lua_pushnil(L);
     return 3;
 }
 
 static int l_tostring(lua_State *L)
 {
-    struct laddr *h = handle_of(L, 1);
-    lua_pushfstring(L, "kurir.address(<%s>)", addr_of(h)->address);
+    struct view v = view_check(L);
+    lua_pushfstring(L, "kurir.address(<%s>)", addr_of(&v)->address);
     return 1;
 }
 
-static int handle_gc(lua_State *L)
+static int anchor_gc(lua_State *L)
 {
-    struct laddr *h = luaL_checkudata(L, 1, HANDLE_MT);
-    envelope_unref(h->env);
-    h->env = NULL;
+    struct anchor *a = luaL_checkudata(L, 1, ANCHOR_MT);
+    envelope_unref(a->env);
+    a->env = NULL;
     return 0;
 }
 
 void laddress_register(lua_State *L)
 {
-    luaL_newmetatable(L, HANDLE_MT);
-    lua_pushcfunction(L, handle_gc);
+    luaL_newmetatable(L, ANCHOR_MT);
+    lua_pushcfunction(L, anchor_gc);
     lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-}
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key_anchor_mt);
+    int anchor_mt = lua_gettop(L);
 
-void laddress_push(lua_State *L, struct envelope *env, int idx)
-{
-    lua_newtable(L);                                     /* the view */
-    lua_createtable(L, 1, 7);                            /* its metatable */
-    struct laddr *h = lua_newuserdatauv(L, sizeof(*h), 1);
-    h->env = NULL;
-    luaL_setmetatable(L, HANDLE_MT);
-    envelope_ref(env);
-    h->env = env;
-    h->idx = idx;
-    lua_rawseti(L, -2, 1);
+    luaL_newmetatable(L, ADDRESS_MT);   /* sets __name */
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key_address_mt);
+    lua_pushliteral(L, ADDRESS_MT);
+    lua_setfield(L, -2, "__metatable");
+    lua_createtable(L, 0, F_ROUTE);
+    for (int f = F_ADDRESS; f <= F_ROUTE; f++) {
+        lua_pushinteger(L, f);
+        lua_setfield(L, -2, field_names[f]);
+    }
+    int fields = lua_gettop(L);
     static const luaL_Reg meta[] = {
         {"__index", l_index},
         {"__newindex", l_newindex},
@@ -207,21 +259,51 @@ void laddress_push(lua_State *L, struct envelope *env, int idx)
         {"__tostring", l_tostring},
         {NULL, NULL},
     };
-    luaL_setfuncs(L, meta, 0);
-    lua_pushliteral(L, ADDRESS_MT);
-    lua_setfield(L, -2, "__name");
-    lua_pushliteral(L, ADDRESS_MT);
-    lua_setfield(L, -2, "__metatable");
+    lua_pushvalue(L, anchor_mt);
+    lua_pushvalue(L, fields);
+    lua_remove(L, fields);
+    luaL_setfuncs(L, meta, 2);           /* each closure gets both upvalues */
+    lua_pop(L, 2);                       /* the address and anchor metatables */
+}
+
+void laddress_push(lua_State *L, struct envelope *env, int idx, int sibling)
+{
+    sibling = sibling ? lua_absindex(L, sibling) : 0;
+    lua_createtable(L, 0, 2);                              /* the view */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_anchor_mt);
+    int anchor_mt = lua_gettop(L);
+    struct view sv;
+    if (sibling && lua_istable(L, sibling) && view_read(L, sibling, anchor_mt, &sv) && sv.env == env) {
+        lua_rawgetp(L, sibling, &key_anchor);
+    } else {
+        struct anchor *a = lua_newuserdatauv(L, sizeof(*a), 0);
+        a->env = NULL;
+        lua_pushvalue(L, anchor_mt);
+        lua_setmetatable(L, -2);
+        envelope_ref(env);
+        a->env = env;
+    }
+    lua_rawsetp(L, -3, &key_anchor);
+    lua_pop(L, 1);                                         /* anchor_mt */
+    lua_pushinteger(L, idx);
+    lua_rawsetp(L, -2, &key_idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_address_mt);
     lua_setmetatable(L, -2);
 }
 
 int laddress_index(lua_State *L, int i, const struct envelope *env)
 {
+    i = lua_absindex(L, i);
     if (!lua_istable(L, i) || !lua_getmetatable(L, i))
         return -1;
-    lua_rawgeti(L, -1, 1);
-    struct laddr *h = luaL_testudata(L, -1, HANDLE_MT);
-    int idx = h && h->env == env ? h->idx : -1;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_address_mt);
+    bool is_view = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
-    return idx;
+    if (!is_view)
+        return -1;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_anchor_mt);
+    struct view v;
+    bool ok = view_read(L, i, lua_gettop(L), &v);
+    lua_pop(L, 1);
+    return ok && v.env == env ? v.idx : -1;
 }
