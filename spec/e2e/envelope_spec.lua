@@ -166,7 +166,8 @@ describe("the envelope", function()
     assert.is_true(got:sub(-#stored) == stored)
   end)
 
-  it("a view kept past its transaction reads that envelope; rawset of its hidden keys raises, never crashes", function()
+  it("a view kept past its transaction reads that envelope; rawset of its hidden keys raises, never crashes",
+     function()
     -- the first transaction's recipient view is all that is left of it
     -- when the second one starts (its sender view dropped, the garbage
     -- collector run); under ASan a freed envelope would be caught here
@@ -182,10 +183,11 @@ local function hidden_keys(v)
   return keys
 end
 
-function kurir.on.rcpt(_s, rcpt)
+function kurir.on.rcpt(s, rcpt)
   rcpt.route = kurir.discard()
   rcpt.mine = "m-" .. rcpt.user
   kept = kept or rcpt
+  s:log("rcpt_seen", { address = rcpt.address, before = #s.rcpts })
 end
 
 function kurir.on.mail(s, from)
@@ -219,6 +221,7 @@ end
     assert.equals(250, (c:ehlo("client.e2e.test")))
     c:check("MAIL FROM:<first@src.test>", 250)
     c:check("RCPT TO:<one@dst.test>", 250)
+    c:check("RCPT TO:<extra@dst.test>", 250)
     c:check("DATA", 354)
     assert(c:send("Subject: one\r\n\r\nhello\r\n.\r\n"))
     c:expect(250)
@@ -233,5 +236,11 @@ end
                 { k.address, k.domain, k.mine, k.keys, k.route, k.now, k.other })
     assert.is_true(tonumber(k.hidden) >= 1)
     assert.is_true(tonumber(k.raised) >= 1)
+    -- the second transaction starts with no recipients of the first
+    local seen = {}
+    for _, l in ipairs(harness.log_lines(srv, { event = "rcpt_seen" })) do
+      seen[#seen + 1] = l.fields.address .. "=" .. l.fields.before
+    end
+    assert.equals("one@dst.test=0 extra@dst.test=1 two@dst.test=0", table.concat(seen, " "))
   end)
 end)
