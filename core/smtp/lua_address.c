@@ -20,8 +20,8 @@
  * names are told apart in C, without a table lookup. A script can still
  * reach the hidden keys (a raw `next`, rawset), so every read checks the
  * anchor (its size and magic word) and the index range and raises "not a
- * kurir address" rather than trusting them, and assigning one through the
- * view raises. */
+ * kurir address" rather than trusting them; assigning one the table
+ * lacks (the route before it is set) raises. */
 #include <lauxlib.h>
 #include <string.h>
 
