@@ -1,6 +1,8 @@
 /* binding.c - the shared __index / __newindex of kurir's Lua classes
  * (binding.h). The method, getter and fallback tables are upvalues of the
- * metamethods, so a lookup is two raw table reads. */
+ * metamethods, so a lookup is two raw table reads. A getter or fallback
+ * is a C function run on the metamethod's stack (obj, key[, value]) as a
+ * direct call: what it pushes last is the result. */
 #include "lua/binding.h"
 
 #include <stdbool.h>
@@ -15,21 +17,19 @@ static int class_index(lua_State *L)
         lua_pop(L, 1);
         lua_pushvalue(L, 2);
         if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) {
-            lua_pushvalue(L, 1);
-            lua_call(L, 1, 1);
-            return 1;
+            lua_CFunction get = lua_tocfunction(L, -1);
+            lua_settop(L, 2);
+            return get(L);
         }
         lua_pop(L, 1);
     }
-    if (lua_isnil(L, lua_upvalueindex(3))) {
+    lua_CFunction fallback = lua_tocfunction(L, lua_upvalueindex(3));
+    if (!fallback) {
         lua_pushnil(L);
         return 1;
     }
-    lua_pushvalue(L, lua_upvalueindex(3));
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_call(L, 2, 1);
-    return 1;
+    lua_settop(L, 2);
+    return fallback(L);
 }
 
 /* upvalues: 1 methods, 2 getters, 3 fallback (or nil), 4 class name */
@@ -45,13 +45,11 @@ static int class_newindex(lua_State *L)
             return luaL_error(L, "%s field '%s' is read-only", lua_tostring(L, lua_upvalueindex(4)),
                               lua_tostring(L, 2));
     }
-    if (lua_isnil(L, lua_upvalueindex(3)))
+    lua_CFunction fallback = lua_tocfunction(L, lua_upvalueindex(3));
+    if (!fallback)
         return luaL_error(L, "%s objects take no new fields", lua_tostring(L, lua_upvalueindex(4)));
-    lua_pushvalue(L, lua_upvalueindex(3));
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, 3);
-    lua_call(L, 3, 0);
+    lua_settop(L, 3);
+    fallback(L);
     return 0;
 }
 

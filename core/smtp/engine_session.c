@@ -156,6 +156,7 @@ void engine_session_close(struct session *s)
     lcred_invalidate(L, s->arg_ref);   /* a cred the script kept must not outlive us */
     engine_release_ref(s, &s->ud_ref);
     engine_release_ref(s, &s->arg_ref);
+    engine_release_ref(s, &s->rcpts_ref);
     task_close(&s->task);
 }
 
@@ -212,7 +213,14 @@ int engine_push_command_args(struct session *s, lua_State *co)
 int engine_address_ref(struct session *s, struct envelope *env, int idx)
 {
     lua_State *L = s->eng->L;
-    laddress_push(L, env, idx);
+    if (idx >= 0 && env == s->tx.env && s->tx.from_ref != LUA_NOREF) {
+        /* a recipient shares the sender view's reference on the envelope */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.from_ref);
+        laddress_push(L, env, idx, -1);
+        lua_remove(L, -2);
+    } else {
+        laddress_push(L, env, idx, 0);
+    }
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -220,18 +228,19 @@ void engine_tx_set_from(struct session *s, int ref)
 {
     engine_release_ref(s, &s->tx.from_ref);
     s->tx.from_ref = ref;
-    lua_State *L = s->eng->L;
-    lua_newtable(L);
-    engine_release_ref(s, &s->tx.rcpts_ref);
-    s->tx.rcpts_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (s->rcpts_ref == LUA_NOREF) {
+        lua_State *L = s->eng->L;
+        lua_newtable(L);
+        s->rcpts_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
 }
 
-/* tx.rcpts_ref holds the views by envelope index + 1, so that a
+/* s->rcpts_ref holds the views by envelope index + 1, so that a
  * recipient's own fields (the script's, its route object) stay with it */
 void engine_tx_add_rcpt(struct session *s, int idx, int ref)
 {
     lua_State *L = s->eng->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->rcpts_ref);
     if (lua_istable(L, -1)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         lua_rawseti(L, -2, (lua_Integer)idx + 1);
@@ -244,9 +253,9 @@ void engine_push_rcpts(struct session *s, lua_State *L)
 {
     const struct envelope *e = s->tx.env;
     lua_createtable(L, e ? e->accepted : 0, 0);
-    if (!e || s->tx.rcpts_ref == LUA_NOREF)
+    if (!e || s->tx.from_ref == LUA_NOREF || s->rcpts_ref == LUA_NOREF)
         return;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->tx.rcpts_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->rcpts_ref);
     int n = 0;
     for (int i = 0; i < e->nrcpts; i++) {
         if (!envelope_rcpt_accepted(e, i))
@@ -266,7 +275,7 @@ bool engine_check_route(struct session *s, int ref)
         lua_pop(L, 2);
         return true;
     }
-    lua_getfield(L, -1, "route");   /* the view's __index: cannot raise */
+    laddress_push_route(L, -1);
     lua_remove(L, -2);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 2);   /* no route: nothing to check (check_route(nil) is nil) */
@@ -294,8 +303,17 @@ void engine_tx_release(struct session *s)
         lmessage_invalidate(s->eng->L, s->tx.msg_ref);
         engine_release_ref(s, &s->tx.msg_ref);
     }
+    if (s->tx.from_ref != LUA_NOREF && s->tx.env && s->rcpts_ref != LUA_NOREF) {
+        /* the session's table of recipient views is kept, emptied */
+        lua_State *L = s->eng->L;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->rcpts_ref);
+        for (int i = 1; i <= s->tx.env->nrcpts; i++) {
+            lua_pushnil(L);
+            lua_rawseti(L, -2, i);
+        }
+        lua_pop(L, 1);
+    }
     engine_release_ref(s, &s->tx.from_ref);
-    engine_release_ref(s, &s->tx.rcpts_ref);
 }
 
 int engine_push_message(struct session *s, lua_State *co)

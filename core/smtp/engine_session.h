@@ -54,7 +54,12 @@ void lmessage_invalidate(lua_State *L, int ref);
 /* the address views on the envelope (lua_address.c): idx -1 is the sender */
 struct envelope;
 void laddress_register(lua_State *L);
-void laddress_push(lua_State *L, struct envelope *env, int idx);
+/* sibling: the stack index of a view that may be on the same envelope
+ * (its reference is shared), or 0 */
+void laddress_push(lua_State *L, struct envelope *env, int idx, int sibling);
+/* push rcpt.route of the recipient view at i (nil when unset), without
+ * going through its __index */
+void laddress_push_route(lua_State *L, int i);
 /* the recipient index of the view at i if it is a recipient of env, else -1 */
 int laddress_index(lua_State *L, int i, const struct envelope *env);
 void lcred_register(lua_State *L);

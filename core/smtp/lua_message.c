@@ -17,13 +17,19 @@
  * session does not keep the copy of a large header section */
 #define SCRATCH_KEEP 4096
 
+/* the first word of every kurir.message (binding_test) */
+static const char message_magic;
+
 struct lmessage {
+    const void *magic;
     struct session *s;
 };
 
 static struct session *message_check(lua_State *L, int i)
 {
-    struct lmessage *m = luaL_checkudata(L, i, MESSAGE_MT);
+    struct lmessage *m = binding_test(L, i, &message_magic, sizeof(*m));
+    if (!m)
+        m = luaL_checkudata(L, i, MESSAGE_MT);   /* raises: not a message */
     if (!m->s)
         luaL_error(L, "message is closed (it is only valid inside the data hook)");
     return m->s;
@@ -264,6 +270,7 @@ void lmessage_register(lua_State *L)
 void lmessage_push_new(lua_State *L, struct session *s)
 {
     struct lmessage *m = lua_newuserdatauv(L, sizeof(*m), 0);
+    m->magic = &message_magic;
     m->s = s;
     luaL_setmetatable(L, MESSAGE_MT);
 }
@@ -271,7 +278,7 @@ void lmessage_push_new(lua_State *L, struct session *s)
 void lmessage_invalidate(lua_State *L, int ref)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    struct lmessage *m = luaL_testudata(L, -1, MESSAGE_MT);
+    struct lmessage *m = binding_test(L, -1, &message_magic, sizeof(*m));
     if (m)
         m->s = NULL;
     lua_pop(L, 1);

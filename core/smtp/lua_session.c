@@ -13,14 +13,20 @@
 
 #define SESSION_MT "kurir.session"
 
+/* the first word of every kurir.session (binding_test) */
+static const char session_magic;
+
 struct lsession {
+    const void *magic;
     struct session *s;
 };
 
 /* One checked accessor: raises for a closed session. */
 static struct session *session_check(lua_State *L, int i)
 {
-    struct lsession *ls = luaL_checkudata(L, i, SESSION_MT);
+    struct lsession *ls = binding_test(L, i, &session_magic, sizeof(*ls));
+    if (!ls)
+        ls = luaL_checkudata(L, i, SESSION_MT);   /* raises: not a session */
     if (!ls->s)
         luaL_error(L, "session is closed");
     return ls->s;
@@ -240,6 +246,7 @@ void lsession_register(lua_State *L)
 void lsession_push_new(lua_State *L, struct session *s)
 {
     struct lsession *ls = lua_newuserdatauv(L, sizeof(*ls), 1);
+    ls->magic = &session_magic;
     ls->s = s;
     lua_newtable(L);
     lua_setiuservalue(L, -2, 1);
@@ -251,7 +258,7 @@ void lsession_invalidate(lua_State *L, int ud_ref)
     if (ud_ref == LUA_NOREF)
         return;
     lua_rawgeti(L, LUA_REGISTRYINDEX, ud_ref);
-    struct lsession *ls = luaL_testudata(L, -1, SESSION_MT);
+    struct lsession *ls = binding_test(L, -1, &session_magic, sizeof(*ls));
     if (ls)
         ls->s = NULL;
     lua_pop(L, 1);

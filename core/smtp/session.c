@@ -254,7 +254,7 @@ void session_tx_reset(struct session *s)
     memset(t, 0, sizeof(*t));
     spool_init(&t->spool);
     buf_init(&t->added);
-    t->from_ref = t->rcpts_ref = t->msg_ref = LUA_NOREF;
+    t->from_ref = t->msg_ref = LUA_NOREF;
     /* a hook error between a header read and its release left the copy */
     buf_reset(&s->scratch);
     buf_shrink(&s->scratch, 4096);
@@ -636,8 +636,8 @@ struct session *session_new(struct worker *w, struct session_set *set, int fd, b
     buf_init(&s->scratch);
     spool_init(&s->tx.spool);
     buf_init(&s->tx.added);
-    s->tx.from_ref = s->tx.rcpts_ref = s->tx.msg_ref = LUA_NOREF;
-    s->ud_ref = s->arg_ref = LUA_NOREF;
+    s->tx.from_ref = s->tx.msg_ref = LUA_NOREF;
+    s->ud_ref = s->arg_ref = s->rcpts_ref = LUA_NOREF;
     s->cur_hook = HOOK_NONE;
     ev_timer_init(&s->timer, timeout_cb, 0, 0);
     s->timer.data = s;

@@ -94,7 +94,6 @@ struct tx {
     char id[24];                     /* queue id */
     struct envelope *env;            /* sender and recipients (one reference) */
     int from_ref;                    /* the sender's view (lua_address.c) */
-    int rcpts_ref;                   /* the recipients' views, by envelope index + 1 */
     struct spool spool;
     struct msg_scan scan;
     bool body_started;
@@ -147,6 +146,8 @@ struct session {
     struct task task;                /* runs the hooks (coroutine, budget, waits) */
     int ud_ref;                      /* kurir.session userdata */
     int arg_ref;                     /* argument object built by a check (address, cred) */
+    int rcpts_ref;                   /* the transaction's recipients' views by envelope index + 1:
+                                      * one table for the session, emptied when a transaction ends */
     bool in_hook;                    /* a hook runs or waits */
     enum hook cur_hook;
     enum reply_stage cur_stage;      /* the stage the running hook decides */

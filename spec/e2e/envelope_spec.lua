@@ -165,4 +165,82 @@ describe("the envelope", function()
     assert.truthy(got:find("^Received: "))
     assert.is_true(got:sub(-#stored) == stored)
   end)
+
+  it("a view kept past its transaction reads that envelope; rawset of its hidden keys raises, never crashes",
+     function()
+    -- the first transaction's recipient view is all that is left of it
+    -- when the second one starts (its sender view dropped, the garbage
+    -- collector run); under ASan a freed envelope would be caught here
+    srv = harness.start { script = [[
+local kurir = require "kurir"
+local kept
+
+local function hidden_keys(v)
+  local keys = {}
+  for k in next, v do
+    if type(k) ~= "string" then keys[#keys + 1] = k end
+  end
+  return keys
+end
+
+function kurir.on.rcpt(s, rcpt)
+  rcpt.route = kurir.discard()
+  rcpt.mine = "m-" .. rcpt.user
+  kept = kept or rcpt
+  s:log("rcpt_seen", { address = rcpt.address, before = #s.rcpts })
+end
+
+function kurir.on.mail(s, from)
+  if not kept then return end
+  collectgarbage()
+  collectgarbage()
+  local keys = {}
+  for k in pairs(kept) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  local raised, other, hidden = 0, {}, hidden_keys(kept)
+  for _, k in ipairs(hidden) do
+    local was = rawget(kept, k)
+    rawset(kept, k, 99)
+    for _, read in ipairs { function() return kept.address end, function() return pairs(kept) end,
+                            function() kept.route = kurir.discard() end, function() return tostring(kept) end } do
+      local ok, err = pcall(read)
+      if not ok then
+        if tostring(err):find("not a kurir address", 1, true) then raised = raised + 1
+        else other[#other + 1] = tostring(err) end
+      end
+    end
+    rawset(kept, k, was)
+  end
+  s:log("kept", { address = kept.address, domain = kept.domain, mine = kept.mine, keys = table.concat(keys, ","),
+                  route = tostring(kept.route ~= nil), now = from.address, hidden = #hidden, raised = raised,
+                  other = table.concat(other, ";") })
+end
+]] }
+    local c = client.open(srv.port)
+    c:expect(220)
+    assert.equals(250, (c:ehlo("client.e2e.test")))
+    c:check("MAIL FROM:<first@src.test>", 250)
+    c:check("RCPT TO:<one@dst.test>", 250)
+    c:check("RCPT TO:<extra@dst.test>", 250)
+    c:check("DATA", 354)
+    assert(c:send("Subject: one\r\n\r\nhello\r\n.\r\n"))
+    c:expect(250)
+    c:check("MAIL FROM:<second@src.test>", 250)
+    c:check("RCPT TO:<two@dst.test>", 250)
+    c:check("RSET", 250)
+    c:close()
+    assert.truthy(srv:wait_log("event=kept"), srv:describe())
+    local k = harness.log_lines(srv, { event = "kept" })[1].fields
+    assert.same({ "one@dst.test", "dst.test", "m-one", "address,domain,mine,params,route,user", "true",
+                  "second@src.test", "" },
+                { k.address, k.domain, k.mine, k.keys, k.route, k.now, k.other })
+    assert.is_true(tonumber(k.hidden) >= 1)
+    assert.is_true(tonumber(k.raised) >= 1)
+    -- the second transaction starts with no recipients of the first
+    local seen = {}
+    for _, l in ipairs(harness.log_lines(srv, { event = "rcpt_seen" })) do
+      seen[#seen + 1] = l.fields.address .. "=" .. l.fields.before
+    end
+    assert.equals("one@dst.test=0 extra@dst.test=1 two@dst.test=0", table.concat(seen, " "))
+  end)
 end)
