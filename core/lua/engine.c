@@ -407,6 +407,7 @@ struct engine *engine_load(const char *script, engine_open_fn *open_above, int a
     e->default_data_ref = LUA_NOREF;
     e->check_route_ref = LUA_NOREF;
     spool_probe_init(&e->spool_probe);
+    spool_cache_init(&e->spool_cache);
     lua_State *L = new_state(script);
     if (!L) {
         *err = xstrdup("cannot create a Lua state");
@@ -586,6 +587,7 @@ void engine_unref(struct engine *e)
     free_config(&e->cfg);
     free(e->script);
     buf_free(&e->log);
+    spool_cache_free(&e->spool_cache);
     free(e);
 }
 

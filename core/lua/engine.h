@@ -97,6 +97,7 @@ struct engine {
     bool started;                 /* engine_start ran: jobs run */
     bool stopped;                 /* engine_stop_jobs ran: no new jobs */
     struct spool_probe spool_probe;   /* cfg.spool: writable, free space (per loop iteration) */
+    struct spool_cache spool_cache;   /* small bodies' buffers for the next transactions */
 };
 
 const char *engine_hook_name(enum hook h);

@@ -4,7 +4,8 @@
  * logged faithfully but can never forge either. The server queues finished
  * lines and writes them once per loop iteration (worker_log_end); only
  * lines made before the loop runs (kurir.log while the script loads) go
- * out through logfmt_emit(), one write(2) each. Owns no state. */
+ * out through logfmt_emit(), one write(2) each. Owns no state but the
+ * last second's formatted time (per thread). */
 #include "proto/logfmt.h"
 
 #include <errno.h>
@@ -144,24 +145,32 @@ static void put_digits(char *p, unsigned v, int n)
 
 void logfmt_begin(struct buf *b, const char *level, const char *session, const char *event)
 {
+    /* every line starts here: digits by hand, not through printf; the
+     * broken-down time is remembered for the second it belongs to (per
+     * thread), so most lines skip gmtime_r and its time-zone lock */
+    static _Thread_local time_t last_sec = (time_t)-1;
+    static _Thread_local char last[29];
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    /* every line starts here: digits by hand, not through printf */
-    int year = tm.tm_year + 1900;
-    if (year < 0 || year > 9999)
-        year = 0;
-    long ms = ts.tv_nsec / 1000000L;
-    char t[29] = "time=0000-00-00T00:00:00.000Z";
-    put_digits(t + 5, (unsigned)year, 4);
-    put_digits(t + 10, (unsigned)tm.tm_mon + 1, 2);
-    put_digits(t + 13, (unsigned)tm.tm_mday, 2);
-    put_digits(t + 16, (unsigned)tm.tm_hour, 2);
-    put_digits(t + 19, (unsigned)tm.tm_min, 2);
-    put_digits(t + 22, (unsigned)tm.tm_sec, 2);
-    put_digits(t + 25, (unsigned)ms, 3);
-    buf_append(b, t, sizeof(t));
+    if (ts.tv_sec != last_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        int year = tm.tm_year + 1900;
+        if (year < 0 || year > 9999)
+            year = 0;
+        memcpy(last, "time=0000-00-00T00:00:00.000Z", sizeof(last));
+        put_digits(last + 5, (unsigned)year, 4);
+        put_digits(last + 10, (unsigned)tm.tm_mon + 1, 2);
+        put_digits(last + 13, (unsigned)tm.tm_mday, 2);
+        put_digits(last + 16, (unsigned)tm.tm_hour, 2);
+        put_digits(last + 19, (unsigned)tm.tm_min, 2);
+        put_digits(last + 22, (unsigned)tm.tm_sec, 2);
+        last_sec = ts.tv_sec;
+    }
+    char *t = buf_reserve(b, sizeof(last));
+    memcpy(t, last, sizeof(last));
+    put_digits(t + 25, (unsigned)(ts.tv_nsec / 1000000L), 3);
+    buf_commit(b, sizeof(last));
     logfmt_str(b, "level", level);
     if (session)
         logfmt_str(b, "session", session);

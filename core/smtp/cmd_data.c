@@ -23,7 +23,7 @@ static int open_body(struct session *s)
         session_log_end(s);
         return -1;
     }
-    spool_begin(&s->tx.spool, s->eng->cfg.spool);
+    spool_begin_cached(&s->tx.spool, s->eng->cfg.spool, &s->eng->spool_cache);
     msg_scan_init(&s->tx.scan);
     s->tx.body_started = true;
     return 0;

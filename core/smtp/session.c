@@ -249,7 +249,7 @@ void session_tx_reset(struct session *s)
     struct tx *t = &s->tx;
     engine_tx_release(s);
     envelope_unref(t->env);
-    spool_close(&t->spool);
+    spool_close_cached(&t->spool, &s->eng->spool_cache);
     buf_free(&t->added);
     memset(t, 0, sizeof(*t));
     spool_init(&t->spool);

@@ -129,7 +129,7 @@ void spool_append(struct spool *s, const void *p, size_t n)
         return;   /* sticky: keep counting, stop writing */
     if (s->fd < 0 && buf_used(&s->wbuf) + n <= SPOOL_BUFSZ) {
         if (s->wbuf.cap == 0)
-            buf_reserve(&s->wbuf, n > 4096 ? n : 4096);   /* a small body: one allocation */
+            buf_reserve(&s->wbuf, n > SPOOL_CACHE_BUFSZ ? n : SPOOL_CACHE_BUFSZ);   /* a small body: one allocation */
         buf_append(&s->wbuf, p, n);   /* still small: memory only */
         return;
     }
@@ -332,6 +332,36 @@ void spool_close(struct spool *s)
     free(s->dir);
     buf_free(&s->wbuf);
     spool_init(s);
+}
+
+void spool_cache_init(struct spool_cache *c)
+{
+    c->n = 0;
+}
+
+void spool_cache_free(struct spool_cache *c)
+{
+    while (c->n > 0)
+        buf_free(&c->bufs[--c->n]);
+}
+
+void spool_begin_cached(struct spool *s, const char *dir, struct spool_cache *c)
+{
+    if (s->wbuf.cap == 0 && c->n > 0) {
+        s->wbuf = c->bufs[--c->n];
+        buf_init(&c->bufs[c->n]);
+    }
+    spool_begin(s, dir);
+}
+
+void spool_close_cached(struct spool *s, struct spool_cache *c)
+{
+    if (s->wbuf.cap > 0 && s->wbuf.cap <= SPOOL_CACHE_BUFSZ && c->n < SPOOL_CACHE_MAX) {
+        buf_reset(&s->wbuf);
+        c->bufs[c->n++] = s->wbuf;
+        buf_init(&s->wbuf);
+    }
+    spool_close(s);
 }
 
 #ifndef TMPFS_MAGIC
