@@ -129,7 +129,7 @@ void spool_append(struct spool *s, const void *p, size_t n)
         return;   /* sticky: keep counting, stop writing */
     if (s->fd < 0 && buf_used(&s->wbuf) + n <= SPOOL_BUFSZ) {
         if (s->wbuf.cap == 0)
-            buf_reserve(&s->wbuf, n > SPOOL_CACHE_BUFSZ ? n : SPOOL_CACHE_BUFSZ);   /* a small body: one allocation */
+            buf_reserve(&s->wbuf, n > SPOOL_SMALL ? n : SPOOL_SMALL);   /* a small body: one allocation */
         buf_append(&s->wbuf, p, n);   /* still small: memory only */
         return;
     }
@@ -334,33 +334,16 @@ void spool_close(struct spool *s)
     spool_init(s);
 }
 
-void spool_cache_init(struct spool_cache *c)
+void spool_begin_pooled(struct spool *s, const char *dir, struct buf_pool *pool)
 {
-    c->n = 0;
-}
-
-void spool_cache_free(struct spool_cache *c)
-{
-    while (c->n > 0)
-        buf_free(&c->bufs[--c->n]);
-}
-
-void spool_begin_cached(struct spool *s, const char *dir, struct spool_cache *c)
-{
-    if (s->wbuf.cap == 0 && c->n > 0) {
-        s->wbuf = c->bufs[--c->n];
-        buf_init(&c->bufs[c->n]);
-    }
+    buf_pool_take(pool, &s->wbuf);
     spool_begin(s, dir);
 }
 
-void spool_close_cached(struct spool *s, struct spool_cache *c)
+void spool_close_pooled(struct spool *s, struct buf_pool *pool)
 {
-    if (s->wbuf.cap > 0 && s->wbuf.cap <= SPOOL_CACHE_BUFSZ && c->n < SPOOL_CACHE_MAX) {
-        buf_reset(&s->wbuf);
-        c->bufs[c->n++] = s->wbuf;
-        buf_init(&s->wbuf);
-    }
+    buf_reset(&s->wbuf);
+    buf_pool_give(pool, &s->wbuf);
     spool_close(s);
 }
 

@@ -58,23 +58,14 @@ uint64_t spool_file_offset(const struct spool *s);
 int spool_link(struct spool *s, int dirfd, const char *name);
 void spool_close(struct spool *s);
 
-/* Buffers of small bodies kept for the next transactions of one event loop
- * (not shared between threads), so that the common small message costs no
- * allocation: at most SPOOL_CACHE_MAX buffers of at most SPOOL_CACHE_BUFSZ
- * bytes each, whatever number of sessions. */
-#define SPOOL_CACHE_MAX 8
-#define SPOOL_CACHE_BUFSZ 4096
-struct spool_cache {
-    int n;
-    struct buf bufs[SPOOL_CACHE_MAX];
-};
-void spool_cache_init(struct spool_cache *c);
-void spool_cache_free(struct spool_cache *c);
-/* spool_begin, starting from a kept buffer when c holds one */
-void spool_begin_cached(struct spool *s, const char *dir, struct spool_cache *c);
-/* spool_close, giving a body's buffer to c when it never outgrew
- * SPOOL_CACHE_BUFSZ and c has room (else it is freed) */
-void spool_close_cached(struct spool *s, struct spool_cache *c);
+/* A small body starts with a buffer of SPOOL_SMALL bytes (one allocation). */
+#define SPOOL_SMALL 4096
+/* spool_begin, starting from a buffer of pool (of SPOOL_SMALL bytes) when
+ * it holds one */
+void spool_begin_pooled(struct spool *s, const char *dir, struct buf_pool *pool);
+/* spool_close, giving the body's buffer back to pool when it never grew
+ * past SPOOL_SMALL (else it is freed) */
+void spool_close_pooled(struct spool *s, struct buf_pool *pool);
 /* Space of the file system holding dir: bytes an unprivileged writer may
  * still use, and whether it is tmpfs (RAM: lost at reboot). 0 or -1. */
 int spool_space(const char *dir, uint64_t *avail, bool *tmpfs);
