@@ -51,16 +51,34 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* What each byte needs in a value: 0 nothing (bare), Q quotes, E quotes
+ * and an escape, U quotes and a UTF-8 check (escaped when not well-formed) */
+enum { Q = 1, E = 3, U = 5 };
+static const unsigned char byte_class[256] = {
+    E, E, E, E, E, E, E, E, E, E, E, E, E, E, E, E,
+    E, E, E, E, E, E, E, E, E, E, E, E, E, E, E, E,
+    Q, 0, E, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, Q, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, E, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, E,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+};
+
 static bool bare_ok(const char *val, size_t n)
 {
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)val[i];
-        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '=' || c == '\\')
-            return false;
-    }
-    return true;
+    unsigned acc = 0;
+    for (size_t i = 0; i < n; i++)
+        acc |= byte_class[(unsigned char)val[i]];
+    return n > 0 && acc == 0;
 }
 
 void logfmt_value(struct buf *b, const char *val, size_t n)
@@ -78,11 +96,12 @@ void logfmt_value(struct buf *b, const char *val, size_t n)
     size_t i = 0, run = 0;   /* s[run..i) is pending verbatim output */
     while (i < n) {
         unsigned char c = s[i];
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+        unsigned char k = byte_class[c];
+        if (k <= Q) {
             i++;
             continue;
         }
-        if (c >= 0x80) {
+        if (k == U) {
             size_t u = utf8_len(s + i, n - i);
             if (u) {
                 i += u;
@@ -117,21 +136,20 @@ void logfmt_value(struct buf *b, const char *val, size_t n)
  * [A-Za-z0-9_.-] becomes '_' so a key cannot forge a field either. */
 static void append_key(struct buf *b, const char *key)
 {
-    buf_append(b, " ", 1);
     size_t n = key ? strlen(key) : 0;
-    if (n == 0) {
-        buf_append(b, "_", 1);
-    } else {
-        char *p = buf_reserve(b, n);
-        for (size_t i = 0; i < n; i++) {
-            char c = key[i];
-            bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      c == '_' || c == '.' || c == '-';
-            p[i] = ok ? c : '_';
-        }
-        buf_commit(b, n);
+    char *p = buf_reserve(b, n + 3);
+    size_t j = 0;
+    p[j++] = ' ';
+    if (n == 0)
+        p[j++] = '_';
+    for (size_t i = 0; i < n; i++) {
+        char c = key[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == '-';
+        p[j++] = ok ? c : '_';
     }
-    buf_append(b, "=", 1);
+    p[j++] = '=';
+    buf_commit(b, j);
 }
 
 /* n decimal digits of v (zero-padded, the last n if v is longer) at p */
