@@ -73,12 +73,13 @@ static const unsigned char byte_class[256] = {
     U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
 };
 
-static bool bare_ok(const char *val, size_t n)
+/* the classes of all bytes of val, or-ed */
+static unsigned classes(const char *val, size_t n)
 {
     unsigned acc = 0;
     for (size_t i = 0; i < n; i++)
         acc |= byte_class[(unsigned char)val[i]];
-    return n > 0 && acc == 0;
+    return acc;
 }
 
 void logfmt_value(struct buf *b, const char *val, size_t n)
@@ -87,8 +88,17 @@ void logfmt_value(struct buf *b, const char *val, size_t n)
         buf_append(b, "\"\"", 2);
         return;
     }
-    if (bare_ok(val, n)) {
+    unsigned acc = classes(val, n);
+    if (acc == 0) {
         buf_append(b, val, n);
+        return;
+    }
+    if (acc == Q) {   /* spaces or '=': quoted, nothing to escape */
+        char *p = buf_reserve(b, n + 2);
+        p[0] = '"';
+        memcpy(p + 1, val, n);
+        p[n + 1] = '"';
+        buf_commit(b, n + 2);
         return;
     }
     const unsigned char *s = (const unsigned char *)val;
