@@ -407,6 +407,8 @@ struct engine *engine_load(const char *script, engine_open_fn *open_above, int a
     e->default_data_ref = LUA_NOREF;
     e->check_route_ref = LUA_NOREF;
     spool_probe_init(&e->spool_probe);
+    buf_pool_init(&e->body_pool, SPOOL_SMALL);
+    buf_pool_init(&e->input_pool, ENGINE_INPUT_BUFSZ);
     lua_State *L = new_state(script);
     if (!L) {
         *err = xstrdup("cannot create a Lua state");
@@ -586,6 +588,8 @@ void engine_unref(struct engine *e)
     free_config(&e->cfg);
     free(e->script);
     buf_free(&e->log);
+    buf_pool_free(&e->body_pool);
+    buf_pool_free(&e->input_pool);
     free(e);
 }
 

@@ -80,6 +80,10 @@ struct config {
 
 struct engine_job;
 
+/* Capacity of the sessions' input buffers kept in engine.input_pool (the
+ * size of one ordinary read). */
+#define ENGINE_INPUT_BUFSZ 16384
+
 struct engine {
     lua_State *L;
     int refs;
@@ -97,6 +101,8 @@ struct engine {
     bool started;                 /* engine_start ran: jobs run */
     bool stopped;                 /* engine_stop_jobs ran: no new jobs */
     struct spool_probe spool_probe;   /* cfg.spool: writable, free space (per loop iteration) */
+    struct buf_pool body_pool;    /* small bodies' buffers (SPOOL_SMALL) for the next transactions */
+    struct buf_pool input_pool;   /* sessions' input buffers, kept while they wait for more */
 };
 
 const char *engine_hook_name(enum hook h);

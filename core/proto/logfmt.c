@@ -4,7 +4,8 @@
  * logged faithfully but can never forge either. The server queues finished
  * lines and writes them once per loop iteration (worker_log_end); only
  * lines made before the loop runs (kurir.log while the script loads) go
- * out through logfmt_emit(), one write(2) each. Owns no state. */
+ * out through logfmt_emit(), one write(2) each. Owns no state but the
+ * last second's formatted time (per thread). */
 #include "proto/logfmt.h"
 
 #include <errno.h>
@@ -50,16 +51,35 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
-static bool bare_ok(const char *val, size_t n)
+/* What each byte needs in a value: 0 nothing (bare), Q quotes, E quotes
+ * and an escape, U quotes and a UTF-8 check (escaped when not well-formed) */
+enum { Q = 1, E = 3, U = 5 };
+static const unsigned char byte_class[256] = {
+    E, E, E, E, E, E, E, E, E, E, E, E, E, E, E, E,
+    E, E, E, E, E, E, E, E, E, E, E, E, E, E, E, E,
+    Q, 0, E, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, Q, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, E, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, E,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+    U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U,
+};
+
+/* the classes of all bytes of val, or-ed */
+static unsigned classes(const char *val, size_t n)
 {
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)val[i];
-        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '=' || c == '\\')
-            return false;
-    }
-    return true;
+    unsigned acc = 0;
+    for (size_t i = 0; i < n; i++)
+        acc |= byte_class[(unsigned char)val[i]];
+    return acc;
 }
 
 void logfmt_value(struct buf *b, const char *val, size_t n)
@@ -68,8 +88,17 @@ void logfmt_value(struct buf *b, const char *val, size_t n)
         buf_append(b, "\"\"", 2);
         return;
     }
-    if (bare_ok(val, n)) {
+    unsigned acc = classes(val, n);
+    if (acc == 0) {
         buf_append(b, val, n);
+        return;
+    }
+    if (acc == Q) {   /* spaces or '=': quoted, nothing to escape */
+        char *p = buf_reserve(b, n + 2);
+        p[0] = '"';
+        memcpy(p + 1, val, n);
+        p[n + 1] = '"';
+        buf_commit(b, n + 2);
         return;
     }
     const unsigned char *s = (const unsigned char *)val;
@@ -77,11 +106,12 @@ void logfmt_value(struct buf *b, const char *val, size_t n)
     size_t i = 0, run = 0;   /* s[run..i) is pending verbatim output */
     while (i < n) {
         unsigned char c = s[i];
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+        unsigned char k = byte_class[c];
+        if (k <= Q) {
             i++;
             continue;
         }
-        if (c >= 0x80) {
+        if (k == U) {
             size_t u = utf8_len(s + i, n - i);
             if (u) {
                 i += u;
@@ -116,21 +146,20 @@ void logfmt_value(struct buf *b, const char *val, size_t n)
  * [A-Za-z0-9_.-] becomes '_' so a key cannot forge a field either. */
 static void append_key(struct buf *b, const char *key)
 {
-    buf_append(b, " ", 1);
     size_t n = key ? strlen(key) : 0;
-    if (n == 0) {
-        buf_append(b, "_", 1);
-    } else {
-        char *p = buf_reserve(b, n);
-        for (size_t i = 0; i < n; i++) {
-            char c = key[i];
-            bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      c == '_' || c == '.' || c == '-';
-            p[i] = ok ? c : '_';
-        }
-        buf_commit(b, n);
+    char *p = buf_reserve(b, n + 3);
+    size_t j = 0;
+    p[j++] = ' ';
+    if (n == 0)
+        p[j++] = '_';
+    for (size_t i = 0; i < n; i++) {
+        char c = key[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == '-';
+        p[j++] = ok ? c : '_';
     }
-    buf_append(b, "=", 1);
+    p[j++] = '=';
+    buf_commit(b, j);
 }
 
 /* n decimal digits of v (zero-padded, the last n if v is longer) at p */
@@ -144,24 +173,32 @@ static void put_digits(char *p, unsigned v, int n)
 
 void logfmt_begin(struct buf *b, const char *level, const char *session, const char *event)
 {
+    /* every line starts here: digits by hand, not through printf; the
+     * broken-down time is remembered for the second it belongs to (per
+     * thread), so most lines skip gmtime_r and its time-zone lock */
+    static _Thread_local time_t last_sec = (time_t)-1;
+    static _Thread_local char last[29];
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    /* every line starts here: digits by hand, not through printf */
-    int year = tm.tm_year + 1900;
-    if (year < 0 || year > 9999)
-        year = 0;
-    long ms = ts.tv_nsec / 1000000L;
-    char t[29] = "time=0000-00-00T00:00:00.000Z";
-    put_digits(t + 5, (unsigned)year, 4);
-    put_digits(t + 10, (unsigned)tm.tm_mon + 1, 2);
-    put_digits(t + 13, (unsigned)tm.tm_mday, 2);
-    put_digits(t + 16, (unsigned)tm.tm_hour, 2);
-    put_digits(t + 19, (unsigned)tm.tm_min, 2);
-    put_digits(t + 22, (unsigned)tm.tm_sec, 2);
-    put_digits(t + 25, (unsigned)ms, 3);
-    buf_append(b, t, sizeof(t));
+    if (ts.tv_sec != last_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        int year = tm.tm_year + 1900;
+        if (year < 0 || year > 9999)
+            year = 0;
+        memcpy(last, "time=0000-00-00T00:00:00.000Z", sizeof(last));
+        put_digits(last + 5, (unsigned)year, 4);
+        put_digits(last + 10, (unsigned)tm.tm_mon + 1, 2);
+        put_digits(last + 13, (unsigned)tm.tm_mday, 2);
+        put_digits(last + 16, (unsigned)tm.tm_hour, 2);
+        put_digits(last + 19, (unsigned)tm.tm_min, 2);
+        put_digits(last + 22, (unsigned)tm.tm_sec, 2);
+        last_sec = ts.tv_sec;
+    }
+    char *t = buf_reserve(b, sizeof(last));
+    memcpy(t, last, sizeof(last));
+    put_digits(t + 25, (unsigned)(ts.tv_nsec / 1000000L), 3);
+    buf_commit(b, sizeof(last));
     logfmt_str(b, "level", level);
     if (session)
         logfmt_str(b, "session", session);

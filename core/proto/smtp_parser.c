@@ -257,3 +257,14 @@ void smtp_parser_shrink(struct smtp_parser *p)
 {
     buf_shrink(&p->in, 0);
 }
+
+void smtp_parser_shrink_to(struct smtp_parser *p, struct buf_pool *pool)
+{
+    if (buf_used(&p->in) == 0 && p->in.cap > 0)
+        buf_pool_give(pool, &p->in);
+}
+
+void smtp_parser_take(struct smtp_parser *p, struct buf_pool *pool)
+{
+    buf_pool_take(pool, &p->in);
+}

@@ -89,5 +89,11 @@ void smtp_parser_discard(struct smtp_parser *p);
 
 /* Release buffer memory while idle (no pending bytes). */
 void smtp_parser_shrink(struct smtp_parser *p);
+/* The same, keeping the memory in pool (when it has room and the buffer
+ * has the pool's size) for this or another parser of the same thread. */
+void smtp_parser_shrink_to(struct smtp_parser *p, struct buf_pool *pool);
+/* A shrunk parser (capacity 0) takes a buffer from pool, if it has one;
+ * called before smtp_parser_reserve. */
+void smtp_parser_take(struct smtp_parser *p, struct buf_pool *pool);
 
 #endif

@@ -205,6 +205,37 @@ void buf_shrink(struct buf *b, size_t keep_cap)
     }
 }
 
+void buf_pool_init(struct buf_pool *p, size_t size)
+{
+    p->size = size;
+    p->n = 0;
+}
+
+void buf_pool_free(struct buf_pool *p)
+{
+    while (p->n > 0)
+        free(p->data[--p->n]);
+}
+
+void buf_pool_take(struct buf_pool *p, struct buf *b)
+{
+    if (b->cap == 0 && p->n > 0) {
+        buf_init(b);
+        b->data = p->data[--p->n];
+        b->cap = p->size;
+    }
+}
+
+void buf_pool_give(struct buf_pool *p, struct buf *b)
+{
+    if (b->cap >= p->size && b->cap / 2 <= p->size && p->n < BUF_POOL_MAX) {
+        p->data[p->n++] = b->data;
+    } else {
+        free(b->data);
+    }
+    buf_init(b);
+}
+
 static int lower(int c)
 {
     return (c >= 'A' && c <= 'Z') ? c + 32 : c;

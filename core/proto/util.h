@@ -42,6 +42,26 @@ void buf_append_int(struct buf *b, long long v);
 void buf_compact(struct buf *b);                      /* move live bytes to the front */
 void buf_shrink(struct buf *b, size_t keep_cap);      /* free memory of an idle buffer */
 
+/* A few empty buffers kept for reuse by one thread (an event loop), so
+ * that a buffer freed and soon needed again (a session's input between
+ * wake-ups, a small message body) costs no malloc/free: at most
+ * BUF_POOL_MAX buffers of `size` to 2 x `size` bytes, however many users. */
+#define BUF_POOL_MAX 8
+struct buf_pool {
+    size_t size;
+    int n;
+    char *data[BUF_POOL_MAX];
+};
+void buf_pool_init(struct buf_pool *p, size_t size);
+void buf_pool_free(struct buf_pool *p);
+/* b holds no memory: give it a kept buffer, if any, as one of p->size
+ * bytes (it may be up to twice that: the rest goes unused) */
+void buf_pool_take(struct buf_pool *p, struct buf *b);
+/* b is empty (buf_used 0): keep its memory when its capacity is from
+ * p->size to twice that and p has room, else free it; b is left holding
+ * nothing either way */
+void buf_pool_give(struct buf_pool *p, struct buf *b);
+
 /* ASCII case-insensitive compare of n bytes */
 bool ascii_casecmp(const char *a, const char *b, size_t n);
 bool ascii_caseeq(const char *a, size_t alen, const char *lit);

@@ -23,7 +23,7 @@ static int open_body(struct session *s)
         session_log_end(s);
         return -1;
     }
-    spool_begin(&s->tx.spool, s->eng->cfg.spool);
+    spool_begin_pooled(&s->tx.spool, s->eng->cfg.spool, &s->eng->body_pool);
     msg_scan_init(&s->tx.scan);
     s->tx.body_started = true;
     return 0;

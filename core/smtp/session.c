@@ -18,7 +18,7 @@
 #include "smtp/engine_session.h"
 #include "proto/logfmt.h"
 
-#define READ_CHUNK 16384
+#define READ_CHUNK ENGINE_INPUT_BUFSZ   /* 16 KiB: the size of the engine's kept input buffers */
 #define READ_CHUNK_DATA 65536   /* inside a large message body: fewer, larger reads */
 
 static const struct cmd *const cmd_tables[] = {
@@ -249,7 +249,7 @@ void session_tx_reset(struct session *s)
     struct tx *t = &s->tx;
     engine_tx_release(s);
     envelope_unref(t->env);
-    spool_close(&t->spool);
+    spool_close_pooled(&t->spool, &s->eng->body_pool);
     buf_free(&t->added);
     memset(t, 0, sizeof(*t));
     spool_init(&t->spool);
@@ -524,7 +524,7 @@ static void session_process(struct session *s)
     }
     s->processing = false;
     if (smtp_parser_pending(&s->parser) == 0 && s->state != SS_DATA && s->state != SS_BDAT)
-        smtp_parser_shrink(&s->parser);   /* idle sessions keep no input buffer */
+        smtp_parser_shrink_to(&s->parser, &s->eng->input_pool);   /* idle sessions keep no input buffer */
     if (s->state != SS_CLOSED && !s->conn.closing)
         conn_set_reading(&s->conn, !s->in_hook && !s->pausing && s->state != SS_GREETING);
     if (conn_eof(&s->conn) && !s->in_hook && !s->pausing && !s->conn.closing)
@@ -546,6 +546,8 @@ static void on_readable(struct conn *c)
         if (big && i >= 4)
             break;
         size_t want = big ? READ_CHUNK_DATA : READ_CHUNK;
+        if (smtp_parser_capacity(&s->parser) == 0)
+            smtp_parser_take(&s->parser, &s->eng->input_pool);
         char *p = smtp_parser_reserve(&s->parser, want);
         ssize_t n = conn_read(c, p, want);
         if (n > 0) {

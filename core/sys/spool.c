@@ -129,7 +129,7 @@ void spool_append(struct spool *s, const void *p, size_t n)
         return;   /* sticky: keep counting, stop writing */
     if (s->fd < 0 && buf_used(&s->wbuf) + n <= SPOOL_BUFSZ) {
         if (s->wbuf.cap == 0)
-            buf_reserve(&s->wbuf, n > 4096 ? n : 4096);   /* a small body: one allocation */
+            buf_reserve(&s->wbuf, n > SPOOL_SMALL ? n : SPOOL_SMALL);   /* a small body: one allocation */
         buf_append(&s->wbuf, p, n);   /* still small: memory only */
         return;
     }
@@ -332,6 +332,19 @@ void spool_close(struct spool *s)
     free(s->dir);
     buf_free(&s->wbuf);
     spool_init(s);
+}
+
+void spool_begin_pooled(struct spool *s, const char *dir, struct buf_pool *pool)
+{
+    buf_pool_take(pool, &s->wbuf);
+    spool_begin(s, dir);
+}
+
+void spool_close_pooled(struct spool *s, struct buf_pool *pool)
+{
+    buf_reset(&s->wbuf);
+    buf_pool_give(pool, &s->wbuf);
+    spool_close(s);
 }
 
 #ifndef TMPFS_MAGIC

@@ -57,6 +57,15 @@ uint64_t spool_file_offset(const struct spool *s);
  * another file system; ENOENT: not an O_TMPFILE file) and nothing done. */
 int spool_link(struct spool *s, int dirfd, const char *name);
 void spool_close(struct spool *s);
+
+/* A small body starts with a buffer of SPOOL_SMALL bytes (one allocation). */
+#define SPOOL_SMALL 4096
+/* spool_begin, starting from a buffer of pool (of SPOOL_SMALL bytes) when
+ * it holds one */
+void spool_begin_pooled(struct spool *s, const char *dir, struct buf_pool *pool);
+/* spool_close, giving the body's buffer back to pool when it never grew
+ * past SPOOL_SMALL (else it is freed) */
+void spool_close_pooled(struct spool *s, struct buf_pool *pool);
 /* Space of the file system holding dir: bytes an unprivileged writer may
  * still use, and whether it is tmpfs (RAM: lost at reboot). 0 or -1. */
 int spool_space(const char *dir, uint64_t *avail, bool *tmpfs);

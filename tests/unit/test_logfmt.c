@@ -1,6 +1,8 @@
 /* test_logfmt.c - exact logfmt output: the time field's shape, bare and
  * quoted values, every escape, UTF-8 pass-through, keys, numbers, and that
- * logfmt_emit() puts one whole line on the fd and resets the buffer. */
+ * logfmt_emit() puts one whole line on the fd and resets the buffer; every
+ * single byte value, alone and between letters, against the rule written
+ * out (bare, quoted, escaped). */
 #include "proto/logfmt.h"
 #include "testutil.h"
 
@@ -196,9 +198,56 @@ static void test_emit(void)
     buf_free(&b);
 }
 
+/* the rule, byte by byte: what logfmt_value must make of "a" c "b" for an
+ * ASCII byte c (and of c alone) */
+static void test_every_byte(void)
+{
+    for (int c = 0; c < 0x80; c++) {
+        char in[3] = { 'a', (char)c, 'b' };
+        char want[16];
+        size_t wn = 0;
+        bool bare = c > 0x20 && c < 0x7f && c != '"' && c != '=' && c != '\\';
+        if (!bare)
+            want[wn++] = '"';
+        want[wn++] = 'a';
+        if (c == '"' || c == '\\') {
+            want[wn++] = '\\';
+            want[wn++] = (char)c;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            want[wn++] = '\\';
+            want[wn++] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+        } else if (c < 0x20 || c == 0x7f) {
+            want[wn++] = '\\';
+            want[wn++] = 'x';
+            want[wn++] = "0123456789abcdef"[c >> 4];
+            want[wn++] = "0123456789abcdef"[c & 15];
+        } else {
+            want[wn++] = (char)c;
+        }
+        want[wn++] = 'b';
+        if (!bare)
+            want[wn++] = '"';
+        struct buf b;
+        buf_init(&b);
+        logfmt_value(&b, in, 3);
+        CHECK_BYTES(buf_peek(&b), buf_used(&b), want, wn);
+        buf_free(&b);
+    }
+    for (int c = 0x80; c < 0x100; c++) {   /* a lone byte >= 0x80 is not UTF-8 */
+        char in[1] = { (char)c };
+        char want[7] = { '"', '\\', 'x', "0123456789abcdef"[c >> 4], "0123456789abcdef"[c & 15], '"', 0 };
+        struct buf b;
+        buf_init(&b);
+        logfmt_value(&b, in, 1);
+        CHECK_BYTES(buf_peek(&b), buf_used(&b), want, 6);
+        buf_free(&b);
+    }
+}
+
 int main(void)
 {
     test_begin();
+    test_every_byte();
     test_bare();
     test_quoted();
     test_utf8();

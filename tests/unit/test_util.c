@@ -1,7 +1,8 @@
 /* test_util.c - the buffer's formatting helpers: buf_printf with and
  * without its second pass, decimal integers at their limits, and
  * date_rfc5322 against strftime over dates that cover every weekday,
- * month, leap day and field width. */
+ * month, leap day and field width; the buffer pool (kept sizes, its
+ * bound, what a taken buffer holds). */
 #include "proto/util.h"
 #include "testutil.h"
 
@@ -89,6 +90,54 @@ static void test_date(void)
         check_date(t);
 }
 
+static void test_pool(void)
+{
+    struct buf_pool pool;
+    buf_pool_init(&pool, 1024);
+    struct buf b;
+    buf_init(&b);
+    buf_pool_take(&pool, &b);   /* empty pool: nothing */
+    CHECK(b.cap == 0 && b.data == NULL);
+    buf_reserve(&b, 1024);
+    CHECK(b.cap == 1024);
+    buf_append(&b, "x", 1);
+    buf_reset(&b);
+    char *kept = b.data;
+    buf_pool_give(&pool, &b);
+    CHECK(pool.n == 1 && b.cap == 0 && b.data == NULL);
+    buf_pool_take(&pool, &b);
+    CHECK(pool.n == 0 && b.data == kept && b.cap == 1024 && buf_used(&b) == 0);
+    buf_append(&b, "abc", 3);
+    CHECK_MEM(buf_peek(&b), buf_used(&b), "abc");
+    buf_pool_take(&pool, &b);   /* b holds memory: unchanged */
+    CHECK(b.data == kept);
+    buf_reset(&b);
+    buf_reserve(&b, 2048);   /* twice the size: kept, handed out as 1024 */
+    buf_pool_give(&pool, &b);
+    CHECK(pool.n == 1);
+    buf_reserve(&b, 4096);   /* more than twice: freed */
+    buf_pool_give(&pool, &b);
+    CHECK(pool.n == 1 && b.data == NULL);
+    buf_reserve(&b, 256);   /* smaller: freed */
+    buf_pool_give(&pool, &b);
+    CHECK(pool.n == 1);
+    buf_pool_take(&pool, &b);
+    CHECK(b.cap == 1024);
+    memset(buf_reserve(&b, 1024), 'y', 1024);   /* all of it is usable */
+    buf_commit(&b, 1024);
+    buf_free(&b);
+    struct buf many[BUF_POOL_MAX + 2];
+    for (int i = 0; i < BUF_POOL_MAX + 2; i++) {
+        buf_init(&many[i]);
+        buf_reserve(&many[i], 1024);
+    }
+    for (int i = 0; i < BUF_POOL_MAX + 2; i++)
+        buf_pool_give(&pool, &many[i]);   /* the rest is freed */
+    CHECK(pool.n == BUF_POOL_MAX);
+    buf_pool_free(&pool);
+    CHECK(pool.n == 0);
+}
+
 int main(void)
 {
     setenv("TZ", "Asia/Tokyo", 1);   /* the date is UTC whatever the zone */
@@ -96,5 +145,6 @@ int main(void)
     test_printf();
     test_ints();
     test_date();
+    test_pool();
     return testutil_summary();
 }
