@@ -445,10 +445,12 @@ static void handle_command(struct session *s, const char *line, size_t len)
     if (c->flags & CMD_ESMTP)
         s->enhanced = true;   /* enhanced codes on every reply once the client used EHLO */
     enum reply_id refused = R_COUNT;
-    if (!(c->states & ST(s->state)))
-        refused = sequence_error(s, c);
-    else if (s->eng->cfg.tls_required && s->eng->tls && !s->tls && !(c->flags & CMD_BEFORE_TLS))
+    /* TLS first: in clear on a port that requires it, no command but the
+     * pre-TLS rows says anything about the session's state */
+    if (s->eng->cfg.tls_required && s->eng->tls && !s->tls && !(c->flags & CMD_BEFORE_TLS))
         refused = R_TLS_REQUIRED;
+    else if (!(c->states & ST(s->state)))
+        refused = sequence_error(s, c);
     else if (s->eng->cfg.auth_required && !s->user && (c->flags & CMD_NEEDS_AUTH))
         refused = R_AUTH_REQUIRED;
     if (refused != R_COUNT) {

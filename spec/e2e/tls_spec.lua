@@ -253,6 +253,54 @@ describe("STARTTLS", function()
   end)
 end)
 
+describe("tls.required (a submission port)", function()
+  -- arg: dir cert key. Messages go to DIR/mail.
+  local REQUIRED_SCRIPT = [==[
+local kurir = require "kurir"
+local dir = arg[1]
+kurir.configure { hostname = "mx.e2e.test", tls = { cert = arg[2], key = arg[3], required = true } }
+function kurir.on.rcpt(s, rcpt)
+  rcpt.route = kurir.maildir(dir .. "/mail")
+end
+]==]
+  local srv, c_dir
+
+  lazy_setup(function()
+    c_dir = harness.tmpdir()
+    local crt = certs.make(c_dir)
+    srv = harness.start { script = REQUIRED_SCRIPT, args = { "{dir}", crt.cert, crt.key } }
+  end)
+
+  lazy_teardown(function()
+    harness.finish(srv)
+    harness.rmtree(c_dir)
+  end)
+
+  it("in clear takes only EHLO, HELO, STARTTLS, NOOP, RSET and QUIT; other commands get 530 5.7.0", function()
+    local c, ext = session(srv.port)
+    assert.is_not_nil(ext.STARTTLS)
+    local refused = "530 5.7.0 Must issue a STARTTLS command first"
+    for _, cmd in ipairs { "MAIL FROM:<a@src.test>", "RCPT TO:<b@dst.test>", "DATA", "VRFY b",
+                           "BDAT 3 LAST", "EXPN list" } do
+      local code, text = c:cmd(cmd)
+      assert.equals(530, code, cmd .. " -> " .. tostring(text))
+      assert.equals(refused, text, cmd)
+    end
+    c:check("NOOP", 250)
+    c:check("RSET", 250)
+    c:check("HELO client.e2e.test", 250)
+    c:check("QUIT", 221)
+    c:close()
+  end)
+
+  it("after STARTTLS the same client sends a message (smtplib)", function()
+    local rc, f, out = py("send", "127.0.0.1", srv.port, "starttls", "required e2e")
+    assert.equals(0, rc, out)
+    assert.equals("221", f.quit, out)
+    assert.equals(1, #stored(srv.dir .. "/mail", "Subject: required e2e"), srv:describe())
+  end)
+end)
+
 describe("implicit TLS and third-party clients (mock --tls)", function()
   local srv, smtps, maildir
 
