@@ -41,10 +41,10 @@ REPS=${BENCH_REPS:-3}
 TIME=${BENCH_TIME:-120}
 PERF=${BENCH_PERF:-0}
 
-die() {
-    echo "bench/queue: $*" >&2
-    exit 1
-}
+BENCH_NAME=queue-bench
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+chmod 755 "$tmp"   # postfix's daemons run as postfix
 for v in N S SIZE REPS TIME; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number (got '${!v}')"
 done
@@ -52,54 +52,17 @@ done
 [[ $(id -u) -eq 0 ]] || die "Postfix's master runs as root: run this as root"
 
 # ---- postfix installed on demand, its daemon kept from starting ------------
-if [[ ! -x /usr/sbin/postfix || ! -x /usr/sbin/smtp-sink ]]; then
-    made=""
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        made=1
-    fi
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix >&2
-    [[ -z $made ]] || rm -f /usr/sbin/policy-rc.d
-fi
+[[ -x /usr/sbin/postfix && -x /usr/sbin/smtp-sink ]] || apt_install postfix
 
 # ---- every process started here is stopped by PID (postfix by its -c) ------
-pids=()
 pf_dirs=()
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/kurir-queue-bench.XXXXXX")
-chmod 755 "$tmp"   # postfix's daemons run as postfix
-cleanup() {
-    local p
-    for p in "${pf_dirs[@]+"${pf_dirs[@]}"}"; do
-        postfix -c "$p/etc" stop >/dev/null 2>&1 || true
+bench_on_exit() {
+    local d
+    for d in "${pf_dirs[@]+"${pf_dirs[@]}"}"; do
+        postfix -c "$d/etc" stop >/dev/null 2>&1 || true
     done
-    for p in "${pids[@]+"${pids[@]}"}"; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]+"${pids[@]}"}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
-used_ports=" "
-free_port() {
-    local i p
-    for ((i = 0; i < 200; i++)); do
-        p=$((61000 + RANDOM % 4000))
-        [[ $used_ports == *" $p "* ]] && continue
-        if ! (exec 9<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            used_ports+="$p "
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port"
-}
 wait_port() {
     local port=$1 i
     for ((i = 0; i < 300; i++)); do

@@ -56,48 +56,18 @@ TARGETS=${BENCH_TARGETS:-"kurir-hooks kurir-hooks-w$NW kurir-discard kurir-mock 
 PY=/usr/bin/python3
 HZ=$(getconf CLK_TCK)
 
-die() {
-    echo "bench: $*" >&2
-    exit 1
-}
+BENCH_NAME=bench
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 for v in MESSAGES MOCK_MESSAGES SESSIONS SIZE REPS TIME IDLE NW LARGE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number (got '${!v}')"
 done
 [[ -x $KURIR ]] || die "no kurir at $KURIR (make build)"
 [[ -x $LOADGEN ]] || die "no loadgen at $LOADGEN (make build)"
 
-# ---- every process started here is killed by PID on exit ----------------
-pids=()
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/kurir-bench.XXXXXX")
-cleanup() {
-    local p
-    for p in "${pids[@]+"${pids[@]}"}"; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]+"${pids[@]}"}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 # ---- peers: installed on demand (root), never a daemon started -------------
 have_sink() { [[ -x /usr/sbin/smtp-sink ]]; }
 have_aiosmtpd() { "$PY" -c 'import aiosmtpd' 2>/dev/null; }
-apt_install() {
-    [[ $(id -u) -eq 0 ]] || die "missing $*: apt-get install $* (as root)"
-    local made=""
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        made=1
-    fi
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" >&2
-    [[ -z $made ]] || rm -f /usr/sbin/policy-rc.d
-}
 # only what the chosen sections and targets use
 wants() { # wants TARGET: the table runs it
     [[ $SECTIONS == *" table "* && " $TARGETS " == *" $1 "* ]]
@@ -113,20 +83,6 @@ if { wants smtp-server || wants haraka || [[ $SECTIONS == *" tls "* ]]; } &&
 fi
 
 # ---- helpers -------------------------------------------------------------
-used_ports=" "
-free_port() {
-    local i p
-    for ((i = 0; i < 200; i++)); do
-        p=$((61000 + RANDOM % 4000))
-        [[ $used_ports == *" $p "* ]] && continue
-        if ! (exec 9<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            used_ports+="$p "
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port"
-}
 
 wait_port() {
     local pid=$1 port=$2 i
