@@ -13,6 +13,7 @@
 #include "lua/engine.h"
 #include "proto/logfmt.h"
 #include "proto/msg_scan.h"
+#include "proto/client_key.h"
 #include "proto/envelope.h"
 #include "proto/reply.h"
 #include "proto/sasl.h"
@@ -118,6 +119,7 @@ struct session {
     struct engine *eng;
     struct session *prev, *next;
     char id[24];
+    char client_key[CLIENT_KEY_MAX]; /* what accept counted this connection under (app/server.c) */
     enum sstate state;
     enum sstate state_before_auth;
     enum sstate state_before_bdat;
