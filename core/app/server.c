@@ -137,7 +137,8 @@ static void smtp_accept(struct server *srv, struct listener *l, int fd,
     /* the conn's reference keeps s until a deferred close: never freed
      * (so never gone()) before session_new returns */
     struct session *s = session_new(&srv->w, &srv->sessions, fd, l->proto->tls, peer);
-    snprintf(s->client_key, sizeof(s->client_key), "%s", key);
+    size_t n = strlen(key);   /* < CLIENT_KEY_MAX: client_key_text wrote it into as much */
+    memcpy(s->client_key, key, n + 1);
 }
 
 static int http_serve(struct server *srv, struct listener *l)
