@@ -90,6 +90,9 @@ int server_listen(struct listener *l, const struct listen_cfg *lc)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    /* accepted sockets inherit TCP_NODELAY from the listener (Linux): one
+     * call here instead of one per connection */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, 511) < 0)
         goto fail;
     /* Port 0 asks the kernel for an ephemeral port: name the one bound,
@@ -97,6 +100,11 @@ int server_listen(struct listener *l, const struct listen_cfg *lc)
     if (getsockname(fd, (struct sockaddr *)&ss, &slen) < 0)
         goto fail;
     l->port = ntohs(ss.ss_family == AF_INET ? in4->sin_port : in6->sin6_port);
+    /* bound to one address, every connection comes to it: no getsockname
+     * per connection; a wildcard address asks the socket of each */
+    l->addr = ss;
+    l->wildcard = ss.ss_family == AF_INET ? in4->sin_addr.s_addr == htonl(INADDR_ANY)
+                                          : IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
     if (ss.ss_family == AF_INET)
         snprintf(l->name, sizeof(l->name), "%s%s:%d", scheme, lc->host, l->port);
     else
@@ -136,7 +144,8 @@ static void smtp_accept(struct server *srv, struct listener *l, int fd,
 {
     /* the conn's reference keeps s until a deferred close: never freed
      * (so never gone()) before session_new returns */
-    struct session *s = session_new(&srv->w, &srv->sessions, fd, l->proto->tls, peer);
+    struct session *s = session_new(&srv->w, &srv->sessions, fd, l->proto->tls, peer,
+                                    l->wildcard ? NULL : &l->addr);
     size_t n = strlen(key);   /* < CLIENT_KEY_MAX: client_key_text wrote it into as much */
     memcpy(s->client_key, key, n + 1);
 }
@@ -223,9 +232,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             refuse(srv, fd, &ss);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        l->proto->accept(srv, l, fd, &ss, key);
+        l->proto->accept(srv, l, fd, &ss, key);   /* TCP_NODELAY came from the listener */
     }
 }
 

@@ -47,6 +47,8 @@ struct listener {
     const struct protocol *proto;
     char name[96];                  /* [smtps://|http://]ADDR:PORT with the port bound */
     int port;                       /* the port bound (the kernel's pick for 0) */
+    struct sockaddr_storage addr;   /* the address bound */
+    bool wildcard;                  /* 0.0.0.0 or ::: a connection's local address is asked of it */
     struct server *srv;
 };
 

@@ -143,14 +143,18 @@ void conn_addr_text(const struct sockaddr_storage *ss, char *ip, size_t cap, int
 }
 
 void conn_init(struct conn *c, struct ev_loop *loop, int fd, const struct conn_ops *ops,
-               const struct sockaddr_storage *peer)
+               const struct sockaddr_storage *peer, const struct sockaddr_storage *local)
 {
     memset(c, 0, sizeof(*c));
     c->peer = *peer;
     conn_addr_text(&c->peer, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
     socklen_t l = sizeof(c->local);
-    if (getsockname(fd, (struct sockaddr *)&c->local, &l) == 0)
+    if (local) {
+        c->local = *local;
         conn_addr_text(&c->local, c->local_ip, sizeof(c->local_ip), &c->local_port);
+    } else if (getsockname(fd, (struct sockaddr *)&c->local, &l) == 0) {
+        conn_addr_text(&c->local, c->local_ip, sizeof(c->local_ip), &c->local_port);
+    }
     c->loop = loop;
     c->fd = fd;
     c->ops = ops;

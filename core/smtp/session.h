@@ -165,9 +165,10 @@ struct session {
 };
 
 /* The smtp/smtps protocol's constructor (app/server.c's protocol table):
- * a session on an accepted socket, run by w with w->eng, linked into set. */
+ * a session on an accepted socket, run by w with w->eng, linked into set;
+ * local as for conn_init (NULL: asked from fd). */
 struct session *session_new(struct worker *w, struct session_set *set, int fd, bool implicit_tls,
-                            const struct sockaddr_storage *peer);
+                            const struct sockaddr_storage *peer, const struct sockaddr_storage *local);
 /* A reference keeps s from being freed; the last session_unref frees it. */
 void session_ref(struct session *s);
 void session_unref(struct session *s);
