@@ -580,9 +580,7 @@ describe("local address", function()
       c:expect(220)
       local _, cport = c.sock:getsockname()
       local line = harness.wait_for(function()
-        for _, l in ipairs(harness.log_lines(srv, { event = "connect", remote_port = tostring(cport) })) do
-          return l
-        end
+        return harness.log_lines(srv, { event = "connect", remote_port = tostring(cport) })[1]
       end, 5)
       assert.truthy(line, srv:describe())
       c:check("QUIT", 221)
