@@ -1,6 +1,6 @@
 /* server.c - one serving process: the protocol table (smtp, smtps, http)
- * and the listeners, accept and connection limits (this process's
- * sessions, or the counts shared by a master's workers), signals
+ * and the listeners, accept and connection limits (this process's own
+ * counts in key_count.c, or those shared by a master's workers), signals
  * (TERM/INT: graceful stop; HUP: reload the script for new sessions, in a
  * single process; a worker leaves HUP to its master), the queue (opened
  * on first use, offered to the lower layers as worker_ops) and the HTTP
@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "proto/client_key.h"
+#include "proto/key_count.h"
 #include "sys/conn_limit.h"
 #include "sys/privdrop.h"
 #include "http/http.h"
@@ -89,6 +90,9 @@ int server_listen(struct listener *l, const struct listen_cfg *lc)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    /* accepted sockets inherit TCP_NODELAY from the listener (Linux): one
+     * call here instead of one per connection */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, 511) < 0)
         goto fail;
     /* Port 0 asks the kernel for an ephemeral port: name the one bound,
@@ -96,6 +100,11 @@ int server_listen(struct listener *l, const struct listen_cfg *lc)
     if (getsockname(fd, (struct sockaddr *)&ss, &slen) < 0)
         goto fail;
     l->port = ntohs(ss.ss_family == AF_INET ? in4->sin_port : in6->sin6_port);
+    /* bound to one address, every connection comes to it: no getsockname
+     * per connection; a wildcard address asks the socket of each */
+    l->addr = ss;
+    l->wildcard = ss.ss_family == AF_INET ? in4->sin_addr.s_addr == htonl(INADDR_ANY)
+                                          : IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
     if (ss.ss_family == AF_INET)
         snprintf(l->name, sizeof(l->name), "%s%s:%d", scheme, lc->host, l->port);
     else
@@ -110,23 +119,11 @@ fail:
     return -1;
 }
 
-int server_count_ip(struct server *srv, const struct sockaddr_storage *peer)
+static void refuse(struct server *srv, int fd, const struct sockaddr_storage *peer)
 {
-    /* clients are counted by key: an IPv6 client's whole /N counts as one */
-    int prefix = srv->w.eng->cfg.ipv6_prefix;
-    char key[CLIENT_KEY_MAX], other[CLIENT_KEY_MAX];
-    client_key_text(peer, prefix, key, sizeof(key));
-    int n = 0;
-    for (struct session *s = srv->sessions.head; s; s = s->next) {
-        client_key_text(&s->conn.peer, prefix, other, sizeof(other));
-        if (strcmp(other, key) == 0)
-            n++;
-    }
-    return n;
-}
-
-static void refuse(struct server *srv, int fd, const char *ip)
-{
+    char ip[64];
+    int port;
+    conn_addr_text(peer, ip, sizeof(ip), &port);
     struct buf b;
     buf_init(&b);
     reply_canned(&b, R_TOO_MANY_CONNS, false, srv->w.eng->cfg.hostname);
@@ -143,9 +140,14 @@ static void refuse(struct server *srv, int fd, const char *ip)
 /* ---- protocols -------------------------------------------------------- */
 
 static void smtp_accept(struct server *srv, struct listener *l, int fd,
-                        const struct sockaddr_storage *peer)
+                        const struct sockaddr_storage *peer, const char *key)
 {
-    session_new(&srv->w, &srv->sessions, fd, l->proto->tls, peer);
+    /* the conn's reference keeps s until a deferred close: never freed
+     * (so never gone()) before session_new returns */
+    struct session *s = session_new(&srv->w, &srv->sessions, fd, l->proto->tls, peer,
+                                    l->wildcard ? NULL : &l->addr);
+    size_t n = strlen(key);   /* < CLIENT_KEY_MAX: client_key_text wrote it into as much */
+    memcpy(s->client_key, key, n + 1);
 }
 
 static int http_serve(struct server *srv, struct listener *l)
@@ -219,22 +221,18 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             }
             return;
         }
-        char ip[64];
-        int port;
-        conn_addr_text(&ss, ip, sizeof(ip), &port);
+        /* the key is made once: the session keeps it for the release */
         const struct config *cfg = &srv->w.eng->cfg;
         char key[CLIENT_KEY_MAX];
         client_key_text(&ss, cfg->ipv6_prefix, key, sizeof(key));
-        if (srv->climit ? conn_limit_take(srv->climit, srv->climit_slot, key, cfg->connections,
-                                          cfg->connections_per_ip) < 0
-                        : (srv->sessions.n >= cfg->connections ||
-                           server_count_ip(srv, &ss) >= cfg->connections_per_ip)) {
-            refuse(srv, fd, ip);
+        if ((srv->climit ? conn_limit_take(srv->climit, srv->climit_slot, key, cfg->connections,
+                                           cfg->connections_per_ip)
+                         : key_count_take(&srv->counts, key, cfg->connections,
+                                          cfg->connections_per_ip)) < 0) {
+            refuse(srv, fd, &ss);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        l->proto->accept(srv, l, fd, &ss);
+        l->proto->accept(srv, l, fd, &ss, key);   /* TCP_NODELAY came from the listener */
     }
 }
 
@@ -247,12 +245,11 @@ static void maybe_done(struct server *srv)
 static void session_gone(struct session_set *set, struct session *s)
 {
     struct server *srv = (struct server *)(void *)((char *)set - offsetof(struct server, sessions));
-    if (srv->climit) {
-        char key[CLIENT_KEY_MAX];
-        /* a worker never reloads in place: srv->w.eng is every session's engine */
-        client_key_text(&s->conn.peer, srv->w.eng->cfg.ipv6_prefix, key, sizeof(key));
-        conn_limit_release(srv->climit, srv->climit_slot, key);
-    }
+    /* under the key accept took, whatever a reload changed since */
+    if (srv->climit)
+        conn_limit_release(srv->climit, srv->climit_slot, s->client_key);
+    else
+        key_count_release(&srv->counts, s->client_key);
     maybe_done(srv);
 }
 
@@ -390,6 +387,7 @@ static int init(struct server *srv, struct ev_loop *loop, struct engine *eng,
     worker_init(&srv->w, loop, wk ? wk->id : -1, &server_worker_ops, srv);
     srv->w.eng = eng;
     srv->sessions.gone = session_gone;
+    key_count_init(&srv->counts);
     const struct config *cfg = &eng->cfg;
     int nls = wk ? wk->nls : cfg->nlisten;
     srv->ls = xcalloc((size_t)(nls ? nls : 1), sizeof(*srv->ls));
@@ -505,6 +503,7 @@ void server_free(struct server *srv)
             close(srv->ls[i].fd);
         }
     free(srv->ls);
+    key_count_free(&srv->counts);
     ev_ref(srv->w.loop);
     ev_ref(srv->w.loop);
     ev_signal_stop(srv->w.loop, &srv->sigterm);

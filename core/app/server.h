@@ -13,6 +13,7 @@
 #include "net/conn.h"
 #include "net/worker.h"
 #include "lua/engine.h"
+#include "proto/key_count.h"
 #include "proto/util.h"
 #include "smtp/session.h"
 
@@ -27,8 +28,11 @@ struct protocol {
     const char *name;               /* "smtp", "smtps", "http" */
     const char *scheme;             /* how a listen address names it: "", "smtps://", "http://" */
     bool tls;                       /* needs the configuration's TLS (implicit TLS) */
-    /* the constructor for an accepted connection (the fd is its own) */
-    void (*accept)(struct server *srv, struct listener *l, int fd, const struct sockaddr_storage *peer);
+    /* the constructor for an accepted connection (the fd is its own);
+     * key: the client key its connection was counted under, to keep for
+     * the release when it is gone */
+    void (*accept)(struct server *srv, struct listener *l, int fd, const struct sockaddr_storage *peer,
+                   const char *key);
     /* NULL accept: the protocol takes the listening socket itself and
      * accepts on it (libmicrohttpd); -1 with a message on stderr */
     int (*serve)(struct server *srv, struct listener *l);
@@ -43,6 +47,8 @@ struct listener {
     const struct protocol *proto;
     char name[96];                  /* [smtps://|http://]ADDR:PORT with the port bound */
     int port;                       /* the port bound (the kernel's pick for 0) */
+    struct sockaddr_storage addr;   /* the address bound */
+    bool wildcard;                  /* 0.0.0.0 or ::: a connection's local address is asked of it */
     struct server *srv;
 };
 
@@ -58,7 +64,8 @@ struct server {
     struct http_daemon *http;       /* the daemons of the http:// listeners (http.c) */
     bool stopping;                  /* no new sessions */
     bool retiring;                  /* ... but the sessions run to their end */
-    struct conn_limit *climit;      /* counts shared by the workers; NULL: this process's sessions */
+    struct conn_limit *climit;      /* counts shared by the workers; NULL: counts below */
+    struct key_count counts;        /* a process alone: connections per client key and in total */
     int climit_slot;
     /* to reload */
     const char *script;
@@ -90,8 +97,6 @@ int server_listen(struct listener *l, const struct listen_cfg *lc);
 int server_run(struct server *srv);
 void server_free(struct server *srv);
 
-/* sessions whose peer has the same client key (client_key.h) as peer */
-int server_count_ip(struct server *srv, const struct sockaddr_storage *peer);
 /* What the layers above lua/ add to every engine (engine_load's open
  * function): the session's classes, msg:enqueue, kurir.http. */
 void server_open_lua(lua_State *L);

@@ -10,10 +10,11 @@
  * conn is never torn down inside one of its own callbacks. */
 #include "net/conn.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "proto/addr_text.h"
 
 #define CONN_CHUNK (64 * 1024)
 
@@ -127,28 +128,33 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 void conn_addr_text(const struct sockaddr_storage *ss, char *ip, size_t cap, int *port)
 {
-    ip[0] = '\0';
-    *port = 0;
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)cap);
-        *port = ntohs(a->sin_port);
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)cap);
-        *port = ntohs(a->sin6_port);
+    if (cap >= ADDR_TEXT_MAX) {
+        addr_text_sockaddr(ss, ip, port);
+        return;
     }
+    char text[ADDR_TEXT_MAX];
+    size_t n = addr_text_sockaddr(ss, text, port);
+    if (!cap)
+        return;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(ip, text, n);
+    ip[n] = '\0';
 }
 
 void conn_init(struct conn *c, struct ev_loop *loop, int fd, const struct conn_ops *ops,
-               const struct sockaddr_storage *peer)
+               const struct sockaddr_storage *peer, const struct sockaddr_storage *local)
 {
     memset(c, 0, sizeof(*c));
     c->peer = *peer;
     conn_addr_text(&c->peer, c->peer_ip, sizeof(c->peer_ip), &c->peer_port);
     socklen_t l = sizeof(c->local);
-    if (getsockname(fd, (struct sockaddr *)&c->local, &l) == 0)
+    if (local) {
+        c->local = *local;
         conn_addr_text(&c->local, c->local_ip, sizeof(c->local_ip), &c->local_port);
+    } else if (getsockname(fd, (struct sockaddr *)&c->local, &l) == 0) {
+        conn_addr_text(&c->local, c->local_ip, sizeof(c->local_ip), &c->local_port);
+    }
     c->loop = loop;
     c->fd = fd;
     c->ops = ops;

@@ -74,9 +74,11 @@ struct conn {
     int peer_port, local_port;
 };
 
-/* peer: the address accept() returned; the local one is asked from the fd */
+/* peer: the address accept() returned; local: the address the connection
+ * came to when the caller knows it (a listener bound to one address), or
+ * NULL to ask the fd (getsockname: a wildcard listener) */
 void conn_init(struct conn *c, struct ev_loop *loop, int fd, const struct conn_ops *ops,
-               const struct sockaddr_storage *peer);
+               const struct sockaddr_storage *peer, const struct sockaddr_storage *local);
 /* IP text and port of an IPv4/IPv6 address ("" and 0 for other families) */
 void conn_addr_text(const struct sockaddr_storage *ss, char *ip, size_t cap, int *port);
 

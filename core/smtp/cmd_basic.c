@@ -67,12 +67,14 @@ static void append_helo_echo(struct buf *o, const char *name)
 {
     size_t n = strlen(name);
     size_t keep = n > HELO_ECHO_MAX ? HELO_ECHO_MAX : n;
+    char *p = buf_reserve(o, keep);   /* once per connection: one copy, not a call per byte */
     for (size_t i = 0; i < keep; i++) {
         unsigned char ch = (unsigned char)name[i];
         bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
                   ch == '-' || ch == '.' || ch == ':' || ch == '[' || ch == ']';
-        buf_append(o, ok ? (const char *)&name[i] : "?", 1);
+        p[i] = ok ? (char)ch : '?';
     }
+    buf_commit(o, keep);
     if (keep < n)
         buf_appends(o, "...");
 }
@@ -84,7 +86,8 @@ static void greeting_line(struct session *s, const char *sep, const struct stage
 {
     const struct config *c = &s->eng->cfg;
     struct buf *o = &s->reply;
-    buf_printf(o, "250%s", sep);
+    buf_appends(o, "250");
+    buf_appends(o, sep);
     if (r && r->id == R_COUNT && r->tlen) {
         size_t n = r->tlen > 400 ? 400 : r->tlen;
         for (size_t i = 0; i < n; i++) {
@@ -96,9 +99,12 @@ static void greeting_line(struct session *s, const char *sep, const struct stage
         buf_appends(o, "\r\n");
         return;
     }
-    buf_printf(o, "%s Hello ", c->hostname);
+    buf_appends(o, c->hostname);
+    buf_appends(o, " Hello ");
     append_helo_echo(o, s->helo);
-    buf_printf(o, " [%s]\r\n", s->conn.peer_ip);
+    buf_appends(o, " [");
+    buf_appends(o, s->conn.peer_ip);
+    buf_appends(o, "]\r\n");
 }
 
 static void ehlo_reply(struct session *s, const struct stage_reply *r)
@@ -107,7 +113,9 @@ static void ehlo_reply(struct session *s, const struct stage_reply *r)
     struct buf *o = &s->reply;
     greeting_line(s, "-", r);
     buf_appends(o, "250-PIPELINING\r\n");
-    buf_printf(o, "250-SIZE %llu\r\n", (unsigned long long)c->message_size);
+    buf_appends(o, "250-SIZE ");
+    buf_append_uint(o, (unsigned long long)c->message_size);
+    buf_appends(o, "\r\n");
     buf_appends(o, "250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n");
     buf_appends(o, "250-DSN\r\n");
     if (s->eng->tls && !s->tls)

@@ -623,10 +623,10 @@ static const struct conn_ops session_conn_ops = {
 /* ---- lifetime -------------------------------------------------------- */
 
 struct session *session_new(struct worker *w, struct session_set *set, int fd, bool implicit_tls,
-                            const struct sockaddr_storage *peer)
+                            const struct sockaddr_storage *peer, const struct sockaddr_storage *local)
 {
     struct session *s = xcalloc(1, sizeof(*s));
-    conn_init(&s->conn, w->loop, fd, &session_conn_ops, peer);
+    conn_init(&s->conn, w->loop, fd, &session_conn_ops, peer, local);
     s->refs = 1;   /* the connection's, until on_closed */
     s->w = w;
     s->set = set;

@@ -13,6 +13,7 @@
 #include "lua/engine.h"
 #include "proto/logfmt.h"
 #include "proto/msg_scan.h"
+#include "proto/client_key.h"
 #include "proto/envelope.h"
 #include "proto/reply.h"
 #include "proto/sasl.h"
@@ -118,6 +119,7 @@ struct session {
     struct engine *eng;
     struct session *prev, *next;
     char id[24];
+    char client_key[CLIENT_KEY_MAX]; /* what accept counted this connection under (app/server.c) */
     enum sstate state;
     enum sstate state_before_auth;
     enum sstate state_before_bdat;
@@ -163,9 +165,10 @@ struct session {
 };
 
 /* The smtp/smtps protocol's constructor (app/server.c's protocol table):
- * a session on an accepted socket, run by w with w->eng, linked into set. */
+ * a session on an accepted socket, run by w with w->eng, linked into set;
+ * local as for conn_init (NULL: asked from fd). */
 struct session *session_new(struct worker *w, struct session_set *set, int fd, bool implicit_tls,
-                            const struct sockaddr_storage *peer);
+                            const struct sockaddr_storage *peer, const struct sockaddr_storage *local);
 /* A reference keeps s from being freed; the last session_unref frees it. */
 void session_ref(struct session *s);
 void session_unref(struct session *s);

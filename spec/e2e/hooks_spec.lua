@@ -564,3 +564,32 @@ describe("scripts: logging and per-session values", function()
     harness.finish(srv)
   end)
 end)
+
+-- The local address of a session: a listener bound to one address hands
+-- it over as is (no getsockname per connection); a wildcard listener asks
+-- each socket, so a connection to 127.0.0.3 shows 127.0.0.3, not 0.0.0.0.
+describe("local address", function()
+  it("is the bound address on a listener bound to one, the address reached on a wildcard one", function()
+    local srv = harness.start {
+      script = "local kurir = require 'kurir'\nkurir.configure { hostname = 'mx.e2e.test' }\n",
+      listen = { "0.0.0.0:0", "127.0.0.1:0" },
+    }
+    local wild, one = srv.ports[1], srv.ports[2]
+    local function local_of(port, host)
+      local c = assert(client.connect(port, host))
+      c:expect(220)
+      local _, cport = c.sock:getsockname()
+      local line = harness.wait_for(function()
+        return harness.log_lines(srv, { event = "connect", remote_port = tostring(cport) })[1]
+      end, 5)
+      assert.truthy(line, srv:describe())
+      c:check("QUIT", 221)
+      c:close()
+      return line.fields.local_ip, line.fields.local_port
+    end
+    assert.same({ "127.0.0.1", tostring(one) }, { local_of(one, "127.0.0.1") })
+    assert.same({ "127.0.0.3", tostring(wild) }, { local_of(wild, "127.0.0.3") })
+    assert.same({ "127.0.0.1", tostring(wild) }, { local_of(wild, "127.0.0.1") })
+    harness.finish(srv)
+  end)
+end)

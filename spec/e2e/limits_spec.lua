@@ -170,6 +170,81 @@ describe("connection limits", function()
   end)
 end)
 
+-- One process (no master): the counts are its own (core/proto/key_count.c).
+-- A reload changes the limits for the next accept; the sessions opened
+-- before it still count, and release what they took when they leave.
+describe("connection limits across a reload (one process)", function()
+  local function count(srv, pattern)
+    local n = 0
+    for line in srv:log():gmatch("[^\n]+") do
+      if line:find(pattern, 1, true) then n = n + 1 end
+    end
+    return n
+  end
+
+  local function reload(srv, limits)
+    local before = count(srv, "event=reload")
+    harness.write_file(srv.script, script(limits))
+    assert.is_true(srv:signal("HUP"))
+    assert.truthy(harness.wait_for(function() return count(srv, "event=reload") > before end, 10),
+      srv:describe())
+  end
+
+  -- close c and wait for the server's session_end of it
+  local function leave(srv, c)
+    local before = count(srv, "event=session_end")
+    c:check("QUIT", 221)
+    assert.is_true(c:closed(5))
+    assert.truthy(harness.wait_for(function() return count(srv, "event=session_end") > before end, 10),
+      srv:describe())
+  end
+
+  local function refused(port)
+    local c = client.open(port)
+    local code, text = c:reply()
+    assert.equals(421, code, text)
+    assert.truthy(text:match("^421 .*Too many connections, try again later$"), text)
+    assert.is_true(c:closed(5))
+  end
+
+  it("counts the sessions of the old script against the new connections_per_ip and frees them", function()
+    local srv = harness.start { script = script("{ connections_per_ip = 2 }"), args = { "{dir}" } }
+    local a, b = session(srv.port), session(srv.port)
+    refused(srv.port)
+
+    reload(srv, "{ connections_per_ip = 3 }")
+    local c = session(srv.port)   -- a and b (old script) count: this is the third
+    refused(srv.port)
+    leave(srv, a)                 -- a session of the old script releases its count
+    local d = session(srv.port)
+    refused(srv.port)
+
+    reload(srv, "{ connections_per_ip = 1 }")
+    refused(srv.port)             -- b, c, d hold 3 against a limit of 1
+    leave(srv, b)
+    leave(srv, c)
+    refused(srv.port)             -- d still counts
+    leave(srv, d)
+    local e = session(srv.port)   -- every count released: one is allowed again
+    refused(srv.port)
+    e:close()
+    harness.finish(srv)
+  end)
+
+  it("counts the old script's sessions against a lowered connections (total)", function()
+    local srv = harness.start { script = script("{ connections = 3 }"), args = { "{dir}" } }
+    local a, b = session(srv.port), session(srv.port)
+    reload(srv, "{ connections = 2 }")
+    refused(srv.port)
+    leave(srv, a)
+    local c = session(srv.port)
+    refused(srv.port)
+    b:close()
+    c:close()
+    harness.finish(srv)
+  end)
+end)
+
 describe("timeouts", function()
   local srv
 

@@ -96,7 +96,7 @@ static int connect_client(void)
     in->sin_family = AF_INET;
     in->sin_port = htons(40000);
     inet_pton(AF_INET, "127.0.0.1", &in->sin_addr);
-    session_new(&srv.w, &srv.sessions, sv[1], false, &peer);
+    session_new(&srv.w, &srv.sessions, sv[1], false, &peer, NULL);
     return sv[0];
 }
 
