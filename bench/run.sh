@@ -17,7 +17,9 @@
 # smtp-sink, server CPU seconds per 1,000 messages (utime + stime of the
 # server's processes), peak RSS, and KB of RSS per idle connection
 # (BENCH_IDLE connections that greeted, sent EHLO and wait).
-# Then: pipelined transactions (-p 20) for kurir and smtp-sink; STARTTLS
+# Then: pipelined transactions (-p 20) for kurir and smtp-sink; one
+# message per connection (-r 1: connect, greeting, EHLO, one transaction,
+# QUIT, as most MTAs deliver to an MX) for kurir and smtp-sink; STARTTLS
 # sessions/s and TLS throughput for kurir and smtp-server with one
 # certificate; smtp-source as a second, independent client; 1 against N
 # workers with the generator pinned to one core; 50 MB messages (DATA and
@@ -29,7 +31,7 @@
 # BENCH_MOCK_MESSAGES (2000), BENCH_SESSIONS (50), BENCH_SIZE (1024),
 # BENCH_REPS (3), BENCH_TIME (20), BENCH_IDLE (2000; 0 skips),
 # BENCH_WORKERS (cores), BENCH_TARGETS (all of the above), BENCH_SECTIONS
-# (table pipelined tls source workers large idle), BENCH_LARGE (5 messages
+# (table pipelined conn tls source workers large idle), BENCH_LARGE (5 messages
 # of 50 MB per run), BENCH_IDLE_BIG (0), BENCH_IDLE_BIG_TLS (10000).
 
 if [ -z "${BASH_VERSION:-}" ]; then
@@ -51,7 +53,7 @@ REPS=${BENCH_REPS:-3}
 TIME=${BENCH_TIME:-20}
 IDLE=${BENCH_IDLE:-2000}
 NW=${BENCH_WORKERS:-$(nproc)}
-SECTIONS=" ${BENCH_SECTIONS:-table pipelined tls source workers large idle} "
+SECTIONS=" ${BENCH_SECTIONS:-table pipelined conn tls source workers large idle} "
 TARGETS=${BENCH_TARGETS:-"kurir-hooks kurir-hooks-w$NW kurir-discard kurir-mock smtp-sink aiosmtpd smtp-server haraka"}
 PY=/usr/bin/python3
 HZ=$(getconf CLK_TCK)
@@ -276,6 +278,22 @@ for t in kurir-hooks smtp-sink; do
 done
 fi
 
+# ---- one message per connection: kurir (one worker) and smtp-sink ----------
+if [[ $SECTIONS == *" conn "* ]]; then
+echo
+echo "one message per connection (-r 1: greeting, EHLO, one transaction, QUIT), $SESSIONS sessions"
+conn_sink_cpu=""
+for t in smtp-sink kurir-hooks; do
+    port=$(free_port)
+    launch "$t" "$port"
+    run_load "$port" -c "$SESSIONS" -n "$MESSAGES" -s "$SIZE" -r 1
+    stop
+    [[ $t == smtp-sink ]] && conn_sink_cpu=$med_cpu
+    ratio=$(awk -v a="$med_cpu" -v b="${conn_sink_cpu:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+    printf '  %-16s %9s msg/s %10s s CPU/1000 msg  (%sx smtp-sink CPU; loadgen %s)\n' "$t" "$med_rate" "$med_cpu" "$ratio" "$med_client"
+done
+fi
+
 # ---- TLS: kurir and smtp-server, same certificate ---------------------------
 if [[ $SECTIONS == *" tls "* ]]; then
 echo
@@ -295,21 +313,26 @@ done
 fi
 
 # ---- smtp-source, a second client --------------------------------------------
+# -d: every session sends its messages over one connection; without it,
+# smtp-source connects once per message (its default).
 if [[ -x /usr/sbin/smtp-source && $SECTIONS == *" source "* ]]; then
-    echo
-    echo "smtp-source -s $SESSIONS -m $MESSAGES -l $SIZE -d (one run each):"
-    for t in kurir-hooks smtp-sink; do
-        port=$(free_port)
-        launch "$t" "$port"
-        c0=$(cpu_ticks "$server")
-        s0=$(date +%s.%N)
-        timeout $((TIME + 30)) /usr/sbin/smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -d \
-            -t to@example.test -f from@example.test "127.0.0.1:$port" >/dev/null 2>&1 || true
-        s1=$(date +%s.%N)
-        c1=$(cpu_ticks "$server")
-        stop
-        awk -v n="$MESSAGES" -v a="$s0" -v b="$s1" -v t=$((c1 - c0)) -v hz="$HZ" -v name="$t" \
-            'BEGIN { printf "  %-16s %9.0f msg/s %10.4f s CPU/1000 msg\n", name, n / (b - a), t / hz / n * 1000 }'
+    for d in -d ""; do
+        echo
+        echo "smtp-source -s $SESSIONS -m $MESSAGES -l $SIZE ${d:-(one connection per message)}${d:+ (one connection per session)} (one run each):"
+        for t in kurir-hooks smtp-sink; do
+            port=$(free_port)
+            launch "$t" "$port"
+            c0=$(cpu_ticks "$server")
+            s0=$(date +%s.%N)
+            # shellcheck disable=SC2086 # $d is empty or -d
+            timeout $((TIME + 30)) /usr/sbin/smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" $d \
+                -t to@example.test -f from@example.test "127.0.0.1:$port" >/dev/null 2>&1 || true
+            s1=$(date +%s.%N)
+            c1=$(cpu_ticks "$server")
+            stop
+            awk -v n="$MESSAGES" -v a="$s0" -v b="$s1" -v t=$((c1 - c0)) -v hz="$HZ" -v name="$t" \
+                'BEGIN { printf "  %-16s %9.0f msg/s %10.4f s CPU/1000 msg\n", name, n / (b - a), t / hz / n * 1000 }'
+        done
     done
 fi
 # ---- workers: 1 against N, the generator pinned to one core -----------------
