@@ -590,6 +590,7 @@ void engine_unref(struct engine *e)
     buf_free(&e->log);
     buf_pool_free(&e->body_pool);
     buf_pool_free(&e->input_pool);
+    reply_cache_free(&e->replies);
     free(e);
 }
 

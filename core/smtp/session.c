@@ -65,13 +65,13 @@ void session_flush(struct session *s)
 
 void session_reply(struct session *s, enum reply_id id)
 {
-    reply_canned(&s->reply, id, s->enhanced, s->eng->cfg.hostname);
+    reply_cache_put(&s->eng->replies, &s->reply, id, 0, s->enhanced, s->eng->cfg.hostname, NULL);
     want_flush(s);
 }
 
 void session_reply_arg(struct session *s, enum reply_id id, const char *arg)
 {
-    reply_canned_arg(&s->reply, id, 0, s->enhanced, s->eng->cfg.hostname, arg);
+    reply_cache_put(&s->eng->replies, &s->reply, id, 0, s->enhanced, s->eng->cfg.hostname, arg);
     want_flush(s);
 }
 
@@ -89,7 +89,7 @@ void session_reply_stage(struct session *s, enum reply_stage st, const struct st
 {
     if (!r->send)
         return;
-    stage_format(&s->reply, st, r, s->enhanced, s->eng->cfg.hostname, arg);
+    stage_format(&s->reply, st, r, s->enhanced, &s->eng->replies, s->eng->cfg.hostname, arg);
     want_flush(s);
     if (r->close) {
         session_close(s);
