@@ -22,9 +22,7 @@ void envelope_ref(struct envelope *e)
 
 static void addr_free(struct env_addr *a)
 {
-    free(a->address);
-    free(a->user);
-    free(a->domain);
+    free(a->address);   /* user and domain live in the same block */
     for (int i = 0; i < a->nparams; i++) {
         free(a->params[i].key);
         free(a->params[i].value);
@@ -58,9 +56,21 @@ static char *span_dup(struct smtp_span s)
 static void addr_set(struct env_addr *a, const struct smtp_path *p)
 {
     addr_free(a);
-    a->address = span_dup(p->address);
-    a->user = span_dup(p->local);
-    a->domain = span_dup(p->domain);
+    /* address, user and domain: one block of three NUL-terminated strings */
+    size_t al = p->address.ptr ? p->address.len : 0;
+    size_t ul = p->local.ptr ? p->local.len : 0;
+    size_t dl = p->domain.ptr ? p->domain.len : 0;
+    char *m = xmalloc(size_add(size_add(al, ul), size_add(dl, 3)));
+    a->address = m;
+    a->user = m + al + 1;
+    a->domain = a->user + ul + 1;
+    if (al)
+        memcpy(a->address, p->address.ptr, al);
+    if (ul)
+        memcpy(a->user, p->local.ptr, ul);
+    if (dl)
+        memcpy(a->domain, p->domain.ptr, dl);
+    a->address[al] = a->user[ul] = a->domain[dl] = '\0';
     if (p->nparams > 0)
         a->params = xcalloc((size_t)p->nparams, sizeof(*a->params));
     for (int i = 0; i < p->nparams; i++) {

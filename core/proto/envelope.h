@@ -20,9 +20,9 @@ struct env_param {
 };
 
 struct env_addr {
-    char *address;                   /* "" for the null sender <> */
-    char *user;                      /* local part as sent */
-    char *domain;
+    char *address;                   /* "" for the null sender <>; one block with user and domain */
+    char *user;                      /* local part as sent (in address's block) */
+    char *domain;                    /* (in address's block) */
     struct env_param *params;
     int nparams;
 };
