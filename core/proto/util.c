@@ -265,6 +265,17 @@ size_t date_rfc5322(time_t t, char out[32])
 {
     static const char days[] = "SunMonTueWedThuFriSat";
     static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    /* every message of a second has the same date: gmtime_r (and its
+     * time-zone lock) once per second and thread */
+    static _Thread_local struct {
+        bool ok;
+        time_t t;
+        char s[32];
+    } last;
+    if (last.ok && last.t == t) {
+        memcpy(out, last.s, sizeof(last.s));
+        return 31;
+    }
     struct tm tm;
     if (!gmtime_r(&t, &tm))
         memset(&tm, 0, sizeof(tm));
@@ -290,5 +301,8 @@ size_t date_rfc5322(time_t t, char out[32])
         *p++ = (char)('0' + hms[i] % 10);
     }
     memcpy(p, " +0000", 7);   /* with the NUL */
+    memcpy(last.s, out, sizeof(last.s));
+    last.t = t;
+    last.ok = true;
     return (size_t)(p + 6 - out);
 }
