@@ -112,8 +112,10 @@ static struct chunk_stats chunk_scan(const unsigned char *p, size_t n)
     struct chunk_stats st = {false, false, 0};
     size_t i = 0;
     while (i < n) {
-        /* byte-wide accumulators (at most 255 CRs per block) vectorise */
-        size_t end = n - i > 255 ? i + 255 : n;
+        /* byte-wide accumulators (at most 255 CRs per block) vectorise;
+         * 240 bytes, a multiple of the vector width, leave no bytes to
+         * the scalar tail loop but in the last block */
+        size_t end = n - i > 240 ? i + 240 : n;
         unsigned char acc = 0, nul = 0, cr = 0;
         for (; i < end; i++) {
             unsigned char c = p[i];
