@@ -8,11 +8,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* room for the first ENV_RCPTS_INLINE recipients right after the struct:
+ * most messages need no second allocation for them */
+#define ENV_RCPTS_INLINE 4
+
 struct envelope *envelope_new(void)
 {
-    struct envelope *e = xcalloc(1, sizeof(*e));
+    struct envelope *e = xcalloc(1, sizeof(*e) + ENV_RCPTS_INLINE * sizeof(struct env_rcpt));
     e->refs = 1;
+    e->rcpts = (struct env_rcpt *)(e + 1);
+    e->cap = ENV_RCPTS_INLINE;
     return e;
+}
+
+static bool rcpts_inline(const struct envelope *e)
+{
+    return e->rcpts == (const struct env_rcpt *)(e + 1);
 }
 
 void envelope_ref(struct envelope *e)
@@ -44,7 +55,8 @@ void envelope_unref(struct envelope *e)
         free(e->rcpts[i].orcpt);
         free(e->rcpts[i].route);
     }
-    free(e->rcpts);
+    if (!rcpts_inline(e))
+        free(e->rcpts);
     free(e);
 }
 
@@ -131,8 +143,15 @@ void envelope_set_from(struct envelope *e, const struct smtp_path *p)
 int envelope_add_rcpt(struct envelope *e, const struct smtp_path *p)
 {
     if (e->nrcpts == e->cap) {
-        e->cap = e->cap ? e->cap * 2 : 4;
-        e->rcpts = xrealloc(e->rcpts, size_mul((size_t)e->cap, sizeof(*e->rcpts)));
+        size_t bytes = size_mul((size_t)e->cap * 2, sizeof(*e->rcpts));
+        if (rcpts_inline(e)) {
+            struct env_rcpt *r = xmalloc(bytes);
+            memcpy(r, e->rcpts, (size_t)e->nrcpts * sizeof(*r));
+            e->rcpts = r;
+        } else {
+            e->rcpts = xrealloc(e->rcpts, bytes);
+        }
+        e->cap *= 2;
     }
     struct env_rcpt *r = &e->rcpts[e->nrcpts];
     memset(r, 0, sizeof(*r));

@@ -54,7 +54,8 @@ struct envelope {
     char *envid;                     /* xtext as received, or NULL */
     char *auth;                      /* AUTH= xtext as received, or NULL */
     bool smtputf8;
-    struct env_rcpt *rcpts;          /* every RCPT that passed the syntax checks, in order */
+    struct env_rcpt *rcpts;          /* every RCPT that passed the syntax checks, in order
+                                      * (the first few in the envelope's own block) */
     int nrcpts;
     int cap;
     int accepted;                    /* how many are ACCEPTED or QUEUED */

@@ -203,6 +203,7 @@ static size_t line_end(const char *s, size_t len, size_t from)
 
 int msg_headers_each(const char *hdr, size_t len, const char *name, msg_header_fn fn, void *ctx)
 {
+    char small[1024];   /* a value fits in the section: most sections fit here */
     char *scratch = NULL;
     int count = 0;
     size_t pos = 0;
@@ -224,7 +225,7 @@ int msg_headers_each(const char *hdr, size_t len, const char *name, msg_header_f
             count++;
             if (fn) {
                 if (!scratch)
-                    scratch = xmalloc(size_add(len, 1));
+                    scratch = len < sizeof(small) ? small : xmalloc(size_add(len, 1));
                 /* Unfold: drop every line terminator (LF and a CR before it). */
                 size_t vlen = 0;
                 for (size_t k = vstart; k < next; k++) {
@@ -246,6 +247,7 @@ int msg_headers_each(const char *hdr, size_t len, const char *name, msg_header_f
         }
         pos = next;
     }
-    free(scratch);
+    if (scratch != small)
+        free(scratch);
     return count;
 }
