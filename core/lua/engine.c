@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lua/lstate.h"
 #include "proto/logfmt.h"
 #include "proto/sasl.h"
 #include "net/worker.h"
@@ -351,7 +352,7 @@ static int require_module(lua_State *L, const char *name, char **err)
  * engine's order (kurir.config validates on_error with them). */
 static lua_State *new_state(const char *script)
 {
-    lua_State *L = luaL_newstate();
+    lua_State *L = lstate_new();
     if (!L)
         return NULL;
     *(struct task **)lua_getextraspace(L) = NULL;   /* no task runs at load time */
@@ -391,7 +392,7 @@ bool engine_listen_ok(const char *arg, char *why, size_t cap)
     if (err)
         snprintf(why, cap, "%s", err);
     free(err);
-    lua_close(L);
+    lstate_close(L);
     return ok;
 }
 
@@ -550,7 +551,7 @@ struct engine *engine_load(const char *script, engine_open_fn *open_above, int a
     return e;
 fail:
     engine_stop_jobs(e);   /* tasks the script spawned before it failed */
-    lua_close(L);
+    lstate_close(L);
     e->L = NULL;
     free_config(&e->cfg);
     free(e->script);
@@ -582,7 +583,7 @@ void engine_unref(struct engine *e)
         return;
     engine_stop_jobs(e);
     if (e->L)
-        lua_close(e->L);
+        lstate_close(e->L);
     if (e->tls)
         tls_ctx_free(e->tls);
     free_config(&e->cfg);
@@ -590,6 +591,7 @@ void engine_unref(struct engine *e)
     buf_free(&e->log);
     buf_pool_free(&e->body_pool);
     buf_pool_free(&e->input_pool);
+    reply_cache_free(&e->replies);
     free(e);
 }
 

@@ -103,6 +103,7 @@ struct engine {
     struct spool_probe spool_probe;   /* cfg.spool: writable, free space (per loop iteration) */
     struct buf_pool body_pool;    /* small bodies' buffers (SPOOL_SMALL) for the next transactions */
     struct buf_pool input_pool;   /* sessions' input buffers, kept while they wait for more */
+    struct reply_cache replies;   /* canned replies formatted once for cfg.hostname */
 };
 
 const char *engine_hook_name(enum hook h);

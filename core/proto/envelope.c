@@ -8,11 +8,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* room for the first ENV_RCPTS_INLINE recipients right after the struct:
+ * most messages need no second allocation for them */
+#define ENV_RCPTS_INLINE 4
+
 struct envelope *envelope_new(void)
 {
-    struct envelope *e = xcalloc(1, sizeof(*e));
+    struct envelope *e = xcalloc(1, sizeof(*e) + ENV_RCPTS_INLINE * sizeof(struct env_rcpt));
     e->refs = 1;
+    e->rcpts = (struct env_rcpt *)(e + 1);
+    e->cap = ENV_RCPTS_INLINE;
     return e;
+}
+
+static bool rcpts_inline(const struct envelope *e)
+{
+    return e->rcpts == (const struct env_rcpt *)(e + 1);
 }
 
 void envelope_ref(struct envelope *e)
@@ -22,9 +33,7 @@ void envelope_ref(struct envelope *e)
 
 static void addr_free(struct env_addr *a)
 {
-    free(a->address);
-    free(a->user);
-    free(a->domain);
+    free(a->address);   /* user and domain live in the same block */
     for (int i = 0; i < a->nparams; i++) {
         free(a->params[i].key);
         free(a->params[i].value);
@@ -46,7 +55,8 @@ void envelope_unref(struct envelope *e)
         free(e->rcpts[i].orcpt);
         free(e->rcpts[i].route);
     }
-    free(e->rcpts);
+    if (!rcpts_inline(e))
+        free(e->rcpts);
     free(e);
 }
 
@@ -58,9 +68,21 @@ static char *span_dup(struct smtp_span s)
 static void addr_set(struct env_addr *a, const struct smtp_path *p)
 {
     addr_free(a);
-    a->address = span_dup(p->address);
-    a->user = span_dup(p->local);
-    a->domain = span_dup(p->domain);
+    /* address, user and domain: one block of three NUL-terminated strings */
+    size_t al = p->address.ptr ? p->address.len : 0;
+    size_t ul = p->local.ptr ? p->local.len : 0;
+    size_t dl = p->domain.ptr ? p->domain.len : 0;
+    char *m = xmalloc(size_add(size_add(al, ul), size_add(dl, 3)));
+    a->address = m;
+    a->user = m + al + 1;
+    a->domain = a->user + ul + 1;
+    if (al)
+        memcpy(a->address, p->address.ptr, al);
+    if (ul)
+        memcpy(a->user, p->local.ptr, ul);
+    if (dl)
+        memcpy(a->domain, p->domain.ptr, dl);
+    a->address[al] = a->user[ul] = a->domain[dl] = '\0';
     if (p->nparams > 0)
         a->params = xcalloc((size_t)p->nparams, sizeof(*a->params));
     for (int i = 0; i < p->nparams; i++) {
@@ -121,8 +143,15 @@ void envelope_set_from(struct envelope *e, const struct smtp_path *p)
 int envelope_add_rcpt(struct envelope *e, const struct smtp_path *p)
 {
     if (e->nrcpts == e->cap) {
-        e->cap = e->cap ? e->cap * 2 : 4;
-        e->rcpts = xrealloc(e->rcpts, size_mul((size_t)e->cap, sizeof(*e->rcpts)));
+        size_t bytes = size_mul((size_t)e->cap * 2, sizeof(*e->rcpts));
+        if (rcpts_inline(e)) {
+            struct env_rcpt *r = xmalloc(bytes);
+            memcpy(r, e->rcpts, (size_t)e->nrcpts * sizeof(*r));
+            e->rcpts = r;
+        } else {
+            e->rcpts = xrealloc(e->rcpts, bytes);
+        }
+        e->cap *= 2;
     }
     struct env_rcpt *r = &e->rcpts[e->nrcpts];
     memset(r, 0, sizeof(*r));

@@ -20,9 +20,9 @@ struct env_param {
 };
 
 struct env_addr {
-    char *address;                   /* "" for the null sender <> */
-    char *user;                      /* local part as sent */
-    char *domain;
+    char *address;                   /* "" for the null sender <>; one block with user and domain */
+    char *user;                      /* local part as sent (in address's block) */
+    char *domain;                    /* (in address's block) */
     struct env_param *params;
     int nparams;
 };
@@ -54,7 +54,8 @@ struct envelope {
     char *envid;                     /* xtext as received, or NULL */
     char *auth;                      /* AUTH= xtext as received, or NULL */
     bool smtputf8;
-    struct env_rcpt *rcpts;          /* every RCPT that passed the syntax checks, in order */
+    struct env_rcpt *rcpts;          /* every RCPT that passed the syntax checks, in order
+                                      * (the first few in the envelope's own block) */
     int nrcpts;
     int cap;
     int accepted;                    /* how many are ACCEPTED or QUEUED */

@@ -112,8 +112,10 @@ static struct chunk_stats chunk_scan(const unsigned char *p, size_t n)
     struct chunk_stats st = {false, false, 0};
     size_t i = 0;
     while (i < n) {
-        /* byte-wide accumulators (at most 255 CRs per block) vectorise */
-        size_t end = n - i > 255 ? i + 255 : n;
+        /* byte-wide accumulators (at most 255 CRs per block) vectorise;
+         * 240 bytes, a multiple of the vector width, leave no bytes to
+         * the scalar tail loop but in the last block */
+        size_t end = n - i > 240 ? i + 240 : n;
         unsigned char acc = 0, nul = 0, cr = 0;
         for (; i < end; i++) {
             unsigned char c = p[i];
@@ -201,6 +203,7 @@ static size_t line_end(const char *s, size_t len, size_t from)
 
 int msg_headers_each(const char *hdr, size_t len, const char *name, msg_header_fn fn, void *ctx)
 {
+    char small[1024];   /* a value fits in the section: most sections fit here */
     char *scratch = NULL;
     int count = 0;
     size_t pos = 0;
@@ -222,7 +225,7 @@ int msg_headers_each(const char *hdr, size_t len, const char *name, msg_header_f
             count++;
             if (fn) {
                 if (!scratch)
-                    scratch = xmalloc(size_add(len, 1));
+                    scratch = len < sizeof(small) ? small : xmalloc(size_add(len, 1));
                 /* Unfold: drop every line terminator (LF and a CR before it). */
                 size_t vlen = 0;
                 for (size_t k = vstart; k < next; k++) {
@@ -244,6 +247,7 @@ int msg_headers_each(const char *hdr, size_t len, const char *name, msg_header_f
         }
         pos = next;
     }
-    free(scratch);
+    if (scratch != small)
+        free(scratch);
     return count;
 }

@@ -5,6 +5,7 @@
  * only constant tables and appends to a caller's struct buf. */
 #include "proto/reply.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets including CRLF. */
@@ -478,6 +479,82 @@ void reply_canned_arg(struct buf *out, enum reply_id id, int code, bool enhanced
 void reply_canned(struct buf *out, enum reply_id id, bool enhanced, const char *host)
 {
     reply_canned_arg(out, id, 0, enhanced, host, NULL);
+}
+
+void reply_cache_free(struct reply_cache *c)
+{
+    for (int id = 0; id < R_COUNT; id++)
+        for (int e = 0; e < 2; e++)
+            free(c->row[id][e].wire);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Format row id once: its full wire bytes, or, for a one-line text that
+ * ends in "%a" after a plain word, the bytes before the argument (what
+ * formatting with an empty argument gives, less the CRLF). */
+static void cache_fill(struct reply_cache_row *row, enum reply_id id, bool enhanced, const char *host)
+{
+    const struct reply_def *d = reply_get(id);
+    size_t tlen = strlen(d->text);
+    const char *a = strstr(d->text, "%a");
+    /* the text must not start with what could become an enhanced code
+     * once the argument follows ("%h", a digit) */
+    row->arg_at_end = a && a > d->text && (size_t)(a - d->text) == tlen - 2 && !strchr(d->text, '\n') &&
+                      d->text[0] != '%' && !is_digit(d->text[0]);
+    row->each_time = a && !row->arg_at_end;
+    struct buf b;
+    buf_init(&b);
+    reply_canned_arg(&b, id, 0, enhanced, host, "");
+    row->len = buf_used(&b) - (row->arg_at_end ? 2 : 0);
+    row->wire = xmemdup(buf_peek(&b), buf_used(&b));
+    buf_free(&b);
+}
+
+/* arg can follow a cached prefix of plen bytes as it is: nothing the
+ * formatter would change (control bytes) and no wrapping (the line stays
+ * within REPLY_LINE_MAX). */
+static bool arg_plain(const char *arg, size_t plen, size_t *alen)
+{
+    size_t n = 0;
+    for (; arg[n]; n++) {
+        unsigned char ch = (unsigned char)arg[n];
+        if (ch < 0x20 || ch == 0x7f || plen + n >= REPLY_LINE_MAX)
+            return false;
+    }
+    *alen = n;
+    return true;
+}
+
+void reply_cache_put(struct reply_cache *c, struct buf *out, enum reply_id id, int code, bool enhanced,
+                     const char *host, const char *arg)
+{
+    const struct reply_def *d = reply_get(id);
+    if (!c || (unsigned)id >= R_COUNT || (code > 0 && code != d->code)) {
+        reply_canned_arg(out, id, code, enhanced, host, arg);
+        return;
+    }
+    if (c->host != host) {
+        reply_cache_free(c);
+        c->host = host;
+    }
+    struct reply_cache_row *row = &c->row[id][enhanced ? 1 : 0];
+    if (!row->wire)
+        cache_fill(row, id, enhanced, host);
+    size_t alen = 0;
+    if (row->each_time) {
+        reply_canned_arg(out, id, code, enhanced, host, arg);
+    } else if (!row->arg_at_end) {
+        buf_append(out, row->wire, row->len);
+    } else if (!arg || arg_plain(arg, row->len, &alen)) {
+        char *p = buf_reserve(out, row->len + alen + 2);
+        memcpy(p, row->wire, row->len);
+        if (alen)
+            memcpy(p + row->len, arg, alen);
+        memcpy(p + row->len + alen, "\r\n", 2);
+        buf_commit(out, row->len + alen + 2);
+    } else {
+        reply_canned_arg(out, id, code, enhanced, host, arg);
+    }
 }
 
 void reply_row_text(struct buf *out, enum reply_id id, const char *arg)

@@ -140,6 +140,33 @@ void reply_canned(struct buf *out, enum reply_id id, bool enhanced, const char *
 void reply_canned_arg(struct buf *out, enum reply_id id, int code, bool enhanced, const char *host,
                       const char *arg);
 
+/* Canned replies formatted once, then copied (a session answers MAIL, RCPT
+ * and DATA with the same few rows, thousands of times per second).
+ * reply_cache_put(c, ...) appends exactly what reply_canned_arg(out, id,
+ * code, enhanced, host, arg) appends. A row is kept per `enhanced` as its
+ * wire bytes; a row whose one-line text ends in "%a" keeps the bytes before
+ * the argument, which then follows when it is short and printable (else,
+ * for "%a" elsewhere and for a code other than the row's, the reply is
+ * formatted as usual).
+ * The cache belongs to one host string (an engine's hostname); another
+ * host pointer empties it. A zeroed struct is an empty cache; c NULL
+ * formats every time. */
+struct reply_cache_row {
+    char *wire;          /* NULL: not formatted yet */
+    size_t len;          /* with arg_at_end: the bytes before the argument */
+    bool arg_at_end;     /* "%a" ends the text: wire + arg + CRLF */
+    bool each_time;      /* "%a" elsewhere: formatted on every use */
+};
+
+struct reply_cache {
+    const char *host;
+    struct reply_cache_row row[R_COUNT][2];
+};
+
+void reply_cache_put(struct reply_cache *c, struct buf *out, enum reply_id id, int code, bool enhanced,
+                     const char *host, const char *arg);
+void reply_cache_free(struct reply_cache *c);
+
 /* The text of a row as a hook would return it: "esc text" ("%a" replaced
  * by arg, "%h" left for the formatter). Appends to out. */
 void reply_row_text(struct buf *out, enum reply_id id, const char *arg);

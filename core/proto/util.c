@@ -88,16 +88,6 @@ void buf_reset(struct buf *b)
     b->off = b->len = 0;
 }
 
-size_t buf_used(const struct buf *b)
-{
-    return b->len - b->off;
-}
-
-const char *buf_peek(const struct buf *b)
-{
-    return b->data ? b->data + b->off : "";
-}
-
 void buf_consume(struct buf *b, size_t n)
 {
     if (n >= buf_used(b)) {
@@ -118,10 +108,8 @@ void buf_compact(struct buf *b)
     b->len = used;
 }
 
-char *buf_reserve(struct buf *b, size_t n)
+char *buf_reserve_slow(struct buf *b, size_t n)
 {
-    if (b->cap - b->len >= n)
-        return b->data + b->len;
     /* Reuse consumed space at the front before growing. */
     if (b->off && b->cap - buf_used(b) >= n) {
         buf_compact(b);
@@ -135,24 +123,6 @@ char *buf_reserve(struct buf *b, size_t n)
     b->data = xrealloc(b->data, cap);
     b->cap = cap;
     return b->data + b->len;
-}
-
-void buf_commit(struct buf *b, size_t n)
-{
-    b->len += n;
-}
-
-void buf_append(struct buf *b, const void *p, size_t n)
-{
-    if (!n)
-        return;
-    memcpy(buf_reserve(b, n), p, n);
-    b->len += n;
-}
-
-void buf_appends(struct buf *b, const char *s)
-{
-    buf_append(b, s, strlen(s));
 }
 
 /* One formatting pass in the common case: into the free space (at least
@@ -295,6 +265,17 @@ size_t date_rfc5322(time_t t, char out[32])
 {
     static const char days[] = "SunMonTueWedThuFriSat";
     static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    /* every message of a second has the same date: gmtime_r (and its
+     * time-zone lock) once per second and thread */
+    static _Thread_local struct {
+        bool ok;
+        time_t t;
+        char s[32];
+    } last;
+    if (last.ok && last.t == t) {
+        memcpy(out, last.s, sizeof(last.s));
+        return 31;
+    }
     struct tm tm;
     if (!gmtime_r(&t, &tm))
         memset(&tm, 0, sizeof(tm));
@@ -320,5 +301,8 @@ size_t date_rfc5322(time_t t, char out[32])
         *p++ = (char)('0' + hms[i] % 10);
     }
     memcpy(p, " +0000", 7);   /* with the NUL */
+    memcpy(last.s, out, sizeof(last.s));
+    last.t = t;
+    last.ok = true;
     return (size_t)(p + 6 - out);
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <string.h>
 #include <time.h>
 
 void *xmalloc(size_t n);
@@ -29,13 +30,47 @@ struct buf {
 void buf_init(struct buf *b);
 void buf_free(struct buf *b);
 void buf_reset(struct buf *b);
-size_t buf_used(const struct buf *b);                 /* len - off */
-const char *buf_peek(const struct buf *b);            /* data + off */
 void buf_consume(struct buf *b, size_t n);            /* drop n bytes from the front */
-char *buf_reserve(struct buf *b, size_t n);           /* room for n more bytes at the end */
-void buf_commit(struct buf *b, size_t n);             /* n bytes were written at buf_reserve() */
-void buf_append(struct buf *b, const void *p, size_t n);
-void buf_appends(struct buf *b, const char *s);
+/* buf_reserve when the room at the end is short: compact or grow */
+char *buf_reserve_slow(struct buf *b, size_t n);
+
+/* The calls of every reply and log line (tens per message) are inline:
+ * with room at the end, an append is a memcpy and an addition. */
+static inline size_t buf_used(const struct buf *b)    /* len - off */
+{
+    return b->len - b->off;
+}
+
+static inline const char *buf_peek(const struct buf *b)   /* data + off */
+{
+    return b->data ? b->data + b->off : "";
+}
+
+static inline char *buf_reserve(struct buf *b, size_t n)   /* room for n more bytes at the end */
+{
+    if (b->cap - b->len >= n)
+        return b->data + b->len;
+    return buf_reserve_slow(b, n);
+}
+
+static inline void buf_commit(struct buf *b, size_t n)    /* n bytes were written at buf_reserve() */
+{
+    b->len += n;
+}
+
+static inline void buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (!n)
+        return;
+    memcpy(buf_reserve(b, n), p, n);
+    b->len += n;
+}
+
+static inline void buf_appends(struct buf *b, const char *s)
+{
+    buf_append(b, s, strlen(s));
+}
+
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_append_uint(struct buf *b, unsigned long long v);   /* decimal, no printf */
 void buf_append_int(struct buf *b, long long v);

@@ -57,7 +57,7 @@ static void auth_hook_done(struct session *s, const struct stage_reply *r)
      * meanwhile), so that one connection cannot try passwords at the
      * speed of the network. The reply is formatted now, sent then. */
     buf_reset(&s->scratch);
-    stage_format(&s->scratch, STAGE_AUTH, r, s->enhanced, s->eng->cfg.hostname, NULL);
+    stage_format(&s->scratch, STAGE_AUTH, r, s->enhanced, &s->eng->replies, s->eng->cfg.hostname, NULL);
     session_pause(s, s->eng->cfg.auth_failure_delay, auth_failed_reply);
 }
 

@@ -65,13 +65,13 @@ void session_flush(struct session *s)
 
 void session_reply(struct session *s, enum reply_id id)
 {
-    reply_canned(&s->reply, id, s->enhanced, s->eng->cfg.hostname);
+    reply_cache_put(&s->eng->replies, &s->reply, id, 0, s->enhanced, s->eng->cfg.hostname, NULL);
     want_flush(s);
 }
 
 void session_reply_arg(struct session *s, enum reply_id id, const char *arg)
 {
-    reply_canned_arg(&s->reply, id, 0, s->enhanced, s->eng->cfg.hostname, arg);
+    reply_cache_put(&s->eng->replies, &s->reply, id, 0, s->enhanced, s->eng->cfg.hostname, arg);
     want_flush(s);
 }
 
@@ -89,7 +89,7 @@ void session_reply_stage(struct session *s, enum reply_stage st, const struct st
 {
     if (!r->send)
         return;
-    stage_format(&s->reply, st, r, s->enhanced, s->eng->cfg.hostname, arg);
+    stage_format(&s->reply, st, r, s->enhanced, &s->eng->replies, s->eng->cfg.hostname, arg);
     want_flush(s);
     if (r->close) {
         session_close(s);
@@ -250,10 +250,14 @@ void session_tx_reset(struct session *s)
     engine_tx_release(s);
     envelope_unref(t->env);
     spool_close_pooled(&t->spool, &s->eng->body_pool);
-    buf_free(&t->added);
+    /* the added headers' buffer stays for the next transaction's
+     * Received header (session_free frees it) */
+    struct buf added = t->added;
+    buf_reset(&added);
+    buf_shrink(&added, 4096);
     memset(t, 0, sizeof(*t));
     spool_init(&t->spool);
-    buf_init(&t->added);
+    t->added = added;
     t->from_ref = t->msg_ref = LUA_NOREF;
     /* a hook error between a header read and its release left the copy */
     buf_reset(&s->scratch);
@@ -685,6 +689,7 @@ static void session_free(struct session *s)
     ev_timer_stop(s->w->loop, &s->timer);
     ev_timer_stop(s->w->loop, &s->pause_timer);
     session_tx_reset(s);
+    buf_free(&s->tx.added);
     envelope_unref(s->args.env);
     engine_session_close(s);
     sasl_reset(&s->sasl);

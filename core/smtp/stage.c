@@ -125,12 +125,12 @@ void stage_apply(enum reply_stage st, const struct hook_result *r, enum err_poli
 }
 
 void stage_format(struct buf *out, enum reply_stage st, const struct stage_reply *r, bool enhanced,
-                  const char *host, const char *arg)
+                  struct reply_cache *cache, const char *host, const char *arg)
 {
     if (!r->send)
         return;
     if (r->id != R_COUNT)
-        reply_canned_arg(out, r->id, r->code, enhanced || r->force_esc, host, arg);
+        reply_cache_put(cache, out, r->id, r->code, enhanced || r->force_esc, host, arg);
     else
         reply_format(out, r->code, NULL, r->text, r->tlen, enhanced || r->force_esc, st, host);
 }

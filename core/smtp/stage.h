@@ -68,8 +68,9 @@ void stage_apply(enum reply_stage st, const struct hook_result *r, enum err_poli
                  struct stage_reply *out);
 
 /* Append the reply out decided to buf; arg replaces "%a" in a row's text
- * (the queue id at the end of DATA). */
+ * (the queue id at the end of DATA). A row comes from cache (formatted
+ * once per engine; NULL: formatted here). */
 void stage_format(struct buf *out, enum reply_stage st, const struct stage_reply *r, bool enhanced,
-                  const char *host, const char *arg);
+                  struct reply_cache *cache, const char *host, const char *arg);
 
 #endif

@@ -44,6 +44,8 @@ static void flags_of(const struct stage_reply *r, char *out)
     *p = '\0';
 }
 
+static struct reply_cache replies;
+
 static void expect(enum reply_stage st, struct hook_result hr, enum err_policy pol, bool enhanced,
                    const char *arg, const char *wire, const char *flags, const char *what)
 {
@@ -51,9 +53,16 @@ static void expect(enum reply_stage st, struct hook_result hr, enum err_policy p
     stage_apply(st, &hr, pol, &r);
     struct buf out;
     buf_init(&out);
-    stage_format(&out, st, &r, enhanced, HOST, arg);
+    stage_format(&out, st, &r, enhanced, NULL, HOST, arg);
     if (!testutil_check_bytes(buf_peek(&out), buf_used(&out), wire, strlen(wire), what, __FILE__, __LINE__))
         fprintf(stderr, "    stage %s\n", stage_get(st)->name);
+    /* the same bytes from an engine's reply cache, filled and then reused */
+    for (int round = 0; round < 2; round++) {
+        buf_reset(&out);
+        stage_format(&out, st, &r, enhanced, &replies, HOST, arg);
+        if (!testutil_check_bytes(buf_peek(&out), buf_used(&out), wire, strlen(wire), what, __FILE__, __LINE__))
+            fprintf(stderr, "    stage %s, from the reply cache (round %d)\n", stage_get(st)->name, round);
+    }
     char f[16];
     flags_of(&r, f);
     if (!CHECK(!strcmp(f, flags)))
@@ -191,5 +200,6 @@ int main(void)
     test_commands();
     test_data();
     test_auth_starttls_command();
+    reply_cache_free(&replies);
     return testutil_summary();
 }

@@ -3,10 +3,12 @@
  * then accepted or refused (refused ones never count),
  * routes replaced, parameters case-insensitive, the queue envelope made for
  * a subset (refused, out of range and route-less recipients rejected) and
- * formatted and parsed back by queue_file, and the reference count. */
+ * formatted and parsed back by queue_file, the reference count, and many
+ * recipients (the first ones in the envelope's own block). */
 #include "proto/envelope.h"
 #include "testutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,11 +145,46 @@ static void test_refs(void)
     envelope_unref(NULL);
 }
 
+/* Many recipients: the first few live in the envelope's block, the rest
+ * move to a growing array; every address, user and domain (one block per
+ * address) stays intact, and the null sender is three empty strings. */
+static void test_many_rcpts(void)
+{
+    struct envelope *e = envelope_new();
+    struct smtp_path p;
+    path(SMTP_PATH_MAIL, "FROM:<>", &p);
+    envelope_set_from(e, &p);
+    CHECK(!strcmp(e->from.address, "") && !strcmp(e->from.user, "") && !strcmp(e->from.domain, ""));
+    char arg[64], want[64];
+    for (int i = 0; i < 40; i++) {
+        snprintf(arg, sizeof(arg), "TO:<user%d@d%d.test> NOTIFY=NEVER", i, i);
+        path(SMTP_PATH_RCPT, arg, &p);
+        CHECK(envelope_add_rcpt(e, &p) == i);
+        envelope_rcpt_accept(e, i);
+    }
+    int bad = 0;
+    for (int i = 0; i < 40; i++) {
+        const struct env_addr *a = &e->rcpts[i].addr;
+        snprintf(want, sizeof(want), "user%d@d%d.test", i, i);
+        bad += strcmp(a->address, want) != 0;
+        snprintf(want, sizeof(want), "user%d", i);
+        bad += strcmp(a->user, want) != 0;
+        snprintf(want, sizeof(want), "d%d.test", i);
+        bad += strcmp(a->domain, want) != 0;
+        const char *v = NULL;
+        bad += !envelope_param(a, "notify", &v) || !v || strcmp(v, "NEVER") != 0;
+    }
+    CHECK(bad == 0);
+    CHECK(e->nrcpts == 40 && e->accepted == 40 && e->cap >= 40);
+    envelope_unref(e);
+}
+
 int main(void)
 {
     test_sender();
     test_recipients();
     test_to_qenv();
     test_refs();
+    test_many_rcpts();
     return testutil_summary();
 }

@@ -187,6 +187,74 @@ static void test_canned_arg(void)
     CHECK(n == 6);
 }
 
+/* The reply cache gives reply_canned_arg's bytes for every row, both with
+ * and without enhanced codes, for codes of the row's class and others,
+ * arguments the cache copies (short, printable) and ones it must not
+ * (control bytes, a line that wraps), before and after a row is kept. */
+static void test_cache_same_bytes(void)
+{
+    char longarg[700];
+    memset(longarg, 'x', sizeof(longarg) - 1);
+    longarg[sizeof(longarg) - 1] = '\0';
+    char edge[520];   /* around the 510-byte line limit for "Message accepted: queued as " */
+    const char *args[] = {NULL, "", "ABC123", "<a@b.test>", "two words", "tab\there", "nl\nhere",
+                          "del\x7f", "100%h", "%a", "2.0.0", "caf\xc3\xa9", longarg, edge};
+    const int codes[] = {0, -1, 250, 251, 354, 421, 451, 550, 554, 999};
+    const char *hosts[] = {"mx.test", NULL, "2.0.0"};
+    struct reply_cache c;
+    memset(&c, 0, sizeof(c));
+    int mismatches = 0;
+    for (size_t h = 0; h < sizeof(hosts) / sizeof(hosts[0]); h++) {
+        for (int round = 0; round < 2; round++) {
+            for (int id = 0; id <= R_COUNT; id++) {
+                for (int enh = 0; enh < 2; enh++) {
+                    for (size_t a = 0; a < sizeof(args) / sizeof(args[0]); a++) {
+                        for (size_t k = 0; k < sizeof(codes) / sizeof(codes[0]); k++) {
+                            if (args[a] == edge) {   /* a different length each time */
+                                size_t n = 470 + (size_t)(id + 3 * (int)k + 7 * enh) % 45;
+                                memset(edge, 'y', n);
+                                edge[n] = '\0';
+                            }
+                            struct buf want, got;
+                            buf_init(&want);
+                            buf_init(&got);
+                            buf_append(&got, "pre", 3);   /* appends, never replaces */
+                            buf_append(&want, "pre", 3);
+                            reply_canned_arg(&want, (enum reply_id)id, codes[k], enh, hosts[h], args[a]);
+                            reply_cache_put(&c, &got, (enum reply_id)id, codes[k], enh, hosts[h], args[a]);
+                            if (buf_used(&want) != buf_used(&got) ||
+                                memcmp(buf_peek(&want), buf_peek(&got), buf_used(&got)) != 0) {
+                                if (mismatches++ < 5)
+                                    fprintf(stderr, "  cache: row %d enhanced %d code %d arg %zu host %zu:\n  %.*s  vs\n  %.*s",
+                                            id, enh, codes[k], a, h, (int)buf_used(&got), buf_peek(&got),
+                                            (int)buf_used(&want), buf_peek(&want));
+                            }
+                            buf_free(&want);
+                            buf_free(&got);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    CHECK(mismatches == 0);
+    /* rows are kept: the queued row's bytes before the argument, once */
+    CHECK(c.host == hosts[2]);
+    CHECK(c.row[R_QUEUED][1].wire && c.row[R_QUEUED][1].arg_at_end);
+    CHECK_MEM(c.row[R_QUEUED][1].wire, c.row[R_QUEUED][1].len, "250 2.0.0 Message accepted: queued as ");
+    CHECK(c.row[R_MAIL_OK][1].wire && !c.row[R_MAIL_OK][1].arg_at_end);
+    CHECK(!c.row[R_BDAT_CHUNK][1].arg_at_end && c.row[R_BDAT_CHUNK][1].each_time);   /* "%a" first */
+    reply_cache_free(&c);
+    CHECK(c.host == NULL && c.row[R_MAIL_OK][1].wire == NULL);
+
+    /* no cache: formatted every time */
+    struct buf out;
+    buf_init(&out);
+    reply_cache_put(NULL, &out, R_RCPT_OK, 0, true, "mx.test", NULL);
+    CHECK_MEM(buf_peek(&out), buf_used(&out), "250 2.1.5 Recipient OK\r\n");
+    buf_free(&out);
+}
+
 static void test_default_esc(void)
 {
     static const struct {
@@ -564,6 +632,7 @@ int main(void)
     test_canned_rows();
     test_canned_plain();
     test_canned_arg();
+    test_cache_same_bytes();
     test_default_esc();
     test_default_text();
     test_has_esc();

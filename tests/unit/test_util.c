@@ -1,7 +1,8 @@
 /* test_util.c - the buffer's formatting helpers: buf_printf with and
  * without its second pass, decimal integers at their limits, and
  * date_rfc5322 against strftime over dates that cover every weekday,
- * month, leap day and field width; the buffer pool (kept sizes, its
+ * month, leap day and field width (also the same second twice: its kept
+ * copy); the buffer pool (kept sizes, its
  * bound, what a taken buffer holds). */
 #include "proto/util.h"
 #include "testutil.h"
@@ -82,6 +83,9 @@ static void check_date(time_t t)
 static void test_date(void)
 {
     check_date(0);                   /* Thu, 01 Jan 1970 */
+    check_date(0);                   /* the same second again: the kept copy */
+    check_date(1);
+    check_date(0);
     check_date(951782400);           /* Tue, 29 Feb 2000 00:00:00 */
     check_date(1798761599);          /* Thu, 31 Dec 2026 23:59:59 */
     check_date(253402300799LL);      /* Fri, 31 Dec 9999 23:59:59 */
