@@ -194,6 +194,15 @@ bool budget_leave(const struct budget_run *save)
     return exceeded;
 }
 
+void budget_restart(void)
+{
+    sig_atomic_t active = run_active;
+    run_active = 0;
+    run_ticks = 0;
+    run_exceeded = 0;
+    run_active = active;
+}
+
 /* ---- coroutine.resume / wrap / close ------------------------------------
  * Lua's own (lcorolib.c), with the thread they run made known to the
  * handler while it runs, and the budget hook passed on to the thread that

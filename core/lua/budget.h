@@ -42,6 +42,9 @@ double budget_tick(void);
  * whether the run went over its budget. */
 void budget_enter(struct budget_run *save, lua_State *co, double seconds);
 bool budget_leave(const struct budget_run *save);
+/* The run in progress starts over with its whole budget (the __close
+ * handlers that a failed run unwinds get one of their own). */
+void budget_restart(void);
 
 /* Replace coroutine.resume, coroutine.wrap and coroutine.close of L (its
  * coroutine library must be open) with versions that behave as Lua's own

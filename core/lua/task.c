@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "lua/budget.h"
 #include "lua/engine.h"
@@ -57,6 +58,65 @@ static struct task *set_running(struct task *t, struct task *running)
     struct task *prev = *slot;
     *slot = running;
     return prev;
+}
+
+/* A run's function is called by body(), in a pcall inside the coroutine.
+ * An error raised by a hook (the CPU budget's) leaves Lua's "hooks
+ * allowed" flag of its thread off, and only a pcall of that thread puts
+ * it back: were the coroutine to die of the error, no hook, so no budget,
+ * would ever fire in it again (its next runs, its __close handlers). So
+ * the error is caught in the coroutine; body() returns the marker, the
+ * message and the traceback instead. */
+static const char run_failed = 0;
+
+/* The message handler: the message and the traceback where it was raised.
+ * The __close handlers the pcall unwinds next get a fresh budget. */
+static int body_msgh(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg)
+        msg = luaL_typename(L, 1);
+    lua_createtable(L, 2, 0);
+    lua_pushstring(L, msg);
+    lua_rawseti(L, -2, 1);
+    luaL_traceback(L, L, msg, 1);
+    /* the last frame is body() itself: not the script's */
+    size_t len;
+    const char *tb = lua_tolstring(L, -1, &len);
+    static const char tail[] = "\n\t[C]: in ?";
+    if (len >= sizeof(tail) - 1 && !memcmp(tb + len - (sizeof(tail) - 1), tail, sizeof(tail) - 1)) {
+        lua_pushlstring(L, tb, len - (sizeof(tail) - 1));
+        lua_remove(L, -2);
+    }
+    lua_rawseti(L, -2, 2);
+    budget_restart();
+    return 1;
+}
+
+static int body_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)ctx;
+    if (status == LUA_OK || status == LUA_YIELD)
+        return lua_gettop(L) - 1;   /* the results, above the message handler */
+    lua_pushlightuserdata(L, (void *)&run_failed);
+    if (lua_istable(L, -2)) {
+        lua_rawgeti(L, -2, 1);
+        lua_rawgeti(L, -3, 2);
+    } else {
+        /* the message handler itself failed (out of memory) */
+        const char *msg = lua_tostring(L, -2);
+        lua_pushstring(L, msg ? msg : luaL_typename(L, -2));
+        lua_pushnil(L);
+    }
+    return 3;
+}
+
+/* (fn, ...) -> fn(...) | run_failed, message, traceback */
+static int body(lua_State *L)
+{
+    lua_pushcfunction(L, body_msgh);
+    lua_insert(L, 1);
+    return body_done(L, lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 1, 0, body_done), 0);
 }
 
 /* Reset the coroutine after an error or an abort. Its __close handlers run
@@ -113,6 +173,10 @@ static void resume(struct task *t, int nargs)
         if (t->waiting)
             return;   /* a kurir waiting function: its completion resumes us */
         fail(t, "coroutine.yield() outside a coroutine of the script; use kurir waiting functions");
+    } else if (status == LUA_OK && nres == 3 && lua_touserdata(co, -3) == &run_failed) {
+        t->ops->error(t, lua_tostring(co, -2), lua_tostring(co, -1));
+        reset_coroutine(t);
+        finish(t, false, 0);
     } else if (status == LUA_OK) {
         finish(t, true, nres);
     } else {
@@ -134,7 +198,9 @@ void task_run(struct task *t, int nargs)
     t->waiter = NULL;
     t->wake_pending = false;
     t->running = true;
-    resume(t, nargs);
+    lua_pushcfunction(t->co, body);
+    lua_insert(t->co, -(nargs + 2));
+    resume(t, nargs + 1);
 }
 
 void task_abort(struct task *t)
