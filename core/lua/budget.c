@@ -109,11 +109,6 @@ static void on_tick(int sig, siginfo_t *si, void *uc)
     errno = saved;
 }
 
-double budget_tick(void)
-{
-    return tick_seconds;
-}
-
 int budget_start(double seconds, char *err, size_t cap)
 {
     double tick = seconds / 10;

@@ -35,8 +35,6 @@ struct budget_run {
  * 1 ms. Called again (a reload, a new process after fork) it adopts the
  * new tick. -1 with err filled if the timer cannot be made. */
 int budget_start(double seconds, char *err, size_t cap);
-/* The tick in use, seconds; 0 before budget_start. */
-double budget_tick(void);
 
 /* A run of co under `seconds` of CPU starts / ends. budget_leave returns
  * whether the run went over its budget. */
