@@ -97,8 +97,8 @@ local function body()
 
   -- wrap closes the to-be-closed variables of a coroutine that failed
   try(coroutine.wrap(function()
-    local a <close> = closer("a closed with")
-    local b <close> = closer("b closed with", "b fails")
+    local _a <close> = closer("a closed with") -- luacheck: no unused
+    local _b <close> = closer("b closed with", "b fails") -- luacheck: no unused
     error("tbc")
   end))
 
@@ -113,7 +113,7 @@ local function body()
   -- close: suspended with a pending variable, failing close, dead, fresh,
   -- running, normal (above), not a coroutine
   local cl = coroutine.create(function()
-    local g <close> = closer("cl closed with")
+    local _g <close> = closer("cl closed with") -- luacheck: no unused
     coroutine.yield(1)
   end)
   put(coroutine.resume(cl))
@@ -121,7 +121,7 @@ local function body()
   put(coroutine.status(cl))
   put(coroutine.resume(cl))
   local ce = coroutine.create(function()
-    local g <close> = closer("ce closed with", "in close")
+    local _g <close> = closer("ce closed with", "in close") -- luacheck: no unused
     coroutine.yield()
   end)
   coroutine.resume(ce)
