@@ -364,7 +364,7 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     engine_stop_jobs(srv->w.eng);   /* the old script's tasks end once the new one runs */
     engine_unref(srv->w.eng);
     srv->w.eng = e;
-    engine_start(e, &srv->w);
+    engine_start(e, &srv->w);   /* a failure is logged; the old tick stays */
     srv_log(srv, "info", "reload");
     logfmt_str(&srv->w.log, "script", srv->script);
     logfmt_int(&srv->w.log, "generation", (long long)e->generation);
@@ -441,9 +441,9 @@ static int init(struct server *srv, struct ev_loop *loop, struct engine *eng,
         worker_log_end(&srv->w);
     }
     warn_spool(srv);
+    int rc = engine_start(eng, &srv->w);
     worker_log_flush(&srv->w);
-    engine_start(eng, &srv->w);
-    return 0;
+    return rc;
 }
 
 int server_init(struct server *srv, struct ev_loop *loop, struct engine *eng)

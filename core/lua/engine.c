@@ -24,6 +24,7 @@
 #include "proto/logfmt.h"
 #include "proto/sasl.h"
 #include "net/worker.h"
+#include "lua/budget.h"
 
 static const char *const hook_names[HOOK_COUNT] = {
     "connect", "helo", "starttls", "auth", "mail", "rcpt", "data",
@@ -357,6 +358,7 @@ static lua_State *new_state(const char *script)
         return NULL;
     *(struct task **)lua_getextraspace(L) = NULL;   /* no task runs at load time */
     luaL_openlibs(L);
+    budget_open(L);   /* coroutine.resume/wrap/close that the CPU budget follows */
     char dir[PATH_MAX];
     data_dir(dir, sizeof(dir));
     set_package_path(L, dir, script);
@@ -703,12 +705,21 @@ int engine_spawn(struct engine *e, lua_State *L, int nargs, double period)
     return 0;
 }
 
-void engine_start(struct engine *e, struct worker *w)
+int engine_start(struct engine *e, struct worker *w)
 {
     e->w = w;
     e->started = true;
+    char err[160];
+    int rc = budget_start(e->cfg.cpu_budget, err, sizeof(err));
+    if (rc < 0) {
+        buf_reset(&w->log);
+        logfmt_begin(&w->log, "error", NULL, "cpu_budget_unavailable");
+        logfmt_str(&w->log, "error", err);
+        worker_log_end(w);
+    }
     for (struct engine_job *j = e->jobs; j; j = j->next)
         ev_timer_start(w->loop, &j->tick);
+    return rc;
 }
 
 void engine_stop_jobs(struct engine *e)

@@ -125,8 +125,10 @@ bool engine_has_hook(const struct engine *e, enum hook h);
 /* the script itself defines h (HOOK_DATA may fall back to kurir.default) */
 bool engine_has_user_hook(const struct engine *e, enum hook h);
 /* The event loop runs e (main start, or e replaced the script on SIGHUP):
- * the tasks the script spawned while it loaded start now. */
-void engine_start(struct engine *e, struct worker *w);
+ * the CPU budget's timer starts (or takes e's tick) in this process, the
+ * tasks the script spawned while it loaded start now. -1 (logged) if the
+ * timer cannot be made: then no hook could be stopped. */
+int engine_start(struct engine *e, struct worker *w);
 /* Stop every kurir.spawn / kurir.every task of e (SIGHUP once the new
  * script runs, SIGTERM); later spawns are refused. */
 void engine_stop_jobs(struct engine *e);

@@ -797,7 +797,9 @@ int lsocket_connect(lua_State *L)
     int one = 1;
     if (!unix_path)
         setsockopt(k->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(k->fd, (struct sockaddr *)&ss, slen) != 0 && errno != EINPROGRESS) {
+    /* EINTR (the CPU budget's SIGPROF): the connection goes on in the
+     * background as for EINPROGRESS (POSIX connect()); writability tells */
+    if (connect(k->fd, (struct sockaddr *)&ss, slen) != 0 && errno != EINPROGRESS && errno != EINTR) {
         int e = errno;
         sock_shut(k);
         push_errno(L, e);

@@ -1,10 +1,10 @@
 /* task.c - Lua coroutines that may wait, whoever owns them.
  *
  * Owns: the single resume helper through which every run starts and every
- * waiting function comes back, the CPU budget (an instruction-count hook
- * that keeps firing until the error escapes any pcall of the script), the
- * wall-clock limit of a run, the wait timer and the deferred wake-up.
- * Uses: the engine's Lua state and event loop. What a run's results mean
+ * waiting function comes back, the wall-clock limit of a run, the wait
+ * timer and the deferred wake-up.
+ * Uses: the engine's Lua state and event loop; budget.c for the CPU budget
+ * of each resume (and of the __close handlers a reset runs). What a run's results mean
  * (a hook's reply, nothing for kurir.spawn) is the owner's business,
  * reported through struct task_ops. */
 #include "lua/task.h"
@@ -12,13 +12,12 @@
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
-#include <time.h>
+#include <string.h>
 
+#include "lua/budget.h"
 #include "lua/engine.h"
 #include "net/worker.h"
 #include "proto/util.h"
-
-#define CPU_CHECK_EVERY 10000
 
 static struct ev_loop *loop_of(const struct task *t)
 {
@@ -36,7 +35,6 @@ void task_init(struct task *t, struct engine *e, lua_State *L, const struct task
     t->eng = e;
     t->ops = ops;
     t->limit = limit;
-    t->cpu_start = -1;
     t->co = lua_newthread(L);
     t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     *(struct task **)lua_getextraspace(t->co) = t;
@@ -51,59 +49,91 @@ static void stop_timer(struct task *t)
         ev_timer_stop(loop, &t->timer);
 }
 
-static double cpu_now(void)
+/* Make the main thread's extra space name t while t runs (returns what it
+ * named before): threads the script creates during the run copy it
+ * (lua_newthread), so they know their task. */
+static struct task *set_running(struct task *t, struct task *running)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    struct task **slot = (struct task **)lua_getextraspace(t->eng->L);
+    struct task *prev = *slot;
+    *slot = running;
+    return prev;
 }
 
-static void count_hook(lua_State *co, lua_Debug *ar)
+/* A run's function is called by body(), in a pcall inside the coroutine.
+ * An error raised by a hook (the CPU budget's) leaves Lua's "hooks
+ * allowed" flag of its thread off, and only a pcall of that thread puts
+ * it back: were the coroutine to die of the error, no hook, so no budget,
+ * would ever fire in it again (its next runs, its __close handlers). So
+ * the error is caught in the coroutine; body() returns the marker, the
+ * message and the traceback instead. */
+static const char run_failed = 0;
+
+/* The message handler: the message and the traceback where it was raised.
+ * The __close handlers the pcall unwinds next get a fresh budget. */
+static int body_msgh(lua_State *L)
 {
-    (void)ar;
-    struct task *t = task_current(co);
-    if (!t)
-        return;
-    if (t->cpu_start < 0) {
-        /* first check of this resume: start the clock here, so that short
-         * runs (the common case) never pay for reading it */
-        t->cpu_start = cpu_now();
-        return;
+    const char *msg = lua_tostring(L, 1);
+    if (!msg)
+        msg = luaL_typename(L, 1);
+    lua_createtable(L, 2, 0);
+    lua_pushstring(L, msg);
+    lua_rawseti(L, -2, 1);
+    luaL_traceback(L, L, msg, 1);
+    /* the last frame is body() itself: not the script's */
+    size_t len;
+    const char *tb = lua_tolstring(L, -1, &len);
+    static const char tail[] = "\n\t[C]: in ?";
+    if (len >= sizeof(tail) - 1 && !memcmp(tb + len - (sizeof(tail) - 1), tail, sizeof(tail) - 1)) {
+        lua_pushlstring(L, tb, len - (sizeof(tail) - 1));
+        lua_remove(L, -2);
     }
-    if (t->cpu_exceeded || cpu_now() - t->cpu_start > t->eng->cfg.cpu_budget) {
-        t->cpu_exceeded = true;
-        /* fire on every instruction from now on, in this thread and in the
-         * task's own (co may be a coroutine of the script), so a pcall in
-         * the script cannot swallow the abort */
-        lua_sethook(co, count_hook, LUA_MASKCOUNT, 1);
-        if (t->co != co)
-            lua_sethook(t->co, count_hook, LUA_MASKCOUNT, 1);
-        luaL_error(co, "CPU budget of %f s exceeded", t->eng->cfg.cpu_budget);
-    }
+    lua_rawseti(L, -2, 2);
+    budget_restart();
+    return 1;
 }
 
-/* Make the main thread's extra space name t while t runs: threads the
- * script creates during the run copy it (lua_newthread), so the CPU budget
- * also finds its task in them. */
-static void set_running(struct task *t, struct task *running)
+static int body_done(lua_State *L, int status, lua_KContext ctx)
 {
-    *(struct task **)lua_getextraspace(t->eng->L) = running;
+    (void)ctx;
+    if (status == LUA_OK || status == LUA_YIELD)
+        return lua_gettop(L) - 1;   /* the results, above the message handler */
+    lua_pushlightuserdata(L, (void *)&run_failed);
+    if (lua_istable(L, -2)) {
+        lua_rawgeti(L, -2, 1);
+        lua_rawgeti(L, -3, 2);
+    } else {
+        /* the message handler itself failed (out of memory) */
+        const char *msg = lua_tostring(L, -2);
+        lua_pushstring(L, msg ? msg : luaL_typename(L, -2));
+        lua_pushnil(L);
+    }
+    return 3;
 }
 
-/* Reset the coroutine after an error or an abort. __close handlers run
- * here, so the CPU budget stays armed while they do. */
+/* (fn, ...) -> fn(...) | run_failed, message, traceback */
+static int body(lua_State *L)
+{
+    lua_pushcfunction(L, body_msgh);
+    lua_insert(L, 1);
+    return body_done(L, lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 1, 0, body_done), 0);
+}
+
+/* Reset the coroutine after an error or an abort. Its __close handlers run
+ * here, as a run of their own under the CPU budget. This may happen during
+ * another task's run (a hook that ends a session waiting in its own). */
 static void reset_coroutine(struct task *t)
 {
     lua_State *co = t->co;
-    t->cpu_exceeded = false;
-    t->cpu_start = -1;
-    set_running(t, t);
+    struct budget_run run;
+    struct task *prev = set_running(t, t);
     t->resetting = true;
-    lua_sethook(co, count_hook, LUA_MASKCOUNT, CPU_CHECK_EVERY);
+    budget_enter(&run, co, t->eng->cfg.cpu_budget);
     lua_resetthread(co);
-    lua_sethook(co, NULL, 0, 0);
+    budget_leave(&run);
+    lua_sethook(co, NULL, 0, 0);   /* the budget's hook, if it was set */
     t->resetting = false;
-    set_running(t, NULL);
+    set_running(t, prev);
     lua_settop(co, 0);
     *(struct task **)lua_getextraspace(co) = t;
 }
@@ -132,17 +162,21 @@ static void resume(struct task *t, int nargs)
     lua_State *co = t->co;
     lua_State *L = t->eng->L;
     int nres = 0;
-    t->cpu_exceeded = false;
-    t->cpu_start = -1;
-    set_running(t, t);
-    lua_sethook(co, count_hook, LUA_MASKCOUNT, CPU_CHECK_EVERY);
+    struct budget_run run;
+    struct task *prev = set_running(t, t);
+    budget_enter(&run, co, t->eng->cfg.cpu_budget);
     int status = lua_resume(co, NULL, nargs, &nres);
-    lua_sethook(co, NULL, 0, 0);
-    set_running(t, NULL);
+    if (budget_leave(&run))
+        lua_sethook(co, NULL, 0, 0);   /* over budget: the error is out, so is the hook */
+    set_running(t, prev);
     if (status == LUA_YIELD) {
         if (t->waiting)
             return;   /* a kurir waiting function: its completion resumes us */
         fail(t, "coroutine.yield() outside a coroutine of the script; use kurir waiting functions");
+    } else if (status == LUA_OK && nres == 3 && lua_touserdata(co, -3) == &run_failed) {
+        t->ops->error(t, lua_tostring(co, -2), lua_tostring(co, -1));
+        reset_coroutine(t);
+        finish(t, false, 0);
     } else if (status == LUA_OK) {
         finish(t, true, nres);
     } else {
@@ -164,7 +198,9 @@ void task_run(struct task *t, int nargs)
     t->waiter = NULL;
     t->wake_pending = false;
     t->running = true;
-    resume(t, nargs);
+    lua_pushcfunction(t->co, body);
+    lua_insert(t->co, -(nargs + 2));
+    resume(t, nargs + 1);
 }
 
 void task_abort(struct task *t)

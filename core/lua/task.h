@@ -53,8 +53,6 @@ struct task {
     int co_ref;
     double limit;                /* wall-clock seconds per run; <= 0: none */
     double deadline;             /* monotonic end of the running run's limit */
-    double cpu_start;            /* CPU clock at the first budget check; < 0: not read yet */
-    bool cpu_exceeded;
     bool running;                /* a run started and has not ended */
     bool waiting;                /* suspended in a waiting function */
     bool wake_pending;           /* completed; resumed at the next loop iteration */

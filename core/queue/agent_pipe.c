@@ -317,7 +317,8 @@ void agent_pipe_shutdown(struct queue *q)
         struct pipe_run *p = q->pipes;
         struct delivery *d = p->d;
         kill(p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
+        while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
+            ;
         run_free(p);
         /* the recipient stays pending on disk: it is tried again at start */
         buf_free(&d->diag);

@@ -52,6 +52,8 @@ describe("kurir.spawn", function()
 local kurir = require "kurir"
 kurir.configure { hostname = "mx.tasks.test", cpu_budget = 0.2, timeouts = { hook = 0.2 } }
 
+local loaded_spin = coroutine.create(function() while true do end end)
+
 -- at load time: runs once the server runs, with its arguments
 assert(kurir.spawn(function(word, n)
   kurir.sleep(0.05)
@@ -89,6 +91,21 @@ function kurir.on.command(s, verb, arg)
   elseif verb == "XYIELD" then
     kurir.spawn(function() coroutine.yield(1) end)
     return 250, "2.0.0 yielded"
+  elseif verb == "XLOADCO" then
+    -- a coroutine made while the script loaded, when no task ran
+    kurir.spawn(function()
+      local ok, err = coroutine.resume(loaded_spin)
+      kurir.log("swallowed", { ok = tostring(ok), err = tostring(err) })
+    end)
+    return 250, "2.0.0 spinning in a load-time coroutine"
+  elseif verb == "XEVERY" then
+    local runs = 0
+    kurir.every(0.05, function()
+      runs = runs + 1
+      kurir.log("every_run", { n = runs })
+      if runs == 1 then while true do end end
+    end)
+    return 250, "2.0.0 every"
   end
 end
 ]],
@@ -147,6 +164,32 @@ end
     assert.truthy(e[before + 2].error:find("CPU budget", 1, true), e[before + 2].error)
     assert.equals(0, #events(srv, "swallowed"), srv:describe())
     -- the server still serves
+    c:check("NOOP", 250)
+    c:close()
+  end)
+
+  it("aborts a task spinning in a coroutine made at load time", function()
+    local c = session(srv.port)
+    local before = #events(srv, "task_error")
+    c:check("XLOADCO", 250)
+    local e = wait_events(srv, before + 1, "task_error")
+    assert.truthy(e, srv:describe())
+    assert.equals("CPU budget of 0.2 s exceeded", e[before + 1].error)
+    assert.equals("spawn", e[before + 1].kind)
+    assert.equals(0, #events(srv, "swallowed"), srv:describe())
+    c:check("NOOP", 250)
+    c:close()
+  end)
+
+  it("aborts a kurir.every run over the CPU budget; the next period runs", function()
+    local c = session(srv.port)
+    local before = #events(srv, "task_error")
+    c:check("XEVERY", 250)
+    local e = wait_events(srv, before + 1, "task_error")
+    assert.truthy(e, srv:describe())
+    assert.equals("CPU budget of 0.2 s exceeded", e[before + 1].error)
+    assert.equals("every", e[before + 1].kind)
+    assert.truthy(wait_events(srv, 1, "every_run", { n = "2" }), srv:describe())
     c:check("NOOP", 250)
     c:close()
   end)
