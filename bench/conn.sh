@@ -32,46 +32,12 @@ sed "s/connections = 10000, connections_per_ip = 10000/connections = $((IDLE + 1
     bench/hooks.lua >"$tmp/hooks.lua"
 grep -q "connections = $((IDLE + 1000))" "$tmp/hooks.lua" || die "bench/hooks.lua's limits line changed"
 
-wait_port() { # PID PORT
-    local i
-    for ((i = 0; i < 300; i++)); do
-        (exec 9<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return
-        kill -0 "$1" 2>/dev/null || die "the server exited (see $tmp)"
-        sleep 0.1
-    done
-    die "nothing listens on port $2"
-}
-
-cpu_ticks() { # PID -> utime+stime
-    local a
-    read -r -a a <"/proc/$1/stat"
-    echo $((a[13] + a[14]))
-}
-
-stop_pid() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 if [[ $SECTIONS == *" instr "* ]]; then
     command -v valgrind >/dev/null || die "valgrind is not installed"
     echo "instructions per connection (callgrind, -w 1, bench/hooks.lua, loadgen -c 50 -r 1):"
     for b in "${bins[@]}"; do
-        totals=()
-        for n in 1000 6000; do
-            port=$(free_port)
-            valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.$n" "$b" -w 1 -l "127.0.0.1:$port" \
-                "$tmp/hooks.lua" >/dev/null 2>"$tmp/cg.err" &
-            p=$!
-            pids+=("$p")
-            wait_port "$p" "$port"
-            timeout 300 "$LOADGEN" -c 50 -n "$n" -r 1 -t 240 "127.0.0.1:$port" >/dev/null
-            stop_pid "$p"
-            totals+=("$(callgrind_annotate "$tmp/cg.$n" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')")
-        done
-        echo "  $b: $(((totals[1] - totals[0]) / 5000))"
+        echo "  $b: $(callgrind_per "$b" "$tmp/hooks.lua" -c 50 -r 1)"
     done
 fi
 

@@ -29,46 +29,13 @@ bins=("$@")
 for b in "${bins[@]}"; do [[ -x $b ]] || die "not executable: $b"; done
 for s in $SCRIPTS; do [[ -f bench/$s.lua ]] || die "no bench/$s.lua"; done
 
-wait_port() { # PID PORT
-    local i
-    for ((i = 0; i < 300; i++)); do
-        (exec 9<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return
-        kill -0 "$1" 2>/dev/null || die "the server exited (see $tmp)"
-        sleep 0.1
-    done
-    die "nothing listens on port $2"
-}
-
-stop_pid() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-cpu_ticks() { # PID -> utime+stime
-    local a
-    read -r -a a <"/proc/$1/stat"
-    echo $((a[13] + a[14]))
-}
-
 if [[ $SECTIONS == *" instr "* ]]; then
     command -v valgrind >/dev/null || die "valgrind is not installed"
     echo "instructions per message (callgrind, -w 1, loadgen -c 50):"
     for s in $SCRIPTS; do
         for p in $PS; do
             for b in "${bins[@]}"; do
-                totals=()
-                for n in 1000 6000; do
-                    port=$(free_port)
-                    valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.$n" "$b" -w 1 -l "127.0.0.1:$port" \
-                        "bench/$s.lua" >/dev/null 2>"$tmp/cg.err" &
-                    pid=$!
-                    pids+=("$pid")
-                    wait_port "$pid" "$port"
-                    timeout 300 "$LOADGEN" -c 50 -n "$n" -p "$p" -t 240 "127.0.0.1:$port" >/dev/null
-                    stop_pid "$pid"
-                    totals+=("$(callgrind_annotate "$tmp/cg.$n" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')")
-                done
-                printf '  %-8s -p %-3s %-40s %7d\n' "$s" "$p" "$b" $(((totals[1] - totals[0]) / 5000))
+                printf '  %-8s -p %-3s %-40s %7d\n' "$s" "$p" "$b" "$(callgrind_per "$b" "bench/$s.lua" -c 50 -p "$p")"
             done
         done
     done

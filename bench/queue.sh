@@ -63,18 +63,10 @@ bench_on_exit() {
     done
 }
 
-wait_port() {
-    local port=$1 i
-    for ((i = 0; i < 300; i++)); do
-        (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return
-        sleep 0.1
-    done
-    die "nothing listening on $port after 30 s"
-}
 now() { date +%s.%N; }
 HZ=$(getconf CLK_TCK)
 # CPU ticks of a process, its live children and the children it reaped
-cpu_ticks() {
+cpu_ticks_all() {
     local p t=0 x
     for p in "$1" $(ps --ppid "$1" -o pid= 2>/dev/null || true); do
         x=$(awk '{ sub(/.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
@@ -88,7 +80,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 sink_port=$(free_port)
 smtp-sink -c -u nobody "127.0.0.1:$sink_port" 1000 >"$tmp/sink.out" 2>&1 &
 pids+=($!)
-wait_port "$sink_port"
+wait_port - "$sink_port"
 sink_count() {
     local c
     c=$(tr '\r' '\n' <"$tmp/sink.out" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1)
@@ -119,7 +111,7 @@ for ((r = 1; r <= REPS; r++)); do
     "$KURIR" "$here/queue_relay.lua" "$sink_port" "$port" "$tmp/kq$r" >"$log" 2>&1 &
     kpid=$!
     pids+=("$kpid")
-    wait_port "$port"
+    wait_port - "$port"
     for ((i = 0; i < 300; i++)); do   # the queue's owner has recovered it
         grep -q "event=queue_recovered" "$log" && break
         sleep 0.1
@@ -135,7 +127,7 @@ for ((r = 1; r <= REPS; r++)); do
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
     fi
-    k_cpu+=("$(echo "scale=3; $(cpu_ticks "$kpid") / $HZ * 1000 / $N" | bc)")
+    k_cpu+=("$(echo "scale=3; $(cpu_ticks_all "$kpid") / $HZ * 1000 / $N" | bc)")
     kill "$kpid"
     wait "$kpid" 2>/dev/null || true
     syncs=$(sed -n 's/.*event=queue_closed .*syncs=\([0-9]*\).*/\1/p' "$log" | awk '{ s += $1 } END { print s + 0 }')
@@ -184,10 +176,10 @@ EOF
         /etc/postfix/master.cf >"$pf/etc/master.cf"
     pf_dirs+=("$pf")
     postfix -c "$pf/etc" start >/dev/null 2>&1 || die "postfix did not start: $(tail -3 "$pf/maillog" 2>/dev/null)"
-    wait_port "$port"
+    wait_port - "$port"
     read -r rate accept < <(load "$port")
     mpid=$(tr -d ' ' <"$pf/spool/pid/master.pid")
-    p_cpu+=("$(echo "scale=3; $(cpu_ticks "$mpid") / $HZ * 1000 / $N" | bc)")
+    p_cpu+=("$(echo "scale=3; $(cpu_ticks_all "$mpid") / $HZ * 1000 / $N" | bc)")
     postfix -c "$pf/etc" stop >/dev/null 2>&1 || true
     p_rates+=("$rate") p_accept+=("$accept")
 done

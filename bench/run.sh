@@ -61,6 +61,7 @@ HZ=$(getconf CLK_TCK)
 BENCH_NAME=bench
 # shellcheck source=bench/lib.sh
 . "$here/lib.sh"
+server_log=$tmp/server.log
 for v in MESSAGES MOCK_MESSAGES SESSIONS SIZE REPS TIME IDLE NW LARGE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number (got '${!v}')"
 done
@@ -86,28 +87,10 @@ fi
 
 # ---- helpers -------------------------------------------------------------
 
-wait_port() {
-    local pid=$1 port=$2 i
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || die "server $pid exited; log: $(tail -5 "$tmp/server.log")"
-        (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return
-        sleep 0.1
-    done
-    die "server $pid not listening on $port after 30 s"
-}
-
 # the server's processes: its PID and its children (kurir's workers)
 tree() {
     echo "$1"
     ps --ppid "$1" -o pid= 2>/dev/null || true
-}
-cpu_ticks() {
-    local p t=0 x
-    for p in $(tree "$1"); do
-        x=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-        t=$((t + x))
-    done
-    echo "$t"
 }
 status_kb() { # status_kb PID FIELD: summed over the tree
     local p t=0 x
@@ -170,9 +153,6 @@ stop() {
     wait "$server" 2>/dev/null || true
 }
 
-field() { # field NAME LINE
-    sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"
-}
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 
 # run_load PORT ARGS...: REPS runs of loadgen (under $PIN when set); sets
