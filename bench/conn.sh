@@ -22,10 +22,7 @@ IDLE=${CONN_IDLE:-10000}
 IDLE_N=${CONN_IDLE_N:-5000}
 ROUNDS=${CONN_ROUNDS:-3}
 LOADGEN=${LOADGEN_BIN:-$PWD/build/loadgen}
-bins=("$@")
-((${#bins[@]})) || bins=("$PWD/build/kurir")
-[[ -x $LOADGEN ]] || die "no load generator at $LOADGEN (cmake --build build)"
-for b in "${bins[@]}"; do [[ -x $b ]] || die "not executable: $b"; done
+bench_bins "$@"
 
 # bench/hooks.lua with limits above the idle connections plus the active ones
 sed "s/connections = 10000, connections_per_ip = 10000/connections = $((IDLE + 1000)), connections_per_ip = $((IDLE + 1000))/" \

@@ -79,15 +79,27 @@ stop_pid() {
     wait "$1" 2>/dev/null || true
 }
 
-# CPU ticks (utime + stime) of a process and its live children (kurir's
-# workers)
+# cpu_ticks PID [reaped]: CPU ticks (utime + stime) of a process and its
+# live children (kurir's workers); with "reaped", also of the children it
+# has reaped (cutime + cstime: Postfix's short-lived daemons)
 cpu_ticks() {
-    local p t=0 x
+    local p t=0 x f='$12 + $13'
+    [[ ${2:-} == reaped ]] && f='$12 + $13 + $14 + $15'
     for p in "$1" $(ps --ppid "$1" -o pid= 2>/dev/null || true); do
-        x=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        x=$(awk "{ sub(/.*\\) /, \"\"); print $f }" "/proc/$p/stat" 2>/dev/null || echo 0)
         t=$((t + x))
     done
     echo "$t"
+}
+
+# bench_bins KURIR_BIN...: the kurir binaries to compare (default
+# build/kurir) into bins; checks them and LOADGEN
+bench_bins() {
+    bins=("$@")
+    ((${#bins[@]})) || bins=("$PWD/build/kurir")
+    [[ -x $LOADGEN ]] || die "no load generator at $LOADGEN (cmake --build build)"
+    local b
+    for b in "${bins[@]}"; do [[ -x $b ]] || die "not executable: $b"; done
 }
 
 # field NAME LINE: the value of NAME=value in a key=value line (loadgen's)

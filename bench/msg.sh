@@ -23,10 +23,7 @@ PS=${MSG_P:-20 1}
 N=${MSG_N:-100000}
 ROUNDS=${MSG_ROUNDS:-3}
 LOADGEN=${LOADGEN_BIN:-$PWD/build/loadgen}
-bins=("$@")
-((${#bins[@]})) || bins=("$PWD/build/kurir")
-[[ -x $LOADGEN ]] || die "no load generator at $LOADGEN (cmake --build build)"
-for b in "${bins[@]}"; do [[ -x $b ]] || die "not executable: $b"; done
+bench_bins "$@"
 for s in $SCRIPTS; do [[ -f bench/$s.lua ]] || die "no bench/$s.lua"; done
 
 if [[ $SECTIONS == *" instr "* ]]; then

@@ -65,15 +65,6 @@ bench_on_exit() {
 
 now() { date +%s.%N; }
 HZ=$(getconf CLK_TCK)
-# CPU ticks of a process, its live children and the children it reaped
-cpu_ticks_all() {
-    local p t=0 x
-    for p in "$1" $(ps --ppid "$1" -o pid= 2>/dev/null || true); do
-        x=$(awk '{ sub(/.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-        t=$((t + x))
-    done
-    echo "$t"
-}
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # ---- the one smtp-sink: -c counts the messages it took ---------------------
@@ -127,7 +118,7 @@ for ((r = 1; r <= REPS; r++)); do
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
     fi
-    k_cpu+=("$(echo "scale=3; $(cpu_ticks_all "$kpid") / $HZ * 1000 / $N" | bc)")
+    k_cpu+=("$(echo "scale=3; $(cpu_ticks "$kpid" reaped) / $HZ * 1000 / $N" | bc)")
     kill "$kpid"
     wait "$kpid" 2>/dev/null || true
     syncs=$(sed -n 's/.*event=queue_closed .*syncs=\([0-9]*\).*/\1/p' "$log" | awk '{ s += $1 } END { print s + 0 }')
@@ -179,7 +170,7 @@ EOF
     wait_port - "$port"
     read -r rate accept < <(load "$port")
     mpid=$(tr -d ' ' <"$pf/spool/pid/master.pid")
-    p_cpu+=("$(echo "scale=3; $(cpu_ticks_all "$mpid") / $HZ * 1000 / $N" | bc)")
+    p_cpu+=("$(echo "scale=3; $(cpu_ticks "$mpid" reaped) / $HZ * 1000 / $N" | bc)")
     postfix -c "$pf/etc" stop >/dev/null 2>&1 || true
     p_rates+=("$rate") p_accept+=("$accept")
 done
